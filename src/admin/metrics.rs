@@ -1,0 +1,70 @@
+//! Metric names (part of the contract, SPEC §6) and the Prometheus recorder.
+//!
+//! Label values are always bounded: route, client and upstream names from config, rule ids,
+//! status codes and fixed reason words; never paths or anything from a body.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests answered, by `route`, `client`, `status`.
+pub const REQUESTS: &str = "gateway_requests_total";
+/// Time from request head to response head, by `route`.
+pub const REQUEST_DURATION: &str = "gateway_request_duration_seconds";
+/// Time for the upstream to answer with its response head, by `upstream`.
+pub const UPSTREAM_DURATION: &str = "gateway_upstream_duration_seconds";
+/// Upstream failures, by `upstream` and `kind` (connect, timeout, protocol).
+pub const UPSTREAM_ERRORS: &str = "gateway_upstream_errors_total";
+/// Missing or wrong credentials, by `route`.
+pub const AUTH_FAILURES: &str = "gateway_auth_failures_total";
+/// Failed TLS handshakes.
+pub const TLS_HANDSHAKE_ERRORS: &str = "gateway_tls_handshake_errors_total";
+/// Connections open now.
+pub const CONNECTIONS_ACTIVE: &str = "gateway_connections_active";
+
+/// Latency buckets from 100 µs to 30 s: proxying adds sub-millisecond, upstreams take seconds.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide recorder, installed on first use. Every server in the process (tests start
+/// several) reports into it, as a process exports one `/metrics`.
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), DURATION_BUCKETS)
+            .expect("buckets are non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (e.g. by an embedding application); this
+        // handle then renders only our own metrics, which is still correct for `/metrics`.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(REQUESTS, "Requests answered by the gateway.");
+    describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from request head to response head."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "Time for the upstream to send its response head."
+    );
+    describe_counter!(UPSTREAM_ERRORS, "Upstream failures by kind.");
+    describe_counter!(
+        AUTH_FAILURES,
+        "Requests refused for missing or wrong credentials."
+    );
+    describe_counter!(TLS_HANDSHAKE_ERRORS, "Failed TLS handshakes.");
+    describe_gauge!(CONNECTIONS_ACTIVE, "Client connections open now.");
+}

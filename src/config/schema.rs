@@ -1,0 +1,470 @@
+//! The configuration file as written by operators: plain serde structs, one per TOML table.
+//!
+//! These doc comments are the configuration reference. Every struct denies unknown keys so a typo is
+//! an error at load time instead of a silently ignored setting. Validation (addresses, references
+//! between tables, secrets, rule compilation) happens in [`super::load`], never here.
+
+use serde::Deserialize;
+
+/// The main file (`config/gateway.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The public listener that carries customer traffic.
+    pub listen: ListenFile,
+    /// The operators' listener: metrics, health, reload.
+    #[serde(default)]
+    pub admin: AdminFile,
+    /// Resource limits; every key has a production default.
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// Where the HMAC key for tags and `hash` actions comes from.
+    pub keys: KeysFile,
+    /// Where tags and privacy requests are kept.
+    #[serde(default)]
+    pub store: StoreFile,
+    /// The public privacy-request intake.
+    #[serde(default)]
+    pub privacy: PrivacyFile,
+    /// `[[client]]`: every API caller, customer or internal service.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientFile>,
+    /// `[[upstream]]`: the services behind the gateway.
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamFile>,
+    /// `[[route]]`: path prefixes mapped to upstreams, with their inspection settings.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteFile>,
+}
+
+/// `[listen]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    /// `ip:port` to bind, e.g. `127.0.0.1:8443`; port 0 picks a free port.
+    pub address: String,
+    /// PEM certificate chain (leaf first). Required unless `tls = false`.
+    pub tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Required unless `tls = false`.
+    pub tls_key: Option<String>,
+    /// PEM CA bundle; when set, every client must present a certificate it signed.
+    pub client_ca: Option<String>,
+    /// `false` serves plaintext HTTP/1.1 and h2c: for local tests only (logs a warning).
+    #[serde(default = "default_true")]
+    pub tls: bool,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// `ip:port` for `/metrics`, `/healthz`, `/readyz` and `/admin/*`.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    /// Environment variable holding the bearer token that `/admin/*` requires.
+    pub token_env: Option<String>,
+    /// Inline admin token: development only (`check` warns).
+    pub token: Option<String>,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        AdminFile {
+            address: default_admin_address(),
+            token_env: None,
+            token: None,
+        }
+    }
+}
+
+/// `[limits]`: every key optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsFile {
+    /// Largest inspected body, request or response, after decoding.
+    pub max_body_bytes: u64,
+    /// Time a client has to send its request head (and to finish the TLS handshake).
+    pub header_read_timeout_ms: u64,
+    /// Longest pause between two pieces of a body, in either direction.
+    pub body_read_timeout_ms: u64,
+    /// Whole request until the upstream's response head (and, when inspected, its body) is in.
+    pub request_timeout_ms: u64,
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    pub max_connections: u32,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: u32,
+    /// HTTP/2 streams a single connection may have open.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        LimitsFile {
+            max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            request_timeout_ms: 30_000,
+            max_connections: 10_000,
+            max_header_bytes: 65_536,
+            h2_max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// `[keys]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    /// Environment variable holding the tag key (at least 16 bytes).
+    pub tag_key_env: Option<String>,
+    /// Inline tag key: development only (`check` warns).
+    pub tag_key: Option<String>,
+}
+
+/// `[store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// `memory`, `sqlite` or `postgres`.
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// SQLite database file.
+    #[serde(default = "default_store_path")]
+    pub path: String,
+    /// Environment variable holding the PostgreSQL URL.
+    pub url_env: Option<String>,
+    /// Inline PostgreSQL URL: development only (`check` warns).
+    pub url: Option<String>,
+    /// Days after last sight that a tag is deleted.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        StoreFile {
+            backend: StoreBackend::default(),
+            path: default_store_path(),
+            url_env: None,
+            url: None,
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+/// The tag and outbox store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// In process; lost on exit. For tests.
+    Memory,
+    /// One embedded file: a single gateway.
+    #[default]
+    Sqlite,
+    /// Shared by several gateway replicas.
+    Postgres,
+}
+
+/// `[privacy]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyFile {
+    /// Public intake path on the main listener.
+    pub path: String,
+    /// Intake requests per client IP per minute.
+    pub rate_limit_per_minute: u32,
+    /// Webhook attempts before a delivery is dead.
+    pub delivery_max_attempts: u32,
+    /// Age after which an undelivered request is dead.
+    pub delivery_max_age_hours: u32,
+}
+
+impl Default for PrivacyFile {
+    fn default() -> Self {
+        PrivacyFile {
+            path: "/privacy/requests".into(),
+            rate_limit_per_minute: 20,
+            delivery_max_attempts: 20,
+            delivery_max_age_hours: 72,
+        }
+    }
+}
+
+/// `[[client]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// Stable identifier: metric label, `X-Gateway-Client`, tag owner.
+    pub id: String,
+    /// `customer` (a controller) or `internal` (a platform service, never a controller).
+    pub kind: ClientKind,
+    /// Display name shown to verified privacy requesters.
+    pub name: String,
+    /// Hex SHA-256 of each valid API key; the keys themselves never appear in config.
+    pub api_key_sha256: Vec<String>,
+    /// Where recipients' privacy questions go; shown to verified requesters.
+    pub privacy_contact: Option<String>,
+    /// Webhook receiving this customer's privacy requests.
+    pub webhook_url: Option<String>,
+    /// Environment variable holding the webhook secret (`whsec_` + base64).
+    pub webhook_secret_env: Option<String>,
+    /// Inline webhook secret: development only (`check` warns).
+    pub webhook_secret: Option<String>,
+}
+
+/// What a client is to the data flowing through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// A merchant: controller of the recipient data it sends.
+    Customer,
+    /// A platform service (analytics, support tooling): never a controller.
+    Internal,
+}
+
+/// `[[upstream]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// Name that routes refer to; metric label.
+    pub name: String,
+    /// `http://host:port[/base]` or `https://…`; a base path is prepended to forwarded paths.
+    pub url: String,
+    /// PEM CA bundle for an https upstream instead of the built-in web roots.
+    pub ca_file: Option<String>,
+}
+
+/// `[[route]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Identifier: metric label and log field.
+    pub name: String,
+    /// Requests whose path starts with this (at a `/` boundary) take this route; longest wins.
+    pub path_prefix: String,
+    /// Name of the `[[upstream]]` to forward to.
+    pub upstream: String,
+    /// `client` (API key required) or `none`.
+    #[serde(default)]
+    pub auth: RouteAuth,
+    /// What the callers of this route use the data for; rules select on it.
+    #[serde(default)]
+    pub purpose: Purpose,
+    /// JSONPath selectors of shipment records in bodies.
+    #[serde(default)]
+    pub records: Vec<String>,
+    /// Members of a record that identify it (tagged to its controller).
+    #[serde(default)]
+    pub record_keys: Vec<String>,
+    /// Member of a record that holds the recipient object.
+    pub recipient: Option<String>,
+    /// Members of the recipient object that identify the person.
+    #[serde(default)]
+    pub recipient_identifiers: Vec<String>,
+    /// Member of a record naming the controlling client id.
+    pub controller_member: Option<String>,
+    /// How a record whose controller is unknown is treated.
+    #[serde(default)]
+    pub unknown_controller: UnknownController,
+    /// Rule files, relative to the main config file.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Media types passed uninspected on purpose (e.g. `application/pdf` labels).
+    #[serde(default)]
+    pub passthrough_content_types: Vec<String>,
+}
+
+/// Whether a route requires an API key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteAuth {
+    /// A valid API key is required.
+    #[default]
+    Client,
+    /// Anyone may call; a key, if sent, must still be valid.
+    None,
+}
+
+/// Why a route's callers use recipient data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// Creating and shipping parcels.
+    #[default]
+    Fulfillment,
+    /// Customer support.
+    Support,
+    /// The platform's own statistics: pseudonyms only.
+    Analytics,
+    /// Marketing.
+    Marketing,
+}
+
+impl Purpose {
+    /// Every purpose, for reports and "default: every purpose".
+    pub const ALL: [Purpose; 4] = [
+        Purpose::Fulfillment,
+        Purpose::Support,
+        Purpose::Analytics,
+        Purpose::Marketing,
+    ];
+
+    /// The name used in config files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Fulfillment => "fulfillment",
+            Purpose::Support => "support",
+            Purpose::Analytics => "analytics",
+            Purpose::Marketing => "marketing",
+        }
+    }
+}
+
+/// Treatment of records whose controller cannot be determined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownController {
+    /// The caller is not the controller: non-controller rules apply (fail closed).
+    #[default]
+    NotController,
+    /// The caller is treated as the controller.
+    Caller,
+}
+
+/// A rule file: `[[rule]]` entries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFileDoc {
+    /// The rules, applied together in one pass.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleFile>,
+}
+
+/// `[[rule]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// Unique across the whole config; metric label.
+    pub id: String,
+    /// RFC 9535 JSONPath, relative to each record (or to the body with `scope = "body"`).
+    pub path: String,
+    /// What happens to matched values.
+    pub action: Action,
+    /// Data category (fideslang-style) for reports.
+    pub category: String,
+    /// Why the rule exists, in words a reviewer can check.
+    pub reason: String,
+    /// Whether `path` starts at each record (default) or at the body root.
+    #[serde(default)]
+    pub scope: RuleScope,
+    /// Conditions under which the rule applies.
+    #[serde(default)]
+    pub when: WhenFile,
+    /// Settings of the `mask` action.
+    pub mask: Option<MaskFile>,
+}
+
+/// What a rule does to a matched value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Delete the member or array element.
+    Remove,
+    /// Replace the value with `"[REDACTED]"`.
+    Redact,
+    /// Keep some characters of a string, the rest become `*`.
+    Mask,
+    /// Replace with a per-controller pseudonym `h:<32 hex>`.
+    Hash,
+}
+
+impl Action {
+    /// The name used in config files, reports and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Remove => "remove",
+            Action::Redact => "redact",
+            Action::Mask => "mask",
+            Action::Hash => "hash",
+        }
+    }
+}
+
+/// Where a rule's path starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleScope {
+    /// `$` is each record.
+    #[default]
+    Record,
+    /// `$` is the whole body.
+    Body,
+}
+
+/// `when.*` of a rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenFile {
+    /// `request`, `response` or `both` (default).
+    #[serde(default)]
+    pub direction: DirectionFilter,
+    /// `any` (default), `controller` or `not_controller`.
+    #[serde(default)]
+    pub caller: CallerFilter,
+    /// Route purposes the rule applies to; default every purpose.
+    pub purpose: Option<Vec<Purpose>>,
+}
+
+/// Body direction a rule applies to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectionFilter {
+    /// Client to upstream only.
+    Request,
+    /// Upstream to client only.
+    Response,
+    /// Both directions.
+    #[default]
+    Both,
+}
+
+/// Caller relation a rule applies to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerFilter {
+    /// Every caller.
+    #[default]
+    Any,
+    /// Only the record's controller.
+    Controller,
+    /// Everyone but the record's controller.
+    NotController,
+}
+
+/// `mask.*` of a rule.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskFile {
+    /// Characters kept at the start.
+    #[serde(default)]
+    pub keep_first: usize,
+    /// Characters kept at the end.
+    #[serde(default)]
+    pub keep_last: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".into()
+}
+
+fn default_store_path() -> String {
+    "../data/gateway.db".into()
+}
+
+fn default_retention_days() -> u32 {
+    30
+}

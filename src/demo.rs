@@ -1,0 +1,184 @@
+//! The sample shipping API: what a platform's upstream looks like behind the gateway.
+//!
+//! `recipient-gateway demo` runs it on a free loopback port and the gateway in front of it; the
+//! integration tests use it as their realistic upstream. Its data is made up.
+//!
+//! | method and path | answer |
+//! | --- | --- |
+//! | `GET /v1/shipments` | every shipment, all customers mixed: `{"shipments": [...]}` |
+//! | `GET /v1/shipments/{id}` | one shipment, or 404 |
+//! | `POST /v1/shipments` | creates a shipment for `X-Gateway-Client`; 201 with the record |
+//! | `GET /v1/analytics/shipments` | the same list, for the analytics route |
+//! | `GET /v1/labels/{id}` | a PDF label (a passthrough media type) |
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The demo's API keys, by client id. Their SHA-256 digests are in `config/gateway.toml`.
+pub const DEMO_KEYS: &[(&str, &str)] = &[
+    ("acme", "demo-key-acme"),
+    ("globex", "demo-key-globex"),
+    ("analytics", "demo-key-analytics"),
+];
+
+/// A running sample API; stops when dropped.
+pub struct SampleApi {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for SampleApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The shipments it serves, shared by its connections.
+struct Shipments {
+    records: Mutex<Vec<Value>>,
+}
+
+/// Starts the sample API on `addr` (use port 0 for a free port).
+pub async fn start_sample_api(addr: SocketAddr) -> std::io::Result<SampleApi> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(Shipments {
+        records: Mutex::new(seed()),
+    });
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(state.handle(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(SampleApi { addr, task })
+}
+
+impl Shipments {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method().clone(), segments.as_slice()) {
+            (Method::GET, ["v1", "shipments"] | ["v1", "analytics", "shipments"]) => {
+                let records = self.records.lock().expect("not poisoned").clone();
+                json_response(StatusCode::OK, &json!({ "shipments": records }))
+            }
+            (Method::GET, ["v1", "shipments", id]) => {
+                let records = self.records.lock().expect("not poisoned");
+                match records.iter().find(|r| r["id"] == *id) {
+                    Some(record) => json_response(StatusCode::OK, record),
+                    None => not_found(),
+                }
+            }
+            (Method::POST, ["v1", "shipments"]) => self.create(req).await,
+            (Method::GET, ["v1", "labels", id]) => {
+                let mut response = Response::new(Full::new(Bytes::from(format!(
+                    "%PDF-1.4\n% demo label for {id}\n%%EOF\n"
+                ))));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/pdf"),
+                );
+                response
+            }
+            _ => not_found(),
+        }
+    }
+
+    async fn create(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let customer = req
+            .headers()
+            .get("x-gateway-client")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Ok(body) = Limited::new(req.into_body(), 1 << 20).collect().await else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "unreadable body"}),
+            );
+        };
+        let Ok(Value::Object(mut record)) = serde_json::from_slice::<Value>(&body.to_bytes())
+        else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "expected an object"}),
+            );
+        };
+        let mut records = self.records.lock().expect("not poisoned");
+        let n = records.len() + 1;
+        record.insert("id".into(), json!(format!("shp_{n:04}")));
+        record.insert("tracking_number".into(), json!(format!("1ZDEMO{n:010}")));
+        record.insert("status".into(), json!("label_created"));
+        if let Some(customer) = customer {
+            record.insert("customer_id".into(), json!(customer));
+        }
+        let record = Value::Object(record);
+        records.push(record.clone());
+        json_response(StatusCode::CREATED, &record)
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn not_found() -> Response<Full<Bytes>> {
+    json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"}))
+}
+
+fn seed() -> Vec<Value> {
+    vec![
+        json!({
+            "id": "shp_0001", "tracking_number": "1ZACME0000000001", "customer_id": "acme",
+            "status": "in_transit", "weight_kg": 2.5, "service": "ground",
+            "recipient": {
+                "name": "Jane Doe", "email": "jane.doe@example.com", "phone": "+1 415 555 0101",
+                "address": {"street": "1 Market St", "city": "San Francisco", "postal_code": "94105", "country": "US"}
+            }
+        }),
+        json!({
+            "id": "shp_0002", "tracking_number": "1ZGLBX0000000002", "customer_id": "globex",
+            "status": "delivered", "weight_kg": 0.8, "service": "express",
+            "recipient": {
+                "name": "Rahul Mehta", "email": "rahul@example.org", "phone": "+44 20 7946 0958",
+                "address": {"street": "221B Baker St", "city": "London", "postal_code": "NW1 6XE", "country": "GB"}
+            }
+        }),
+        json!({
+            "id": "shp_0003", "tracking_number": "1ZACME0000000003", "customer_id": "acme",
+            "status": "label_created", "weight_kg": 12.0, "service": "freight",
+            "recipient": {
+                "name": "Ana Lima", "email": "ana.lima@example.net", "phone": "+55 11 5555 0199",
+                "address": {"street": "Av. Paulista 1000", "city": "São Paulo", "postal_code": "01310-100", "country": "BR"}
+            }
+        }),
+    ]
+}

@@ -1,0 +1,221 @@
+//! The `recipient-gateway` command line. Everything it runs lives in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use recipient_gateway::config::Config;
+use recipient_gateway::{demo, logging, server, tls};
+
+/// A TLS reverse proxy that keeps shipment recipients' personal data with the customers who
+/// control it.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Main configuration file.
+    #[arg(long, global = true, default_value = "config/gateway.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic until SIGTERM/SIGINT, then drain gracefully.
+    Run,
+    /// Start the sample shipping API on loopback and the gateway in front of it.
+    Demo,
+    /// Validate the configuration (every rule compiled) and print a summary.
+    Check,
+    /// Write a development CA and a localhost certificate/key pair.
+    DevCerts {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Exit status for invalid usage or configuration (clap uses 2 for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check => match Config::load(&cli.config) {
+            Ok(config) => {
+                print_summary(&config);
+                ExitCode::SUCCESS
+            }
+            Err(error) => config_error(&error),
+        },
+        Command::DevCerts { out } => match tls::write_dev_certs(&out) {
+            Ok(()) => {
+                println!(
+                    "wrote {}, {} and {} to {}",
+                    tls::DEV_CA_CERT,
+                    tls::DEV_CERT,
+                    tls::DEV_KEY,
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run => {
+            let config = match Config::load(&cli.config) {
+                Ok(config) => config,
+                Err(error) => return config_error(&error),
+            };
+            logging::init();
+            runtime_result(serve(config))
+        }
+        Command::Demo => {
+            let config = match Config::load(&cli.config) {
+                Ok(config) => config,
+                Err(error) => return config_error(&error),
+            };
+            logging::init();
+            runtime_result(run_demo(config, &cli.config))
+        }
+    }
+}
+
+fn config_error(error: &recipient_gateway::config::ConfigError) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn runtime_result(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    tokio_runtime()?.block_on(async {
+        server::run(Arc::new(config), shutdown_signal()?).await?;
+        Ok(())
+    })
+}
+
+fn run_demo(mut config: Config, config_path: &Path) -> anyhow::Result<()> {
+    tokio_runtime()?.block_on(async {
+        let api = demo::start_sample_api(([127, 0, 0, 1], 0).into())
+            .await
+            .context("cannot start the sample API")?;
+        for upstream in config.upstreams.clone() {
+            config.set_upstream_url(&upstream.name, &format!("http://{}", api.addr));
+        }
+        let tls = config.listen.tls.is_some();
+        let server = server::Server::bind(Arc::new(config)).await?;
+        let base = format!(
+            "{}://localhost:{}",
+            if tls { "https" } else { "http" },
+            server.local_addr().port()
+        );
+        let ca = config_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("../certs/dev")
+            .join(tls::DEV_CA_CERT);
+        let cacert = if tls {
+            format!("--cacert {} ", ca.display())
+        } else {
+            String::new()
+        };
+        let key = |id: &str| {
+            demo::DEMO_KEYS
+                .iter()
+                .find(|(client, _)| *client == id)
+                .map_or("", |(_, key)| *key)
+        };
+        eprintln!(
+            "\nrecipient-gateway demo\n\
+             \x20 gateway     {base}\n\
+             \x20 sample API  http://{api}\n\
+             \x20 admin       http://{admin}/metrics\n\n\
+             Try:\n\
+             \x20 curl {cacert}-H 'Authorization: Bearer {acme}' {base}/v1/shipments\n\
+             \x20 curl {cacert}-H 'Authorization: Bearer {globex}' {base}/v1/shipments\n\
+             \x20 curl {cacert}-H 'Authorization: Bearer {analytics}' {base}/v1/analytics/shipments\n\
+             \x20 curl {cacert}{base}/v1/shipments        # no key: 401\n\
+             \x20 curl http://{admin}/metrics\n\n\
+             Ctrl-C stops the demo.\n",
+            api = api.addr,
+            admin = server.admin_addr(),
+            acme = key("acme"),
+            globex = key("globex"),
+            analytics = key("analytics"),
+        );
+        server.serve(shutdown_signal()?).await;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+fn print_summary(config: &Config) {
+    println!("configuration {} is valid", config.source.display());
+    println!(
+        "  listen {} ({}), admin {}",
+        config.listen.address,
+        if config.listen.tls.is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        },
+        config.admin.address
+    );
+    println!(
+        "  {} clients, {} upstreams, {} routes",
+        config.clients.len(),
+        config.upstreams.len(),
+        config.routes.len()
+    );
+    for route in &config.routes {
+        println!(
+            "  route {:<16} {:<28} -> {:<12} auth={:?} purpose={} {} ({} rules)",
+            route.name,
+            route.path_prefix,
+            route.upstream,
+            route.auth,
+            route.purpose.as_str(),
+            if route.inspected() {
+                "inspected"
+            } else {
+                "streamed"
+            },
+            route.rules.len()
+        );
+    }
+    for warning in &config.warnings {
+        println!("warning: {warning}");
+    }
+}

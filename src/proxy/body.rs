@@ -1,0 +1,119 @@
+//! Body types shared by the proxy: one boxed body type, and the slow-body guard.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::time::{Instant, Sleep};
+
+/// Errors a body can fail with, boxed so hyper and our own errors travel the same way.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The one body type requests and responses are carried in.
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete in-memory body.
+pub fn full(bytes: Bytes) -> BoxBody {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body that fails when its peer pauses longer than `idle` between two frames.
+pub fn with_idle_timeout<B>(body: B, idle: Duration) -> BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    IdleTimeout {
+        inner: body,
+        idle,
+        sleep: Box::pin(tokio::time::sleep(idle)),
+    }
+    .boxed_unsync()
+}
+
+/// The peer stopped sending a body for longer than `body_read_timeout_ms`.
+#[derive(Debug, thiserror::Error)]
+#[error("body stalled for longer than the body read timeout")]
+pub struct BodyTimeout;
+
+pin_project_lite::pin_project! {
+    struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        idle: Duration,
+        sleep: Pin<Box<Sleep>>,
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.sleep.as_mut().reset(Instant::now() + *this.idle);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                ready!(this.sleep.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyTimeout.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    /// A body fed by a channel, so the test decides when frames arrive.
+    struct ChannelBody(mpsc::Receiver<Bytes>);
+
+    impl Body for ChannelBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_body_times_out_and_a_steady_one_does_not() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut body = with_idle_timeout(ChannelBody(rx), Duration::from_secs(1));
+        tx.send(Bytes::from_static(b"a")).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        tokio::time::advance(Duration::from_millis(900)).await;
+        tx.send(Bytes::from_static(b"b")).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        // Nothing more arrives: after a full idle period the body fails.
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.is::<BodyTimeout>());
+    }
+}

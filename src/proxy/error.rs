@@ -1,0 +1,120 @@
+//! Everything the proxy layer can refuse or fail with, and its single mapping to an HTTP answer.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::{BoxBody, full};
+
+/// A request the gateway answers itself instead of forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// No route's prefix matches the path.
+    #[error("No route matches this path.")]
+    NoRoute,
+    /// Dot segments, encoded separators or a non-origin request target.
+    #[error(
+        "The request path is not a plain absolute path (no `.`/`..` segments or encoded slashes)."
+    )]
+    InvalidPath,
+    /// `Upgrade` or `CONNECT`: a tunnel the gateway could not inspect.
+    #[error("Protocol upgrades and CONNECT are not supported.")]
+    UpgradeRefused,
+    /// The credential headers carry different keys, or an unreadable one.
+    #[error("The request carries conflicting or malformed credentials.")]
+    AmbiguousCredentials,
+    /// No key on a route that needs one, or a key no client has.
+    #[error("A valid API key is required (Authorization: Bearer <key> or X-Api-Key).")]
+    Unauthorized,
+    /// Inspected route while body inspection is not available in this build.
+    #[error(
+        "This route inspects bodies, which this gateway build cannot do yet; nothing was forwarded."
+    )]
+    InspectionUnavailable,
+    /// The upstream could not be reached.
+    #[error("The upstream service could not be reached.")]
+    UpstreamConnect,
+    /// The upstream did not answer within `request_timeout_ms`.
+    #[error("The upstream service did not answer in time.")]
+    UpstreamTimeout,
+    /// The upstream broke the protocol or the connection.
+    #[error("The upstream service sent an invalid response.")]
+    UpstreamProtocol,
+}
+
+impl ProxyError {
+    /// The stable snake_case code clients can match on.
+    pub fn code(self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::InvalidPath => "invalid_path",
+            ProxyError::UpgradeRefused => "upgrade_refused",
+            ProxyError::AmbiguousCredentials => "ambiguous_credentials",
+            ProxyError::Unauthorized => "unauthorized",
+            ProxyError::InspectionUnavailable => "inspection_unavailable",
+            ProxyError::UpstreamConnect => "upstream_unavailable",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::UpstreamProtocol => "upstream_protocol_error",
+        }
+    }
+
+    /// Whether the client's connection should close after this answer (the request's framing or
+    /// intent cannot be trusted for the next request on it).
+    pub fn closes_connection(self) -> bool {
+        matches!(self, ProxyError::UpgradeRefused)
+    }
+
+    /// The JSON answer, `{"error": {"code", "message", "request_id"}}`.
+    pub fn into_response(self, request_id: &str) -> Response<BoxBody> {
+        let status = StatusCode::from(self);
+        let mut response = error_response(status, self.code(), &self.to_string(), request_id);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"recipient-gateway\""),
+            );
+        }
+        if self.closes_connection() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+impl From<ProxyError> for StatusCode {
+    fn from(err: ProxyError) -> StatusCode {
+        match err {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::InvalidPath
+            | ProxyError::UpgradeRefused
+            | ProxyError::AmbiguousCredentials => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::InspectionUnavailable => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::UpstreamConnect | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// A gateway error in the contract's JSON shape.
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<BoxBody> {
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "request_id": request_id }
+    });
+    let mut response = Response::new(full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

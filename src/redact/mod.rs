@@ -1,0 +1,3 @@
+//! The JSONPath rule engine: rules compiled at load time and applied to JSON bodies.
+
+pub mod path;

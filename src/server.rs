@@ -1,0 +1,276 @@
+//! Listeners, connections and graceful drain.
+//!
+//! The accept loop takes a connection-limit permit before it accepts, so past `max_connections`
+//! new clients wait in the kernel's backlog instead of costing memory here. Each connection does
+//! its TLS handshake under the header timeout, then hyper-util's auto builder serves HTTP/1.1 or
+//! HTTP/2 (ALPN, or the h2c preface in plaintext mode). Shutdown is a future passed in: when it
+//! resolves, accepting stops, `/readyz` turns 503, in-flight requests finish (bounded by the
+//! request timeout) and `serve` returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::{self, Health, metrics};
+use crate::config::{Config, Limits};
+use crate::proxy::headers::Peer;
+use crate::proxy::{Gateway, ProxyService};
+
+/// A failure to start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The configured address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Extra time in-flight requests get to finish after shutdown, beyond the request timeout.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    config: Arc<Config>,
+    listener: TcpListener,
+    admin: TcpListener,
+}
+
+/// Binds the listeners of `config` and serves until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    Server::bind(config).await?.serve(shutdown).await;
+    Ok(())
+}
+
+impl Server {
+    /// Binds the main and admin listeners (port 0 picks free ports; see the `*_addr` methods).
+    pub async fn bind(config: Arc<Config>) -> Result<Server, ServerError> {
+        let bind = |address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::Bind { address, source })
+        };
+        let listener = bind(config.listen.address).await?;
+        let admin = bind(config.admin.address).await?;
+        Ok(Server {
+            config,
+            listener,
+            admin,
+        })
+    }
+
+    /// The main listener's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let metrics_handle = metrics::handle();
+        let _upkeep = AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics_handle.run_upkeep();
+            }
+        }));
+        for warning in &self.config.warnings {
+            tracing::warn!(msg = "config warning", warning = %warning);
+        }
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let health = Arc::new(Health::default());
+        let admin_task = tokio::spawn(admin::serve(
+            self.admin,
+            health.clone(),
+            wait_for_stop(stop_rx.clone()),
+        ));
+
+        let gateway = Arc::new(Gateway::new(self.config.clone()));
+        let graceful = GracefulShutdown::new();
+        let acceptor = Acceptor {
+            tls: self.config.listen.tls.clone().map(TlsAcceptor::from),
+            builder: http_builder(&self.config.limits),
+            handshake_timeout: self.config.limits.header_read_timeout,
+        };
+        let address = self.listener.local_addr().ok();
+        tracing::info!(
+            msg = "listening",
+            address = ?address,
+            tls = acceptor.tls.is_some(),
+        );
+        health.ready.store(true, Ordering::Release);
+
+        let limit = Arc::new(Semaphore::new(self.config.limits.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                permit = limit.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                _ = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(msg = "accept failed", error = %error);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let connection =
+                acceptor
+                    .clone()
+                    .serve(stream, peer, gateway.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _active = ActiveConnection::open();
+                connection.await;
+            });
+        }
+
+        tracing::info!(msg = "draining");
+        health.ready.store(false, Ordering::Release);
+        drop(self.listener);
+        let deadline = self.config.limits.request_timeout + DRAIN_GRACE;
+        if tokio::time::timeout(deadline, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(msg = "drain deadline passed; closing remaining connections");
+        }
+        let _ = stop_tx.send(true);
+        let _ = admin_task.await;
+        tracing::info!(msg = "stopped");
+    }
+}
+
+async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Per-listener connection settings shared by all connections.
+#[derive(Clone)]
+struct Acceptor {
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    handshake_timeout: Duration,
+}
+
+impl Acceptor {
+    /// Handshakes (when TLS) and serves one connection; returns when it closes.
+    async fn serve(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        gateway: Arc<Gateway>,
+        graceful: Watcher,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let peer = Peer {
+            ip: peer.ip(),
+            tls: self.tls.is_some(),
+        };
+        let service = TowerToHyperService::new(ProxyService::new(gateway, peer));
+        match self.tls {
+            Some(tls) => {
+                let stream =
+                    match tokio::time::timeout(self.handshake_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            ::metrics::counter!(metrics::TLS_HANDSHAKE_ERRORS).increment(1);
+                            tracing::debug!(msg = "tls handshake failed", error = %error);
+                            return;
+                        }
+                        Err(_) => {
+                            ::metrics::counter!(metrics::TLS_HANDSHAKE_ERRORS).increment(1);
+                            tracing::debug!(msg = "tls handshake timed out");
+                            return;
+                        }
+                    };
+                let connection = self
+                    .builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let _ = graceful.watch(connection).await;
+            }
+            None => {
+                let connection = self
+                    .builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let _ = graceful.watch(connection).await;
+            }
+        }
+    }
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Counts a client connection in `gateway_connections_active` for as long as it lives.
+struct ActiveConnection;
+
+impl ActiveConnection {
+    fn open() -> ActiveConnection {
+        ::metrics::gauge!(metrics::CONNECTIONS_ACTIVE).increment(1.0);
+        ActiveConnection
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        ::metrics::gauge!(metrics::CONNECTIONS_ACTIVE).decrement(1.0);
+    }
+}
+
+/// Aborts a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,204 @@
+//! rustls configurations from PEM files, and development certificates.
+//!
+//! Only TLS 1.2 and 1.3 with the ring provider's suites (all AEAD, forward secret) are offered;
+//! rustls never renegotiates and 0-RTT stays off because no early-data size is configured.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or held nothing usable.
+    #[error("cannot use {path}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// rustls rejected the combination (e.g. the key does not match the certificate).
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    /// Writing development certificates failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn pem_error(path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::Pem {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads every certificate of a PEM file; an empty file is an error.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(path, "no certificate found"));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_error(path, e))
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| pem_error(path, e))?;
+    }
+    Ok(roots)
+}
+
+/// The listener's TLS configuration: ALPN `h2` then `http/1.1`; client certificates required when
+/// `client_ca` is given.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| pem_error(ca, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(load_certs(cert)?, load_key(key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client configuration for https upstreams and webhooks: `ca_file` roots, or the built-in
+/// web PKI roots.
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = match ca_file {
+        Some(path) => load_roots(path)?,
+        None => RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// File names written by [`write_dev_certs`].
+pub const DEV_CA_CERT: &str = "ca.crt";
+/// The development server certificate (for `localhost`, `127.0.0.1`, `::1`).
+pub const DEV_CERT: &str = "localhost.crt";
+/// The development server key.
+pub const DEV_KEY: &str = "localhost.key";
+
+/// Writes a development CA and a `localhost` certificate and key signed by it into `dir`.
+pub fn write_dev_certs(dir: &Path) -> Result<(), TlsError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, date_time_ymd,
+    };
+
+    let mut ca_params = CertificateParams::new(Vec::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "recipient-gateway development CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = date_time_ymd(2025, 1, 1);
+    ca_params.not_after = date_time_ymd(2045, 1, 1);
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut leaf = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf.not_before = date_time_ymd(2025, 1, 1);
+    leaf.not_after = date_time_ymd(2045, 1, 1);
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
+
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for (name, contents) in [
+        (DEV_CA_CERT, ca_cert.pem()),
+        (DEV_CERT, leaf_cert.pem()),
+        (DEV_KEY, leaf_key.serialize_pem()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).map_err(|source| TlsError::Write { path, source })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certs_make_a_working_server_and_client_config() {
+        let dir = std::env::temp_dir().join(format!("rg-tls-{}", std::process::id()));
+        write_dev_certs(&dir).unwrap();
+        let server = server_config(&dir.join(DEV_CERT), &dir.join(DEV_KEY), None).unwrap();
+        assert_eq!(server.alpn_protocols[0], b"h2");
+        client_config(Some(&dir.join(DEV_CA_CERT))).unwrap();
+        // A key that does not belong to the certificate is refused.
+        let other = dir.join("other");
+        write_dev_certs(&other).unwrap();
+        assert!(server_config(&dir.join(DEV_CERT), &other.join(DEV_KEY), None).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn empty_pem_is_an_error() {
+        let path = std::env::temp_dir().join(format!("rg-empty-{}.pem", std::process::id()));
+        std::fs::write(&path, "").unwrap();
+        let err = load_certs(&path).unwrap_err().to_string();
+        assert!(err.contains("no certificate"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
