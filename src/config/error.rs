@@ -39,7 +39,13 @@ impl fmt::Display for ConfigError {
         if let Some(key) = &self.key {
             write!(f, ": key `{key}`")?;
         }
-        write!(f, ": {}", self.message.trim_end_matches('.'))?;
+        // One line whatever the message's source (some parsers draw multi-line diagrams).
+        let message = self
+            .message
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        write!(f, ": {}", message.trim_end_matches('.'))?;
         f.write_str(".")
     }
 }
@@ -96,10 +102,13 @@ impl<'a> SourceMap<'a> {
     ) -> ConfigError {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        let location = inner
-            .span()
-            .map(|span| line_column(self.text, span.start))
-            .or_else(|| self.locate(&path).map(|o| line_column(self.text, o)));
+        // The key itself when it exists (toml points unknown fields at their table's header).
+        let location = self
+            .locate(&path)
+            .or_else(|| inner.span().map(|span| span.start))
+            // A problem with the whole document (a missing table) has no place to point at.
+            .filter(|_| path != ".")
+            .map(|offset| line_column(self.text, offset));
         ConfigError {
             file: self.file.clone(),
             key: (path != ".").then_some(path),

@@ -41,6 +41,30 @@ where
 #[error("body stalled for longer than the body read timeout")]
 pub struct BodyTimeout;
 
+/// A request body failed on the client's side (stalled, malformed chunking, reset). Marking it
+/// lets the upstream error that results be answered as the client's fault, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+impl ClientBodyError {
+    /// Whether the body stalled (408) rather than broke (400).
+    pub fn is_timeout(&self) -> bool {
+        self.0.is::<BodyTimeout>()
+    }
+}
+
+/// The client's request body, with the slow-body guard and its errors marked as the client's.
+pub fn client_body<B>(body: B, idle: Duration) -> BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    with_idle_timeout(body, idle)
+        .map_err(|e| Box::new(ClientBodyError(e)) as BoxError)
+        .boxed_unsync()
+}
+
 pin_project_lite::pin_project! {
     struct IdleTimeout<B> {
         #[pin]

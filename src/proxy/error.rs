@@ -19,6 +19,15 @@ pub enum ProxyError {
     /// `Upgrade` or `CONNECT`: a tunnel the gateway could not inspect.
     #[error("Protocol upgrades and CONNECT are not supported.")]
     UpgradeRefused,
+    /// Content-Length together with Transfer-Encoding: the body's end is ambiguous.
+    #[error("The request has both Content-Length and Transfer-Encoding; its framing is ambiguous.")]
+    AmbiguousFraming,
+    /// The client's body broke off or was malformed while being read.
+    #[error("The request body could not be read (malformed or cut off).")]
+    BadRequestBody,
+    /// The client paused its body longer than `body_read_timeout_ms`.
+    #[error("The request body stalled for longer than the body read timeout.")]
+    RequestBodyTimeout,
     /// The credential headers carry different keys, or an unreadable one.
     #[error("The request carries conflicting or malformed credentials.")]
     AmbiguousCredentials,
@@ -48,6 +57,9 @@ impl ProxyError {
             ProxyError::NoRoute => "no_route",
             ProxyError::InvalidPath => "invalid_path",
             ProxyError::UpgradeRefused => "upgrade_refused",
+            ProxyError::AmbiguousFraming => "ambiguous_framing",
+            ProxyError::BadRequestBody => "bad_request_body",
+            ProxyError::RequestBodyTimeout => "request_body_timeout",
             ProxyError::AmbiguousCredentials => "ambiguous_credentials",
             ProxyError::Unauthorized => "unauthorized",
             ProxyError::InspectionUnavailable => "inspection_unavailable",
@@ -60,7 +72,10 @@ impl ProxyError {
     /// Whether the client's connection should close after this answer (the request's framing or
     /// intent cannot be trusted for the next request on it).
     pub fn closes_connection(self) -> bool {
-        matches!(self, ProxyError::UpgradeRefused)
+        matches!(
+            self,
+            ProxyError::UpgradeRefused | ProxyError::AmbiguousFraming
+        )
     }
 
     /// The JSON answer, `{"error": {"code", "message", "request_id"}}`.
@@ -88,8 +103,11 @@ impl From<ProxyError> for StatusCode {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::InvalidPath
             | ProxyError::UpgradeRefused
+            | ProxyError::AmbiguousFraming
+            | ProxyError::BadRequestBody
             | ProxyError::AmbiguousCredentials => StatusCode::BAD_REQUEST,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::InspectionUnavailable => StatusCode::NOT_IMPLEMENTED,
             ProxyError::UpstreamConnect | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,

@@ -6,6 +6,8 @@
 //! `X-Request-Id` by naming them in `Connection`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -51,13 +53,16 @@ fn is_gateway_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("x-gateway-")
 }
 
-/// Where the request came from, for the forwarding headers.
-#[derive(Debug, Clone, Copy)]
+/// The client connection a request arrived on.
+#[derive(Debug, Clone)]
 pub struct Peer {
-    /// The client's IP address.
+    /// The client's IP address, for `X-Forwarded-For`.
     pub ip: IpAddr,
-    /// Whether it reached us over TLS.
+    /// Whether it reached us over TLS, for `X-Forwarded-Proto`.
     pub tls: bool,
+    /// Raised by the server's framing watch when a request head on this connection had both
+    /// `Content-Length` and `Transfer-Encoding` (hyper hides the conflict from services).
+    pub ambiguous_framing: Arc<AtomicBool>,
 }
 
 /// Rewrites client request headers for the upstream, in the order the module docs explain.
@@ -65,7 +70,7 @@ pub fn forward_request_headers(
     headers: &mut HeaderMap,
     client_id: Option<&str>,
     request_id: &HeaderValue,
-    peer: Peer,
+    peer: &Peer,
 ) {
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
@@ -258,9 +263,10 @@ mod tests {
             &mut headers,
             Some("acme"),
             &rid,
-            Peer {
+            &Peer {
                 ip: "192.0.2.7".parse().unwrap(),
                 tls: true,
+                ambiguous_framing: Arc::default(),
             },
         );
         let mut names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();

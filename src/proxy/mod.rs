@@ -2,7 +2,7 @@
 //!
 //! [`Gateway`] holds what every request needs (config, upstream pools); [`ProxyService`] is the
 //! per-connection tower service hyper drives. A request goes through [`Gateway::handle`], whose
-//! stages are, in order: refuse tunnels → clean path → route → authenticate (before any body is
+//! stages are, in order: refuse tunnels and ambiguous framing → clean path → route → authenticate (before any body is
 //! read, so an unauthenticated client never gets `100 Continue`) → rewrite headers → forward with
 //! the body streamed (plain routes) → rewrite response headers. Every answer, forwarded or not,
 //! ends in one access-log line and the request metrics.
@@ -17,6 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -25,7 +26,7 @@ use hyper::body::Incoming;
 
 use crate::admin::metrics;
 use crate::config::{Client, Config, Route, RouteAuth};
-use body::{BoxBody, with_idle_timeout};
+use body::{BoxBody, client_body, with_idle_timeout};
 use error::ProxyError;
 use headers::{Credential, Peer};
 use upstream::Upstreams;
@@ -93,6 +94,9 @@ impl Gateway {
         if request.method() == Method::CONNECT || request.headers().contains_key(header::UPGRADE) {
             return Err(ProxyError::UpgradeRefused);
         }
+        if peer.ambiguous_framing.load(Ordering::Acquire) {
+            return Err(ProxyError::AmbiguousFraming);
+        }
         let path = request.uri().path();
         if !crate::config::is_clean_path(path) {
             return Err(ProxyError::InvalidPath);
@@ -118,11 +122,11 @@ impl Gateway {
             &mut parts.headers,
             outcome.client.as_ref().map(|c| c.id.as_str()),
             request_id,
-            peer,
+            &peer,
         );
         let limits = &self.config.limits;
         let upstream_request =
-            Request::from_parts(parts, with_idle_timeout(body, limits.body_read_timeout));
+            Request::from_parts(parts, client_body(body, limits.body_read_timeout));
         let response = self
             .upstreams
             .send(&route.upstream, upstream_request, limits.request_timeout)
@@ -218,7 +222,7 @@ impl tower::Service<Request<Incoming>> for ProxyService {
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let gateway = self.gateway.clone();
-        let peer = self.peer;
+        let peer = self.peer.clone();
         Box::pin(async move { Ok(gateway.handle(request, peer).await) })
     }
 }

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::BoxBody;
+use super::body::{BoxBody, ClientBodyError};
 use super::error::ProxyError;
 use crate::admin::metrics;
 use crate::config::{Config, Upstream};
@@ -69,6 +69,10 @@ impl Upstreams {
             .record(started.elapsed().as_secs_f64());
         let error = match result {
             Ok(Ok(response)) => return Ok(response),
+            Ok(Err(error)) if client_body_failure(&error).is_some() => {
+                // The client's fault, not the upstream's: no upstream error is counted.
+                return Err(client_body_failure(&error).expect("checked"));
+            }
             Ok(Err(error)) if error.is_connect() => {
                 tracing::warn!(msg = "upstream connect failed", upstream = %label, error = %error);
                 ("connect", ProxyError::UpstreamConnect)
@@ -83,6 +87,22 @@ impl Upstreams {
             .increment(1);
         Err(error.1)
     }
+}
+
+/// The client-side cause of a failed upstream request, if its request body broke.
+fn client_body_failure(error: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
+    let mut source = Some(error);
+    while let Some(err) = source {
+        if let Some(body) = err.downcast_ref::<ClientBodyError>() {
+            return Some(if body.is_timeout() {
+                ProxyError::RequestBodyTimeout
+            } else {
+                ProxyError::BadRequestBody
+            });
+        }
+        source = err.source();
+    }
+    None
 }
 
 impl Pool {

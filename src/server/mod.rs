@@ -21,10 +21,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+mod framing;
+
 use crate::admin::{self, Health, metrics};
 use crate::config::{Config, Limits};
 use crate::proxy::headers::Peer;
 use crate::proxy::{Gateway, ProxyService};
+use framing::FramingWatch;
 
 /// A failure to start serving.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +108,7 @@ impl Server {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let health = Arc::new(Health::default());
+        let (local_addr, admin_addr) = (self.local_addr(), self.admin_addr());
         let admin_task = tokio::spawn(admin::serve(
             self.admin,
             health.clone(),
@@ -117,11 +121,12 @@ impl Server {
             tls: self.config.listen.tls.clone().map(TlsAcceptor::from),
             builder: http_builder(&self.config.limits),
             handshake_timeout: self.config.limits.header_read_timeout,
+            max_header_bytes: self.config.limits.max_header_bytes,
         };
-        let address = self.listener.local_addr().ok();
         tracing::info!(
             msg = "listening",
-            address = ?address,
+            address = %local_addr,
+            admin = %admin_addr,
             tls = acceptor.tls.is_some(),
         );
         health.ready.store(true, Ordering::Release);
@@ -182,6 +187,7 @@ struct Acceptor {
     tls: Option<TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
     handshake_timeout: Duration,
+    max_header_bytes: usize,
 }
 
 impl Acceptor {
@@ -194,11 +200,14 @@ impl Acceptor {
         graceful: Watcher,
     ) {
         let _ = stream.set_nodelay(true);
+        let ambiguous = framing::AmbiguousFlag::default();
         let peer = Peer {
             ip: peer.ip(),
             tls: self.tls.is_some(),
+            ambiguous_framing: ambiguous.clone(),
         };
         let service = TowerToHyperService::new(ProxyService::new(gateway, peer));
+        let max_head = self.max_header_bytes;
         match self.tls {
             Some(tls) => {
                 let stream =
@@ -215,17 +224,13 @@ impl Acceptor {
                             return;
                         }
                     };
-                let connection = self
-                    .builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
+                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous));
+                let connection = self.builder.serve_connection(io, service).into_owned();
                 let _ = graceful.watch(connection).await;
             }
             None => {
-                let connection = self
-                    .builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
+                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous));
+                let connection = self.builder.serve_connection(io, service).into_owned();
                 let _ = graceful.watch(connection).await;
             }
         }

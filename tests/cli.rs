@@ -1,0 +1,226 @@
+//! The binary as operators use it: exit codes, error sentences, signals, log lines.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_recipient-gateway");
+
+fn check(dir: &TestDir, main: &str) -> (i32, String, String) {
+    let path = dir.write("gateway.toml", main);
+    let output = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn config_text(routes: &str) -> String {
+    format!("{}{routes}", base_config(unused_addr(), unused_addr()))
+}
+
+#[test]
+fn check_accepts_a_valid_config_and_prints_a_summary() {
+    let dir = TestDir::new();
+    let (code, stdout, stderr) = check(&dir, &config_text(PLAIN_ROUTES));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("is valid"), "{stdout}");
+    assert!(stdout.contains("route api-public"), "{stdout}");
+    assert!(
+        stdout.contains("warning: `keys.tag_key` is an inline secret"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn config_errors_exit_2_with_one_sentence_naming_file_key_and_line() {
+    let dir = TestDir::new();
+    dir.write(
+        "rules.toml",
+        "[[rule]]\nid = \"broken-path\"\npath = \"$.recipient[\"\naction = \"redact\"\ncategory = \"user\"\nreason = \"r\"\n",
+    );
+    let cases = [
+        (
+            "unknown key",
+            config_text(PLAIN_ROUTES).replace(
+                "[[route]]\nname = \"api\"",
+                "[[route]]\nname = \"api\"\nupsteam = \"x\"",
+            ),
+            vec![
+                "gateway.toml:",
+                "route[0].upsteam",
+                "unknown field `upsteam`",
+            ],
+        ),
+        (
+            "bad JSONPath names the rule",
+            config_text(
+                "[[route]]\nname = \"r\"\npath_prefix = \"/r\"\nupstream = \"mock\"\nrecords = [\"$\"]\nrules = [\"rules.toml\"]\n",
+            ),
+            vec![
+                "rules.toml:3:",
+                "rule[0].path",
+                "rule `broken-path`",
+                "invalid JSONPath",
+            ],
+        ),
+        (
+            "unknown upstream",
+            config_text(&PLAIN_ROUTES.replace("upstream = \"down\"", "upstream = \"nowhere\"")),
+            vec![
+                "gateway.toml:",
+                "route[2].upstream",
+                "unknown upstream `nowhere`",
+            ],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let (code, stdout, stderr) = check(&dir, &text);
+        assert_eq!(code, 2, "{name}: {stdout}{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr}");
+        for part in expected {
+            assert!(stderr.contains(part), "{name}: `{part}` not in {stderr}");
+        }
+    }
+    // A missing file is a config error too.
+    let output = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/gw.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("/nonexistent/gw.toml: cannot read the file")
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let output = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let output = Command::new(BIN).arg("dev-certs").output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "--out is required");
+}
+
+#[test]
+fn dev_certs_writes_a_usable_ca_and_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    let status = Command::new(BIN)
+        .args(["dev-certs", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = recipient_gateway::tls::server_config(
+        &out.join("localhost.crt"),
+        &out.join("localhost.key"),
+        None,
+    );
+    assert!(server.is_ok());
+    assert!(recipient_gateway::tls::client_config(Some(&out.join("ca.crt"))).is_ok());
+}
+
+/// Reads JSON log lines from the child's stdout on a thread, forwarding them over a channel.
+fn log_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let value: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            if tx.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
+    let upstream = MockUpstream::start().await;
+    let dir = TestDir::new();
+    let text = format!(
+        "{}{PLAIN_ROUTES}",
+        base_config(upstream.addr, unused_addr())
+    )
+    .replace("request_timeout_ms = 1500", "request_timeout_ms = 5000");
+    let path = dir.write("gateway.toml", &text);
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let logs = log_lines(child.stdout.take().unwrap());
+    let listening = (0..50)
+        .find_map(|_| {
+            let line = logs.recv_timeout(Duration::from_secs(10)).ok()?;
+            (line["msg"] == "listening").then_some(line)
+        })
+        .expect("a `listening` line");
+    let address: std::net::SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
+
+    let mut client = Client::connect(address, &dir.ca(), Alpn::Http1).await;
+    let ok = client
+        .get("/api/echo?email=jane%40example.com", Some(KEY_ACME))
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let in_flight = tokio::spawn(async move { client.get("/api/slow", Some(KEY_ACME)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let answer = in_flight.await.unwrap();
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "the in-flight request finished during the drain"
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let lines: Vec<serde_json::Value> = logs.try_iter().collect();
+    let requests: Vec<_> = lines.iter().filter(|l| l["msg"] == "request").collect();
+    assert_eq!(requests.len(), 2, "{lines:?}");
+    let first = requests[0];
+    for field in [
+        "ts",
+        "level",
+        "request_id",
+        "route",
+        "client",
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+        "redactions",
+    ] {
+        assert!(first.get(field).is_some(), "{field} missing in {first}");
+    }
+    assert_eq!(first["path"], "/api/echo");
+    assert_eq!(first["client"], "acme");
+    assert_eq!(first["status"], 200);
+    let all = lines.iter().map(|l| l.to_string()).collect::<String>();
+    for secret in [KEY_ACME, "jane", "example.com", "email="] {
+        assert!(!all.contains(secret), "`{secret}` reached the log: {all}");
+    }
+    assert!(lines.iter().any(|l| l["msg"] == "stopped"));
+}

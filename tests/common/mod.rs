@@ -1,0 +1,616 @@
+//! Test harness: the real gateway on port 0 over TLS, an in-process mock upstream, and clients
+//! that speak HTTP/1.1 and HTTP/2 (or raw bytes) over real sockets.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use recipient_gateway::config::Config;
+use recipient_gateway::server::Server;
+use rustls::pki_types::ServerName;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// API keys of the test clients (their digests are in [`base_config`]).
+pub const KEY_ACME: &str = "key-acme";
+pub const KEY_GLOBEX: &str = "key-globex";
+pub const KEY_ANALYTICS: &str = "key-analytics";
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// A temporary folder with development certificates and whatever files a test adds.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        recipient_gateway::tls::write_dev_certs(&dir.path().join("certs")).expect("dev certs");
+        TestDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.path().join("certs/ca.crt")
+    }
+}
+
+/// The shared part of every test config: TLS listener on port 0, three clients, and the
+/// `[[upstream]]`s `mock` (at `upstream`) and `down` (a port nothing listens on).
+pub fn base_config(upstream: SocketAddr, down: SocketAddr) -> String {
+    format!(
+        r#"
+[listen]
+address = "127.0.0.1:0"
+tls_cert = "certs/localhost.crt"
+tls_key = "certs/localhost.key"
+
+[admin]
+address = "127.0.0.1:0"
+
+[limits]
+header_read_timeout_ms = 1000
+body_read_timeout_ms = 1000
+request_timeout_ms = 1500
+
+[keys]
+tag_key = "test-tag-key-0123456789abcdef"
+
+[store]
+backend = "memory"
+
+[[client]]
+id = "acme"
+kind = "customer"
+name = "Acme"
+api_key_sha256 = ["{acme}"]
+
+[[client]]
+id = "globex"
+kind = "customer"
+name = "Globex"
+api_key_sha256 = ["{globex}"]
+
+[[client]]
+id = "analytics"
+kind = "internal"
+name = "Analytics"
+api_key_sha256 = ["{analytics}"]
+
+[[upstream]]
+name = "mock"
+url = "http://{upstream}"
+
+[[upstream]]
+name = "down"
+url = "http://{down}"
+"#,
+        acme = sha256_hex(KEY_ACME),
+        globex = sha256_hex(KEY_GLOBEX),
+        analytics = sha256_hex(KEY_ANALYTICS),
+    )
+}
+
+/// Plain (streamed) routes used by the proxy-core tests.
+pub const PLAIN_ROUTES: &str = r#"
+[[route]]
+name = "api"
+path_prefix = "/api"
+upstream = "mock"
+
+[[route]]
+name = "api-public"
+path_prefix = "/api/public"
+upstream = "mock"
+auth = "none"
+
+[[route]]
+name = "broken"
+path_prefix = "/broken"
+upstream = "down"
+"#;
+
+/// An address nothing listens on.
+pub fn unused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A gateway serving in this process; shuts down and drains when dropped or on [`stop`].
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: TestDir,
+    pub upstream: MockUpstream,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestGateway {
+    /// Starts the mock upstream and a gateway with `base_config` + `routes`.
+    pub async fn start(routes: &str) -> TestGateway {
+        let upstream = MockUpstream::start().await;
+        TestGateway::start_with(upstream, |base| format!("{base}{routes}")).await
+    }
+
+    /// Starts a gateway whose config text `build` makes from the base config.
+    pub async fn start_with(
+        upstream: MockUpstream,
+        build: impl FnOnce(String) -> String,
+    ) -> TestGateway {
+        let dir = TestDir::new();
+        let text = build(base_config(upstream.addr, unused_addr()));
+        let path = dir.write("gateway.toml", &text);
+        let config = Config::load_with_env(&path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let server = Server::bind(Arc::new(config)).await.expect("bind");
+        let (addr, admin) = (server.local_addr(), server.admin_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = rx.await;
+        }));
+        TestGateway {
+            addr,
+            admin,
+            dir,
+            upstream,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits for the drain to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// Signals shutdown without waiting; returns the serve task.
+    pub fn begin_stop(&mut self) -> JoinHandle<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("not stopped yet")
+    }
+
+    pub async fn h1(&self) -> Client {
+        Client::connect(self.addr, &self.dir.ca(), Alpn::Http1).await
+    }
+
+    pub async fn h2(&self) -> Client {
+        Client::connect(self.addr, &self.dir.ca(), Alpn::H2).await
+    }
+
+    /// A TLS stream for writing raw HTTP/1.1 bytes.
+    pub async fn raw(&self) -> TlsStream<TcpStream> {
+        tls_connect(self.addr, &self.dir.ca(), vec![b"http/1.1".to_vec()]).await
+    }
+
+    /// `GET /metrics` from the admin listener.
+    pub async fn metrics(&self) -> String {
+        let stream = TcpStream::connect(self.admin).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let response = sender
+            .send_request(
+                Request::get("/metrics")
+                    .header("host", "admin")
+                    .body(Full::<Bytes>::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Which protocol a client offers by ALPN.
+#[derive(Clone, Copy)]
+pub enum Alpn {
+    Http1,
+    H2,
+}
+
+pub fn tls_client_config(ca: &Path, alpn: Vec<Vec<u8>>) -> Arc<rustls::ClientConfig> {
+    let mut config = (*recipient_gateway::tls::client_config(Some(ca)).unwrap()).clone();
+    config.alpn_protocols = alpn;
+    Arc::new(config)
+}
+
+pub async fn tls_connect(addr: SocketAddr, ca: &Path, alpn: Vec<Vec<u8>>) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    TlsConnector::from(tls_client_config(ca, alpn))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+pub fn empty() -> TestBody {
+    Full::new(Bytes::new()).boxed()
+}
+
+pub fn body(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A connected HTTP client over TLS.
+pub struct Client {
+    sender: Sender,
+    /// The protocol ALPN settled on.
+    pub alpn: Option<Vec<u8>>,
+}
+
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<TestBody>),
+    H2(hyper::client::conn::http2::SendRequest<TestBody>),
+}
+
+/// A response read to the end.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the gateway's JSON error shape and returns its code.
+    pub fn error_code(&self) -> String {
+        let json = self.json();
+        let error = &json["error"];
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{json}"
+        );
+        assert_eq!(
+            error["request_id"].as_str(),
+            self.header("x-request-id"),
+            "error names the request id: {json}"
+        );
+        error["code"].as_str().expect("error code").to_string()
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, ca: &Path, alpn: Alpn) -> Client {
+        let protocols = match alpn {
+            Alpn::Http1 => vec![b"http/1.1".to_vec()],
+            Alpn::H2 => vec![b"h2".to_vec()],
+        };
+        let stream = tls_connect(addr, ca, protocols).await;
+        let negotiated = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let io = TokioIo::new(stream);
+        let sender = match alpn {
+            Alpn::Http1 => {
+                let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(conn);
+                Sender::H1(sender)
+            }
+            Alpn::H2 => {
+                let (sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                Sender::H2(sender)
+            }
+        };
+        Client {
+            sender,
+            alpn: negotiated,
+        }
+    }
+
+    /// Sends a request and returns the response head with its streaming body.
+    pub async fn send_streaming(
+        &mut self,
+        mut request: Request<TestBody>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        match &mut self.sender {
+            Sender::H1(sender) => {
+                if !request.headers().contains_key("host") {
+                    request
+                        .headers_mut()
+                        .insert("host", "localhost".parse().unwrap());
+                }
+                sender.ready().await?;
+                sender.send_request(request).await
+            }
+            Sender::H2(sender) => {
+                if request.uri().authority().is_none() {
+                    let uri = format!("https://localhost{}", request.uri());
+                    *request.uri_mut() = uri.parse().unwrap();
+                }
+                sender.ready().await?;
+                sender.send_request(request).await
+            }
+        }
+    }
+
+    pub async fn send(&mut self, request: Request<TestBody>) -> Answer {
+        let response = self.send_streaming(request).await.expect("response");
+        let (parts, body) = response.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str, key: Option<&str>) -> Answer {
+        let mut request = Request::get(path);
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        self.send(request.body(empty()).unwrap()).await
+    }
+}
+
+/// Reads from a raw stream until EOF or `timeout`, returning what arrived.
+pub async fn read_until_close<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    out
+}
+
+pub async fn write_all<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) {
+    stream.write_all(bytes).await.unwrap();
+    stream.flush().await.unwrap();
+}
+
+/// The mock upstream: echoes what it received, or behaves as the path asks.
+///
+/// | path contains | behaviour |
+/// | --- | --- |
+/// | `/slow` | waits 3 s, then answers 200 |
+/// | `/download/N` | streams N bytes of `x` |
+/// | `/upload` | reads the body and answers `{"bytes": n}` |
+/// | anything else | `{"method", "path", "query", "headers", "body_len"}` |
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    /// Every request seen, as the echo JSON, in order.
+    pub seen: Arc<std::sync::Mutex<Vec<Value>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockUpstream {
+    pub async fn start() -> MockUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let log = log.clone();
+                        async move { Ok::<_, Infallible>(mock_handle(req, log).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        MockUpstream { addr, seen, task }
+    }
+
+    pub fn last(&self) -> Value {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw a request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+type MockBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn mock_handle(
+    req: Request<Incoming>,
+    log: Arc<std::sync::Mutex<Vec<Value>>>,
+) -> Response<MockBody> {
+    let path = req.uri().path().to_string();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in req.headers() {
+        headers
+            .entry(name.as_str().to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let method = req.method().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let mut body = req.into_body();
+    let mut body_len = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => body_len += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    let echo = json!({"method": method, "path": path, "query": query, "headers": headers, "body_len": body_len});
+    log.lock().unwrap().push(echo.clone());
+
+    if path.contains("/slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    if let Some(n) = path
+        .split("/download/")
+        .nth(1)
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        return download(n);
+    }
+    if path.contains("/upload") {
+        return json_response(&json!({ "bytes": body_len }));
+    }
+    let mut response = json_response(&echo);
+    // Hop-by-hop headers an upstream might send; the gateway must not pass them on.
+    response.headers_mut().insert(
+        "connection",
+        "keep-alive, x-upstream-private".parse().unwrap(),
+    );
+    response
+        .headers_mut()
+        .insert("x-upstream-private", "secret".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("keep-alive", "timeout=5".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("x-upstream-public", "visible".parse().unwrap());
+    response
+}
+
+fn json_response(value: &Value) -> Response<MockBody> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+}
+
+/// A body of `n` bytes sent in 64 KiB chunks, never held whole in memory.
+fn download(n: u64) -> Response<MockBody> {
+    const CHUNK: u64 = 64 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+    let stream = futures_stream(n.div_ceil(CHUNK), move |i| {
+        let len = CHUNK.min(n - i * CHUNK) as usize;
+        Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
+    });
+    let mut response = Response::new(StreamBody::new(stream).boxed());
+    response
+        .headers_mut()
+        .insert("content-type", "application/octet-stream".parse().unwrap());
+    response
+}
+
+/// A generated body of `count` frames.
+pub fn streamed_body(count: u64, chunk: usize) -> TestBody {
+    let data = Bytes::from(vec![b'y'; chunk]);
+    StreamBody::new(futures_stream(count, move |_| {
+        Ok::<_, Infallible>(Frame::data(data.clone()))
+    }))
+    .boxed()
+}
+
+/// A `Stream` of `count` items made by `make`, without pulling in a streams crate.
+fn futures_stream<T, F: FnMut(u64) -> T + Send + Unpin + 'static>(
+    count: u64,
+    make: F,
+) -> impl futures_core::Stream<Item = T> + Send + Unpin {
+    struct Gen<F> {
+        next: u64,
+        count: u64,
+        make: F,
+    }
+    impl<T, F: FnMut(u64) -> T + Unpin> futures_core::Stream for Gen<F> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            if self.next == self.count {
+                return std::task::Poll::Ready(None);
+            }
+            let i = self.next;
+            self.next += 1;
+            std::task::Poll::Ready(Some((self.make)(i)))
+        }
+    }
+    Gen {
+        next: 0,
+        count,
+        make,
+    }
+}
+
+/// Resident set size of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}

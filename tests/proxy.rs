@@ -1,0 +1,547 @@
+//! The proxy core over real TLS sockets: routing, auth, header hygiene, protocols, upstream
+//! failures, limits, streaming and drain.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_by_longest_prefix_at_segment_boundaries() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut client = gw.h1().await;
+
+    // `/api/public/...` takes the longer, unauthenticated prefix.
+    let answer = client.get("/api/public/status?x=1", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["path"], "/api/public/status");
+    assert_eq!(answer.json()["query"], "x=1");
+
+    // `/api/...` needs a key.
+    let answer = client.get("/api/shipments", Some(KEY_ACME)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["path"], "/api/shipments");
+    let answer = client.get("/api", Some(KEY_ACME)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    // No route: `/apix` is not under `/api`, and `/nothing` matches nothing.
+    for path in ["/apix", "/nothing", "/"] {
+        let before = gw.upstream.count();
+        let answer = client.get(path, Some(KEY_ACME)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(answer.error_code(), "no_route");
+        assert_eq!(gw.upstream.count(), before, "nothing forwarded for {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_segments_and_encoded_slashes_are_refused() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut client = gw.h1().await;
+    for path in [
+        "/api/public/../shipments",
+        "/api/public/%2e%2e/shipments",
+        "/api/public%2Fx",
+        "/api/./x",
+    ] {
+        let answer = client.get(path, None).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(answer.error_code(), "invalid_path");
+    }
+    assert_eq!(gw.upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_credential_headers_authenticate_and_bad_ones_get_401() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut client = gw.h1().await;
+
+    let bearer = client.get("/api/a", Some(KEY_GLOBEX)).await;
+    assert_eq!(bearer.status, StatusCode::OK);
+    assert_eq!(bearer.json()["headers"]["x-gateway-client"][0], "globex");
+
+    let api_key = client
+        .send(
+            Request::get("/api/b")
+                .header("x-api-key", KEY_ACME)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(api_key.status, StatusCode::OK);
+    assert_eq!(api_key.json()["headers"]["x-gateway-client"][0], "acme");
+
+    let seen = gw.upstream.count();
+    for (name, value) in [
+        (None, ""),
+        (Some("authorization"), "Bearer wrong-key"),
+        (Some("x-api-key"), "wrong-key"),
+        (Some("authorization"), "Basic YWNtZTprZXk="),
+    ] {
+        let mut request = Request::get("/api/c");
+        if let Some(name) = name {
+            request = request.header(name, value);
+        }
+        let answer = client.send(request.body(empty()).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{name:?} {value}");
+        assert_eq!(answer.error_code(), "unauthorized");
+        assert!(answer.header("www-authenticate").is_some());
+        assert!(
+            !String::from_utf8_lossy(&answer.body).contains("wrong-key"),
+            "the key is not echoed"
+        );
+    }
+    // A wrong key is refused even on a public route.
+    let answer = client.get("/api/public/x", Some("wrong-key")).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        gw.upstream.count(),
+        seen,
+        "no refused request reached the upstream"
+    );
+
+    // Two different credentials: 400.
+    let answer = client
+        .send(
+            Request::get("/api/d")
+                .header("authorization", format!("Bearer {KEY_ACME}"))
+                .header("x-api-key", KEY_GLOBEX)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.error_code(), "ambiguous_credentials");
+
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_auth_failures_total{route=\"api\"}")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_hygiene() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut client = gw.h1().await;
+    let answer = client
+        .send(
+            Request::get("/api/echo")
+                .header("authorization", format!("Bearer {KEY_ACME}"))
+                .header("x-api-key", KEY_ACME)
+                .header(
+                    "connection",
+                    "x-gateway-client, x-request-id, x-private, keep-alive",
+                )
+                .header("x-private", "named in Connection")
+                .header("keep-alive", "timeout=5")
+                .header("te", "trailers")
+                .header("proxy-authorization", "Basic eA==")
+                .header("x-gateway-client", "globex")
+                .header("x-gateway-role", "admin")
+                .header("x-request-id", "client-chosen-id.1")
+                .header("accept", "application/json")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = answer.json();
+    let headers = seen["headers"].as_object().unwrap();
+    for gone in [
+        "authorization",
+        "x-api-key",
+        "x-private",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "x-gateway-role",
+    ] {
+        assert!(!headers.contains_key(gone), "{gone} was forwarded: {seen}");
+    }
+    // The gateway's own headers survive the client naming them in Connection, and a spoofed
+    // X-Gateway-Client is replaced, not appended to.
+    assert_eq!(
+        seen["headers"]["x-gateway-client"],
+        serde_json::json!(["acme"])
+    );
+    assert_eq!(
+        seen["headers"]["x-request-id"],
+        serde_json::json!(["client-chosen-id.1"])
+    );
+    assert_eq!(seen["headers"]["accept"][0], "application/json");
+    assert_eq!(seen["headers"]["x-forwarded-proto"][0], "https");
+    assert_eq!(seen["headers"]["x-forwarded-for"][0], "127.0.0.1");
+    // The response carries the request id; the upstream's hop-by-hop headers are dropped.
+    assert_eq!(answer.header("x-request-id"), Some("client-chosen-id.1"));
+    assert_eq!(answer.header("x-upstream-public"), Some("visible"));
+    assert!(answer.header("x-upstream-private").is_none());
+    assert!(answer.header("keep-alive").is_none());
+
+    // An insane request id is replaced by a generated one, the same up and down.
+    let answer = client
+        .send(
+            Request::get("/api/echo")
+                .header("x-api-key", KEY_ACME)
+                .header("x-request-id", "bad id with spaces")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    let id = answer.header("x-request-id").unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    assert_eq!(answer.json()["headers"]["x-request-id"][0], id.as_str());
+
+    // A public route forwards no client header at all.
+    let answer = client.get("/api/public/echo", None).await;
+    assert!(answer.json()["headers"].get("x-gateway-client").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2_is_negotiated_by_alpn_and_proxied_to_an_h1_upstream() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut h2 = gw.h2().await;
+    assert_eq!(h2.alpn.as_deref(), Some(&b"h2"[..]));
+    let answer = h2.get("/api/over-h2", Some(KEY_ACME)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = answer.json();
+    assert_eq!(seen["path"], "/api/over-h2");
+    assert_eq!(seen["headers"]["x-gateway-client"][0], "acme");
+    assert!(seen["headers"].get("authorization").is_none());
+    // Several concurrent streams on one connection.
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let mut client = gw.h2().await;
+        handles.push(tokio::spawn(async move {
+            client
+                .get(&format!("/api/s{i}"), Some(KEY_ACME))
+                .await
+                .status
+        }));
+    }
+    for handle in handles {
+        assert_eq!(handle.await.unwrap(), StatusCode::OK);
+    }
+    let h1 = gw.h1().await;
+    assert_eq!(h1.alpn.as_deref(), Some(&b"http/1.1"[..]));
+}
+
+/// A TLS 1.1 ClientHello (no supported_versions extension, TLS 1.0/1.1 suites only).
+fn tls11_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
+    hello.extend_from_slice(&[0x42; 32]); // random
+    hello.push(0); // session id
+    hello.extend_from_slice(&[0x00, 0x04, 0xc0, 0x13, 0x00, 0x2f]); // ECDHE-RSA-AES128-SHA, AES128-SHA
+    hello.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0, 0, hello.len() as u8];
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x02, 0, handshake.len() as u8];
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_1_1_is_refused() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    write_all(&mut tcp, &tls11_client_hello()).await;
+    let reply = read_until_close(&mut tcp, Duration::from_secs(3)).await;
+    // A fatal alert record (21) — protocol_version (70) or handshake_failure (40) — never a
+    // ServerHello (22).
+    assert_eq!(reply.len(), 7, "one alert record, got {reply:?}");
+    assert_eq!((reply[0], reply[5]), (21, 2), "fatal alert, got {reply:?}");
+    assert!([40, 70].contains(&reply[6]), "refusal alert, got {reply:?}");
+    // The connection is closed and the failure counted.
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("gateway_tls_handshake_errors_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut client = gw.h1().await;
+
+    let answer = client.get("/broken/x", Some(KEY_ACME)).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.error_code(), "upstream_unavailable");
+
+    let started = Instant::now();
+    let answer = client.get("/api/slow", Some(KEY_ACME)).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.error_code(), "upstream_timeout");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_millis(2900),
+        "{waited:?}"
+    );
+
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"gateway_upstream_errors_total{upstream="down",kind="connect"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gateway_upstream_errors_total{upstream="mock",kind="timeout"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gateway_requests_total{route="broken",client="acme",status="502"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gateway_upstream_duration_seconds_bucket{upstream=\"mock\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gateway_request_duration_seconds_bucket{route=\"api\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_headers_are_cut_off() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut stream = gw.raw().await;
+    write_all(
+        &mut stream,
+        b"GET /api/public/x HTTP/1.1\r\nHost: localhost\r\n",
+    )
+    .await;
+    let started = Instant::now();
+    // Trickle a header byte every 300 ms; the 1 s header timeout still ends it.
+    let mut closed = false;
+    for _ in 0..20 {
+        if tokio::io::AsyncWriteExt::write_all(&mut stream, b"X")
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        let reply = read_until_close(&mut stream, Duration::from_millis(300)).await;
+        if !reply.is_empty() {
+            let text = String::from_utf8_lossy(&reply);
+            assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "connection still open after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(gw.upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_and_connect_are_refused() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut stream = gw.raw().await;
+    write_all(
+        &mut stream,
+        b"GET /api/public/ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await;
+    let reply =
+        String::from_utf8_lossy(&read_until_close(&mut stream, Duration::from_secs(2)).await)
+            .into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("upgrade_refused"), "{reply}");
+    let mut stream = gw.raw().await;
+    write_all(
+        &mut stream,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    )
+    .await;
+    let reply =
+        String::from_utf8_lossy(&read_until_close(&mut stream, Duration::from_secs(2)).await)
+            .into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert_eq!(gw.upstream.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ambiguous_framing_is_400_and_closes() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    for request in [
+        &b"POST /api/public/x HTTP/1.1\r\nHost: l\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /api/public/x HTTP/1.1\r\nHost: l\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST /api/public/x HTTP/1.1\r\nHost: l\r\nContent-Length: +5\r\n\r\nhello",
+    ] {
+        let mut stream = gw.raw().await;
+        write_all(&mut stream, request).await;
+        let reply = String::from_utf8_lossy(&read_until_close(&mut stream, Duration::from_secs(2)).await).into_owned();
+        assert!(reply.starts_with("HTTP/1.1 400"), "{}: {reply}", String::from_utf8_lossy(request));
+        assert!(!reply.contains("\r\n\r\nHTTP/1.1"), "one answer, then the connection closed: {reply}");
+    }
+    assert_eq!(
+        gw.upstream.count(),
+        0,
+        "nothing ambiguous reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_bodies_stream_both_ways_in_bounded_memory() {
+    const SIZE: u64 = 256 * 1024 * 1024;
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut client = gw.h1().await;
+    // Warm up pools and buffers before measuring.
+    assert_eq!(
+        client.get("/api/public/warm", None).await.status,
+        StatusCode::OK
+    );
+    let baseline = rss_bytes();
+
+    let upload = client
+        .send(
+            Request::post("/api/public/upload")
+                .body(streamed_body(SIZE / (64 * 1024), 64 * 1024))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::OK);
+    assert_eq!(upload.json()["bytes"], SIZE);
+
+    let response = client
+        .send_streaming(
+            Request::get(format!("/api/public/download/{SIZE}"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    let mut peak = 0u64;
+    while let Some(frame) = body.frame().await {
+        received += frame.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+        if received % (16 * 1024 * 1024) < 16 * 1024 {
+            peak = peak.max(rss_bytes());
+        }
+    }
+    assert_eq!(received, SIZE);
+    let growth = peak.max(rss_bytes()).saturating_sub(baseline);
+    assert!(
+        growth < 48 * 1024 * 1024,
+        "RSS grew by {} MiB for a {} MiB body",
+        growth >> 20,
+        SIZE >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let upstream = MockUpstream::start().await;
+    // A request timeout long enough for the 3 s `/slow` answer.
+    let mut gw = TestGateway::start_with(upstream, |base| {
+        format!(
+            "{}{PLAIN_ROUTES}",
+            base.replace("request_timeout_ms = 1500", "request_timeout_ms = 5000")
+        )
+    })
+    .await;
+    let mut client = gw.h1().await;
+    let in_flight = tokio::spawn(async move { client.get("/api/public/slow", None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let serve = gw.begin_stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are no longer accepted while the old request finishes.
+    assert!(
+        tokio::net::TcpStream::connect(gw.addr).await.is_err(),
+        "listener closed during drain"
+    );
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(5), serve)
+        .await
+        .expect("drained")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_health_and_metrics() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut client = gw.h1().await;
+    client.get("/api/public/m", None).await;
+    let metrics = gw.metrics().await;
+    for name in [
+        "gateway_requests_total{route=\"api-public\",client=\"anonymous\",status=\"200\"}",
+        "gateway_connections_active",
+        "# TYPE gateway_request_duration_seconds histogram",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        let stream = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let response = sender
+            .send_request(
+                Request::get(path)
+                    .header("host", "a")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_or_stalled_request_bodies_are_the_clients_fault() {
+    // Its own upstream name, so metrics of other tests in this process cannot interfere.
+    let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
+        format!("{base}{PLAIN_ROUTES}").replace("\"mock\"", "\"mock-body\"")
+    })
+    .await;
+    let mut stream = gw.raw().await;
+    write_all(
+        &mut stream,
+        b"POST /api/public/upload HTTP/1.1\r\nHost: l\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .await;
+    let reply =
+        String::from_utf8_lossy(&read_until_close(&mut stream, Duration::from_secs(3)).await)
+            .into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("bad_request_body"), "{reply}");
+
+    // A body that stops arriving: 408 after the 1 s body read timeout (before the 1.5 s request
+    // timeout), and not counted against the upstream.
+    let mut stream = gw.raw().await;
+    write_all(
+        &mut stream,
+        b"POST /api/public/upload HTTP/1.1\r\nHost: l\r\nContent-Length: 100\r\n\r\nonly-part",
+    )
+    .await;
+    let started = Instant::now();
+    let reply =
+        String::from_utf8_lossy(&read_until_close(&mut stream, Duration::from_secs(6)).await)
+            .into_owned();
+    assert!(
+        reply.starts_with("HTTP/1.1 408") || reply.starts_with("HTTP/1.1 504"),
+        "{reply}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let metrics = gw.metrics().await;
+    assert!(
+        !metrics.contains(r#"gateway_upstream_errors_total{upstream="mock",kind="protocol"}"#),
+        "{metrics}"
+    );
+}
