@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Load comparison on loopback: the gateway and nginx as reverse proxies in front of the same nginx
+# upstream serving static shipment JSON, driven by the same wrk load.
+#
+#   benches/load.sh                 # 1 KB and 16 KB bodies, 10 s per run
+#   DURATION=30s CONNS=128 benches/load.sh
+#
+# Installs nginx and wrk from Debian's packages when missing (needs root). Prints rps and p99 per
+# proxy and body size, and the gateway/nginx ratio. Both proxies run one worker thread/process
+# pinned to nothing; the upstream and wrk share the same two cores, as on a small production node.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+SIZES=${SIZES:-"1k 16k"}
+UPSTREAM_PORT=18081
+NGINX_PORT=18082
+GATEWAY_PORT=18083
+ADMIN_PORT=18093
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  echo "installing nginx and wrk (Debian packages)" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --locked --quiet
+GATEWAY=target/release/recipient-gateway
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Static bodies: a list of shipments padded to the target size.
+mkdir -p "$WORK/www"
+make_body() { # name bytes
+  local name=$1 bytes=$2 i=0 body='{"shipments":['
+  while [ ${#body} -lt "$bytes" ]; do
+    [ $i -gt 0 ] && body+=','
+    body+="{\"id\":\"shp_$i\",\"tracking_number\":\"1ZBENCH$i\",\"customer_id\":\"acme\",\"status\":\"in_transit\",\"weight_kg\":2.5,"
+    body+="\"recipient\":{\"name\":\"Jane Doe $i\",\"email\":\"jane$i@example.com\",\"phone\":\"+1 415 555 0101\","
+    body+="\"address\":{\"street\":\"1 Market St\",\"city\":\"San Francisco\",\"postal_code\":\"94105\",\"country\":\"US\"}}}"
+    i=$((i + 1))
+  done
+  printf '%s]}' "$body" > "$WORK/www/$name.json"
+}
+for size in $SIZES; do
+  make_body "$size" $(( ${size%k} * 1024 - 3 ))
+done
+chmod -R a+rX "$WORK" # nginx workers drop root
+
+cat > "$WORK/upstream.conf" <<EOF
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  default_type application/json;
+  server { listen 127.0.0.1:$UPSTREAM_PORT; root $WORK/www; }
+}
+EOF
+cat > "$WORK/proxy.conf" <<EOF
+worker_processes 1;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffers 32 16k;
+    }
+  }
+}
+EOF
+cat > "$WORK/gateway.toml" <<EOF
+[listen]
+address = "127.0.0.1:$GATEWAY_PORT"
+tls = false
+[admin]
+address = "127.0.0.1:$ADMIN_PORT"
+[keys]
+tag_key = "bench-only-tag-key-0123456789"
+[store]
+backend = "memory"
+[[upstream]]
+name = "static"
+url = "http://127.0.0.1:$UPSTREAM_PORT"
+[[route]]
+name = "passthrough"
+path_prefix = "/"
+upstream = "static"
+auth = "none"
+EOF
+
+"$NGINX" -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
+"$NGINX" -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
+"$GATEWAY" run --config "$WORK/gateway.toml" > /dev/null & PIDS+=($!)
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+wait_port $UPSTREAM_PORT; wait_port $NGINX_PORT; wait_port $GATEWAY_PORT
+
+# wrk's latency line values come with units; normalise to milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+    printf "%.2f", n }'
+}
+run() { # port path -> "rps p99_ms"
+  local out
+  wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:$1$2" >/dev/null 2>&1 # warm-up
+  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$1$2")
+  if echo "$out" | grep -q "Non-2xx"; then
+    echo "non-2xx answers from port $1: $out" >&2
+    exit 1
+  fi
+  local rps p99
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+  echo "$rps $(to_ms "$p99")"
+}
+
+printf '\n%-6s %-9s %12s %10s\n' size proxy rps p99_ms
+results=()
+for size in $SIZES; do
+  read -r nginx_rps nginx_p99 < <(run $NGINX_PORT "/$size.json")
+  read -r gw_rps gw_p99 < <(run $GATEWAY_PORT "/$size.json")
+  printf '%-6s %-9s %12.0f %10s\n' "$size" nginx "$nginx_rps" "$nginx_p99"
+  printf '%-6s %-9s %12.0f %10s\n' "$size" gateway "$gw_rps" "$gw_p99"
+  results+=("$(awk -v g="$gw_rps" -v n="$nginx_rps" -v gp="$gw_p99" -v np="$nginx_p99" -v s="$size" \
+    'BEGIN { printf "%-6s rps gateway/nginx %.2f   p99 gateway/nginx %.2f", s, g / n, gp / np }')")
+done
+echo
+printf '%s\n' "${results[@]}"
+echo "(plain HTTP/1.1, wrk -t1 -c$CONNS -d$DURATION, passthrough route; gateway access log written to /dev/null)"
