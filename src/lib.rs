@@ -32,6 +32,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod json;
 pub mod logging;
 pub mod proxy;
 pub mod redact;

@@ -1,0 +1,878 @@
+//! Strict JSON: a validating parser into a flat arena of nodes that remember their source spans,
+//! and a writer that re-emits the original bytes around edits.
+//!
+//! Why not serde_json: a privacy gateway must refuse what a lenient reader would accept differently
+//! from the upstream (duplicate member names, lone surrogates, a BOM, comments, NaN, trailing commas,
+//! concatenated documents, absurd nesting), and it must give back untouched parts byte for byte
+//! (numbers beyond f64, key order, escapes). Both follow from keeping spans instead of values.
+//! Errors carry a kind and a byte offset, never content, so they are safe to log.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+/// Deepest nesting accepted (the top-level value is depth 1).
+pub const MAX_DEPTH: usize = 128;
+
+/// "No node" in the arena's links.
+pub const NONE: u32 = u32::MAX;
+
+/// Index of a node in [`Document::nodes`].
+pub type NodeId = u32;
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `null`
+    Null,
+    /// `true` or `false`
+    Bool,
+    /// A number, kept as its source text.
+    Number,
+    /// A string.
+    String,
+    /// An array.
+    Array,
+    /// An object.
+    Object,
+}
+
+/// One value in the document.
+#[derive(Debug, Clone, Copy)]
+pub struct Node {
+    /// What it is.
+    pub kind: Kind,
+    /// For strings: the source contains escapes (unescape before comparing).
+    pub escaped: bool,
+    /// For members: the key contains escapes.
+    pub key_escaped: bool,
+    /// Value span in the source, `[start, end)`; strings include their quotes.
+    pub start: u32,
+    /// End of the value span.
+    pub end: u32,
+    /// For members: the key's span including quotes; `NONE` otherwise.
+    pub key_start: u32,
+    /// End of the key span.
+    pub key_end: u32,
+    /// The enclosing array or object; `NONE` for the root.
+    pub parent: NodeId,
+    /// First child of an array or object.
+    pub first_child: NodeId,
+    /// Next member or element of the same parent.
+    pub next_sibling: NodeId,
+    /// Number of children of an array or object.
+    pub len: u32,
+}
+
+/// Why a body is not acceptable JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    /// Empty or whitespace-only input.
+    #[error("the body is empty")]
+    Empty,
+    /// Not UTF-8.
+    #[error("the body is not valid UTF-8 (at byte {0})")]
+    InvalidUtf8(usize),
+    /// Starts with a byte-order mark.
+    #[error("the body starts with a byte-order mark")]
+    ByteOrderMark,
+    /// Anything the JSON grammar does not allow (comments, NaN, trailing commas, bad escapes…).
+    #[error("the body is not valid JSON (at byte {0})")]
+    Syntax(usize),
+    /// A `\u` escape of half a surrogate pair.
+    #[error("the body has a lone surrogate escape (at byte {0})")]
+    LoneSurrogate(usize),
+    /// The same member name twice in one object (compared after unescaping).
+    #[error("the body has a duplicate member name (at byte {0})")]
+    DuplicateKey(usize),
+    /// Deeper than [`MAX_DEPTH`].
+    #[error("the body nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    /// More than whitespace after the first value (e.g. two documents).
+    #[error("the body has data after the JSON value (at byte {0})")]
+    TrailingData(usize),
+    /// Larger than the arena's 32-bit offsets (4 GiB).
+    #[error("the body is too large to inspect")]
+    TooLarge,
+}
+
+impl JsonError {
+    /// A short, stable word for metrics and error codes.
+    pub fn reason(self) -> &'static str {
+        match self {
+            JsonError::DuplicateKey(_) => "duplicate_key",
+            JsonError::TooDeep => "too_deep",
+            JsonError::TooLarge => "too_large",
+            _ => "invalid_json",
+        }
+    }
+}
+
+/// A parsed document: the source and its nodes in document (pre-)order; node 0 is the root.
+pub struct Document<'a> {
+    src: &'a [u8],
+    /// Every value, parents before children.
+    pub nodes: Vec<Node>,
+}
+
+impl<'a> Document<'a> {
+    /// Parses `src` strictly.
+    pub fn parse(src: &'a [u8]) -> Result<Document<'a>, JsonError> {
+        if src.len() >= NONE as usize {
+            return Err(JsonError::TooLarge);
+        }
+        if src.starts_with(&[0xEF, 0xBB, 0xBF]) {
+            return Err(JsonError::ByteOrderMark);
+        }
+        if let Err(e) = std::str::from_utf8(src) {
+            return Err(JsonError::InvalidUtf8(e.valid_up_to()));
+        }
+        let mut parser = Parser {
+            src,
+            pos: 0,
+            nodes: Vec::with_capacity(src.len() / 16 + 1),
+            seen_keys: HashSet::new(),
+        };
+        parser.skip_ws();
+        if parser.pos == src.len() {
+            return Err(JsonError::Empty);
+        }
+        parser.value(NONE, 1)?;
+        parser.skip_ws();
+        if parser.pos != src.len() {
+            return Err(JsonError::TrailingData(parser.pos));
+        }
+        Ok(Document {
+            src,
+            nodes: parser.nodes,
+        })
+    }
+
+    /// The source bytes.
+    pub fn source(&self) -> &'a [u8] {
+        self.src
+    }
+
+    /// A node.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize]
+    }
+
+    /// The source text of a node's value.
+    pub fn raw(&self, id: NodeId) -> &'a [u8] {
+        let n = self.node(id);
+        &self.src[n.start as usize..n.end as usize]
+    }
+
+    /// The children of an array or object, in order.
+    pub fn children(&self, id: NodeId) -> Children<'_, 'a> {
+        Children {
+            doc: self,
+            next: self.node(id).first_child,
+        }
+    }
+
+    /// A member's key, unescaped (`None` for array elements and the root).
+    pub fn key(&self, id: NodeId) -> Option<Cow<'a, str>> {
+        let n = self.node(id);
+        if n.key_start == NONE {
+            return None;
+        }
+        Some(string_contents(
+            &self.src[n.key_start as usize..n.key_end as usize],
+            n.key_escaped,
+        ))
+    }
+
+    /// Whether a member's key equals `name` (after unescaping).
+    pub fn key_is(&self, id: NodeId, name: &str) -> bool {
+        let n = self.node(id);
+        if n.key_start == NONE {
+            return false;
+        }
+        let raw = &self.src[n.key_start as usize + 1..n.key_end as usize - 1];
+        if n.key_escaped {
+            unescape(raw) == name
+        } else {
+            raw == name.as_bytes()
+        }
+    }
+
+    /// A string node's value, unescaped.
+    pub fn str_value(&self, id: NodeId) -> Option<Cow<'a, str>> {
+        let n = self.node(id);
+        (n.kind == Kind::String).then(|| string_contents(self.raw(id), n.escaped))
+    }
+
+    /// The member `name` of an object node.
+    pub fn member(&self, object: NodeId, name: &str) -> Option<NodeId> {
+        if self.node(object).kind != Kind::Object {
+            return None;
+        }
+        self.children(object).find(|&c| self.key_is(c, name))
+    }
+
+    /// The RFC 9535 normalized path of a node, e.g. `$['shipments'][0]['email']`.
+    pub fn path_of(&self, id: NodeId) -> String {
+        let mut parts = Vec::new();
+        let mut node = id;
+        while node != NONE {
+            let n = self.node(node);
+            if n.parent == NONE {
+                break;
+            }
+            match self.key(node) {
+                Some(key) => {
+                    let mut part = String::from("['");
+                    for c in key.chars() {
+                        match c {
+                            '\'' => part.push_str("\\'"),
+                            '\\' => part.push_str("\\\\"),
+                            c if (c as u32) < 0x20 => part.push_str(&format!("\\u{:04x}", c as u32)),
+                            c => part.push(c),
+                        }
+                    }
+                    part.push_str("']");
+                    parts.push(part);
+                }
+                None => {
+                    let index = self.children(n.parent).position(|c| c == node).unwrap_or_default();
+                    parts.push(format!("[{index}]"));
+                }
+            }
+            node = n.parent;
+        }
+        parts.reverse();
+        format!("${}", parts.concat())
+    }
+
+    /// Renders the document with `edits` applied (`edits[node]`, indexed like `nodes`).
+    /// Untouched subtrees are copied from the source byte for byte; containers that hold an edit
+    /// are re-emitted without insignificant whitespace.
+    pub fn render(&self, edits: &Edits) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.src.len() + 64);
+        self.write(0, edits, &mut out);
+        out
+    }
+
+    fn write(&self, id: NodeId, edits: &Edits, out: &mut Vec<u8>) {
+        match edits.get(id) {
+            Some(Edit::Replace(bytes)) => return out.extend_from_slice(bytes),
+            // Only the root can get here (children are skipped by their parent).
+            Some(Edit::Remove) => return out.extend_from_slice(b"null"),
+            None => {}
+        }
+        if !edits.is_dirty(id) {
+            return out.extend_from_slice(self.raw(id));
+        }
+        let node = self.node(id);
+        let (open, close) = if node.kind == Kind::Object { (b'{', b'}') } else { (b'[', b']') };
+        out.push(open);
+        let mut first = true;
+        for child in self.children(id) {
+            if matches!(edits.get(child), Some(Edit::Remove)) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let c = self.node(child);
+            if c.key_start != NONE {
+                out.extend_from_slice(&self.src[c.key_start as usize..c.key_end as usize]);
+                out.push(b':');
+            }
+            self.write(child, edits, out);
+        }
+        out.push(close);
+    }
+}
+
+/// Iterator over a container's children.
+pub struct Children<'d, 'a> {
+    doc: &'d Document<'a>,
+    next: NodeId,
+}
+
+impl Iterator for Children<'_, '_> {
+    type Item = NodeId;
+    fn next(&mut self) -> Option<NodeId> {
+        if self.next == NONE {
+            return None;
+        }
+        let id = self.next;
+        self.next = self.doc.node(id).next_sibling;
+        Some(id)
+    }
+}
+
+/// A change to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Replace the value with these JSON bytes.
+    Replace(Vec<u8>),
+    /// Delete the member or element.
+    Remove,
+}
+
+/// Edits for one document, with the set of containers that hold one (which must be re-emitted).
+pub struct Edits {
+    edits: Vec<Option<Edit>>,
+    dirty: Vec<bool>,
+    count: usize,
+}
+
+impl Edits {
+    /// No edits yet for a document of `doc.nodes.len()` nodes.
+    pub fn new(doc: &Document<'_>) -> Edits {
+        Edits {
+            edits: vec![None; doc.nodes.len()],
+            dirty: vec![false; doc.nodes.len()],
+            count: 0,
+        }
+    }
+
+    /// Number of nodes edited.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when nothing was edited.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The edit of a node, if any.
+    pub fn get(&self, id: NodeId) -> Option<&Edit> {
+        self.edits[id as usize].as_ref()
+    }
+
+    fn is_dirty(&self, id: NodeId) -> bool {
+        self.dirty[id as usize]
+    }
+
+    /// Whether `id` or one of its ancestors is already edited (a change below it is moot).
+    pub fn covered(&self, doc: &Document<'_>, mut id: NodeId) -> bool {
+        while id != NONE {
+            if self.edits[id as usize].is_some() {
+                return true;
+            }
+            id = doc.node(id).parent;
+        }
+        false
+    }
+
+    /// Records `edit` for `id` and marks its ancestors for re-emission.
+    pub fn set(&mut self, doc: &Document<'_>, id: NodeId, edit: Edit) {
+        if self.edits[id as usize].is_none() {
+            self.count += 1;
+        }
+        self.edits[id as usize] = Some(edit);
+        let mut parent = doc.node(id).parent;
+        while parent != NONE && !self.dirty[parent as usize] {
+            self.dirty[parent as usize] = true;
+            parent = doc.node(parent).parent;
+        }
+    }
+}
+
+/// The text inside a string token (quotes included in `raw`), unescaped when needed.
+fn string_contents(raw: &[u8], escaped: bool) -> Cow<'_, str> {
+    let inner = &raw[1..raw.len() - 1];
+    if escaped {
+        Cow::Owned(unescape(inner))
+    } else {
+        // The whole document was checked to be UTF-8 and the token boundaries are ASCII quotes.
+        Cow::Borrowed(std::str::from_utf8(inner).expect("validated UTF-8"))
+    }
+}
+
+/// Unescapes a validated string body.
+fn unescape(inner: &[u8]) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        let b = inner[i];
+        if b != b'\\' {
+            let run_end = inner[i..].iter().position(|&c| c == b'\\').map_or(inner.len(), |p| i + p);
+            out.push_str(std::str::from_utf8(&inner[i..run_end]).expect("validated UTF-8"));
+            i = run_end;
+            continue;
+        }
+        let esc = inner[i + 1];
+        i += 2;
+        let c = match esc {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            _ => {
+                let hi = hex4(&inner[i..i + 4]).expect("validated escape");
+                i += 4;
+                let code = if (0xD800..0xDC00).contains(&hi) {
+                    let lo = hex4(&inner[i + 2..i + 6]).expect("validated pair");
+                    i += 6;
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else {
+                    hi
+                };
+                char::from_u32(code).expect("validated code point")
+            }
+        };
+        out.push(c);
+    }
+    out
+}
+
+fn hex4(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < 4 {
+        return None;
+    }
+    let mut v = 0u32;
+    for &b in &bytes[..4] {
+        v = v * 16 + (b as char).to_digit(16)?;
+    }
+    Some(v)
+}
+
+struct Parser<'a> {
+    src: &'a [u8],
+    pos: usize,
+    nodes: Vec<Node>,
+    /// Scratch set for duplicate detection in large objects.
+    seen_keys: HashSet<Cow<'a, str>>,
+}
+
+/// Objects up to this many members are checked for duplicates pairwise; larger ones by hashing.
+const PAIRWISE_KEYS: u32 = 16;
+
+impl<'a> Parser<'a> {
+    fn skip_ws(&mut self) {
+        while let Some(&b) = self.src.get(self.pos) {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn push(&mut self, kind: Kind, parent: NodeId) -> NodeId {
+        let id = self.nodes.len() as NodeId;
+        self.nodes.push(Node {
+            kind,
+            escaped: false,
+            key_escaped: false,
+            start: self.pos as u32,
+            end: self.pos as u32,
+            key_start: NONE,
+            key_end: NONE,
+            parent,
+            first_child: NONE,
+            next_sibling: NONE,
+            len: 0,
+        });
+        id
+    }
+
+    /// Parses one value at `pos` (whitespace already skipped).
+    fn value(&mut self, parent: NodeId, depth: usize) -> Result<NodeId, JsonError> {
+        let Some(&b) = self.src.get(self.pos) else {
+            return Err(JsonError::Syntax(self.pos));
+        };
+        let id = match b {
+            b'{' | b'[' => {
+                if depth > MAX_DEPTH {
+                    return Err(JsonError::TooDeep);
+                }
+                if b == b'{' {
+                    self.object(parent, depth)?
+                } else {
+                    self.array(parent, depth)?
+                }
+            }
+            b'"' => {
+                let id = self.push(Kind::String, parent);
+                let escaped = self.string()?;
+                let node = &mut self.nodes[id as usize];
+                node.escaped = escaped;
+                id
+            }
+            b't' => self.literal(b"true", Kind::Bool, parent)?,
+            b'f' => self.literal(b"false", Kind::Bool, parent)?,
+            b'n' => self.literal(b"null", Kind::Null, parent)?,
+            b'-' | b'0'..=b'9' => {
+                let id = self.push(Kind::Number, parent);
+                self.number()?;
+                id
+            }
+            _ => return Err(JsonError::Syntax(self.pos)),
+        };
+        self.nodes[id as usize].end = self.pos as u32;
+        Ok(id)
+    }
+
+    fn literal(&mut self, word: &[u8], kind: Kind, parent: NodeId) -> Result<NodeId, JsonError> {
+        if !self.src[self.pos..].starts_with(word) {
+            return Err(JsonError::Syntax(self.pos));
+        }
+        let id = self.push(kind, parent);
+        self.pos += word.len();
+        Ok(id)
+    }
+
+    fn number(&mut self) -> Result<(), JsonError> {
+        let src = self.src;
+        let mut i = self.pos;
+        if src.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match src.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                while src.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+            }
+            _ => return Err(JsonError::Syntax(i)),
+        }
+        if src.get(i) == Some(&b'.') {
+            i += 1;
+            if !src.get(i).is_some_and(u8::is_ascii_digit) {
+                return Err(JsonError::Syntax(i));
+            }
+            while src.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+        }
+        if matches!(src.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(src.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            if !src.get(i).is_some_and(u8::is_ascii_digit) {
+                return Err(JsonError::Syntax(i));
+            }
+            while src.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+        }
+        self.pos = i;
+        Ok(())
+    }
+
+    /// Consumes a string token; returns whether it contains escapes.
+    fn string(&mut self) -> Result<bool, JsonError> {
+        let src = self.src;
+        let mut i = self.pos + 1;
+        let mut escaped = false;
+        loop {
+            // Fast scan over plain bytes.
+            while let Some(&b) = src.get(i) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                i += 1;
+            }
+            match src.get(i) {
+                None => return Err(JsonError::Syntax(i)),
+                Some(b'"') => {
+                    self.pos = i + 1;
+                    return Ok(escaped);
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    match src.get(i + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                        Some(b'u') => {
+                            let code = hex4(&src[(i + 2).min(src.len())..]).ok_or(JsonError::Syntax(i))?;
+                            if (0xDC00..0xE000).contains(&code) {
+                                return Err(JsonError::LoneSurrogate(i));
+                            }
+                            if (0xD800..0xDC00).contains(&code) {
+                                let low = (src.get(i + 6) == Some(&b'\\') && src.get(i + 7) == Some(&b'u'))
+                                    .then(|| hex4(&src[(i + 8).min(src.len())..]))
+                                    .flatten();
+                                match low {
+                                    Some(lo) if (0xDC00..0xE000).contains(&lo) => i += 12,
+                                    _ => return Err(JsonError::LoneSurrogate(i)),
+                                }
+                            } else {
+                                i += 6;
+                            }
+                        }
+                        _ => return Err(JsonError::Syntax(i)),
+                    }
+                }
+                Some(_) => return Err(JsonError::Syntax(i)),
+            }
+        }
+    }
+
+    fn array(&mut self, parent: NodeId, depth: usize) -> Result<NodeId, JsonError> {
+        let id = self.push(Kind::Array, parent);
+        self.pos += 1;
+        self.skip_ws();
+        if self.src.get(self.pos) == Some(&b']') {
+            self.pos += 1;
+            return Ok(id);
+        }
+        let mut last = NONE;
+        loop {
+            self.skip_ws();
+            let child = self.value(id, depth + 1)?;
+            self.link(id, last, child);
+            last = child;
+            self.skip_ws();
+            match self.src.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(id);
+                }
+                _ => return Err(JsonError::Syntax(self.pos)),
+            }
+        }
+    }
+
+    fn object(&mut self, parent: NodeId, depth: usize) -> Result<NodeId, JsonError> {
+        let id = self.push(Kind::Object, parent);
+        self.pos += 1;
+        self.skip_ws();
+        if self.src.get(self.pos) == Some(&b'}') {
+            self.pos += 1;
+            return Ok(id);
+        }
+        let mut last = NONE;
+        loop {
+            self.skip_ws();
+            if self.src.get(self.pos) != Some(&b'"') {
+                return Err(JsonError::Syntax(self.pos));
+            }
+            let key_start = self.pos;
+            let key_escaped = self.string()?;
+            let key_end = self.pos;
+            self.skip_ws();
+            if self.src.get(self.pos) != Some(&b':') {
+                return Err(JsonError::Syntax(self.pos));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let child = self.value(id, depth + 1)?;
+            let node = &mut self.nodes[child as usize];
+            node.key_start = key_start as u32;
+            node.key_end = key_end as u32;
+            node.key_escaped = key_escaped;
+            self.link(id, last, child);
+            last = child;
+            self.skip_ws();
+            match self.src.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    self.check_duplicates(id)?;
+                    return Ok(id);
+                }
+                _ => return Err(JsonError::Syntax(self.pos)),
+            }
+        }
+    }
+
+    fn link(&mut self, parent: NodeId, last: NodeId, child: NodeId) {
+        if last == NONE {
+            self.nodes[parent as usize].first_child = child;
+        } else {
+            self.nodes[last as usize].next_sibling = child;
+        }
+        self.nodes[parent as usize].len += 1;
+    }
+
+    fn key_text(&self, id: NodeId) -> Cow<'a, str> {
+        let n = &self.nodes[id as usize];
+        string_contents(&self.src[n.key_start as usize..n.key_end as usize], n.key_escaped)
+    }
+
+    fn check_duplicates(&mut self, object: NodeId) -> Result<(), JsonError> {
+        let len = self.nodes[object as usize].len;
+        let mut members = Vec::with_capacity(len as usize);
+        let mut child = self.nodes[object as usize].first_child;
+        while child != NONE {
+            members.push(child);
+            child = self.nodes[child as usize].next_sibling;
+        }
+        let any_escaped = members.iter().any(|&m| self.nodes[m as usize].key_escaped);
+        if len <= PAIRWISE_KEYS {
+            for (i, &a) in members.iter().enumerate() {
+                for &b in &members[..i] {
+                    let same = if any_escaped {
+                        self.key_text(a) == self.key_text(b)
+                    } else {
+                        let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
+                        self.src[na.key_start as usize..na.key_end as usize]
+                            == self.src[nb.key_start as usize..nb.key_end as usize]
+                    };
+                    if same {
+                        return Err(JsonError::DuplicateKey(self.nodes[a as usize].key_start as usize));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut seen = std::mem::take(&mut self.seen_keys);
+        seen.clear();
+        let mut result = Ok(());
+        for &m in &members {
+            if !seen.insert(self.key_text(m)) {
+                result = Err(JsonError::DuplicateKey(self.nodes[m as usize].key_start as usize));
+                break;
+            }
+        }
+        seen.clear();
+        self.seen_keys = seen;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<usize, JsonError> {
+        Document::parse(s.as_bytes()).map(|d| d.nodes.len())
+    }
+
+    #[test]
+    fn accepts_valid_json() {
+        let cases: &[(&str, usize)] = &[
+            ("{}", 1),
+            ("[]", 1),
+            (" 0 ", 1),
+            ("-0.5e+10", 1),
+            ("\"a\\u00e9\\ud83d\\ude00\\n\"", 1),
+            ("{\"a\":[1,2,{\"b\":null}],\"c\":true}", 7),
+            ("1e400", 1),
+            ("12345678901234567890.12345", 1),
+            ("{\"\\u0000\":1}", 2),
+            ("{\"a\":1,\"A\":2}", 3),
+        ];
+        for (input, nodes) in cases {
+            assert_eq!(parse(input), Ok(*nodes), "{input}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_a_lenient_reader_would_take() {
+        let cases: &[(&[u8], JsonError)] = &[
+            (b"", JsonError::Empty),
+            (b"  \n", JsonError::Empty),
+            (b"\xEF\xBB\xBF{}", JsonError::ByteOrderMark),
+            (b"{\"a\":\"\xff\"}", JsonError::InvalidUtf8(6)),
+            (b"{\"a\":1,\"a\":2}", JsonError::DuplicateKey(7)),
+            (b"{\"email\":1,\"\\u0065mail\":2}", JsonError::DuplicateKey(11)),
+            (b"\"\\ud800\"", JsonError::LoneSurrogate(1)),
+            (b"\"\\udc00\"", JsonError::LoneSurrogate(1)),
+            (b"\"\\ud800\\u0041\"", JsonError::LoneSurrogate(1)),
+            (b"NaN", JsonError::Syntax(0)),
+            (b"Infinity", JsonError::Syntax(0)),
+            (b"-Infinity", JsonError::Syntax(1)),
+            (b"{\"a\":1,}", JsonError::Syntax(7)),
+            (b"[1,]", JsonError::Syntax(3)),
+            (b"{\"a\":1}/*c*/", JsonError::TrailingData(7)),
+            (b"// c\n{}", JsonError::Syntax(0)),
+            (b"{}{}", JsonError::TrailingData(2)),
+            (b"{} []", JsonError::TrailingData(3)),
+            (b"01", JsonError::TrailingData(1)),
+            (b"1.", JsonError::Syntax(2)),
+            (b".5", JsonError::Syntax(0)),
+            (b"{'a':1}", JsonError::Syntax(1)),
+            (b"\"tab\there\"", JsonError::Syntax(4)),
+            (b"\"\\x41\"", JsonError::Syntax(1)),
+            (b"[1 2]", JsonError::Syntax(3)),
+            (b"tru", JsonError::Syntax(0)),
+            (b"\"open", JsonError::Syntax(5)),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                Document::parse(input).map(|d| d.nodes.len()),
+                Err(*expected),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_detection_in_large_objects() {
+        let mut members: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let ok = format!("{{{}}}", members.join(","));
+        assert!(Document::parse(ok.as_bytes()).is_ok());
+        members.push("\"k\\u0031\":1".into());
+        let dup = format!("{{{}}}", members.join(","));
+        assert!(matches!(Document::parse(dup.as_bytes()), Err(JsonError::DuplicateKey(_))));
+    }
+
+    #[test]
+    fn depth_limit_is_exact_and_deep_input_does_not_overflow() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(Document::parse(ok.as_bytes()).is_ok());
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert_eq!(parse(&deep), Err(JsonError::TooDeep));
+        let hostile = "[".repeat(100_000);
+        assert_eq!(parse(&hostile), Err(JsonError::TooDeep));
+        let objects = "{\"a\":".repeat(100_000);
+        assert_eq!(parse(&objects), Err(JsonError::TooDeep));
+    }
+
+    #[test]
+    fn keys_and_strings_unescape() {
+        let doc = Document::parse(br#"{"\u0065mail":"J\u00e9\"s\ud83d\ude00","plain":"x"}"#).unwrap();
+        let children: Vec<_> = doc.children(0).collect();
+        assert_eq!(doc.key(children[0]).unwrap(), "email");
+        assert!(doc.key_is(children[0], "email"));
+        assert_eq!(doc.str_value(children[0]).unwrap(), "Jé\"s😀");
+        assert_eq!(doc.member(0, "plain"), Some(children[1]));
+        assert_eq!(doc.member(0, "email"), Some(children[0]));
+    }
+
+    #[test]
+    fn normalized_paths() {
+        let doc = Document::parse(br#"{"a":[1,{"it's":2}]}"#).unwrap();
+        let a = doc.member(0, "a").unwrap();
+        let inner = doc.children(a).nth(1).unwrap();
+        let its = doc.children(inner).next().unwrap();
+        assert_eq!(doc.path_of(0), "$");
+        assert_eq!(doc.path_of(inner), "$['a'][1]");
+        assert_eq!(doc.path_of(its), "$['a'][1]['it\\'s']");
+    }
+
+    #[test]
+    fn render_is_byte_faithful_around_edits() {
+        let src = br#"{ "big": 1e400, "precise": 12345678901234567890.12345, "z": 1, "a": [1, 2, 3],
+            "esc": "\u00e9", "drop": {"x": 1}, "r": {"email": "j@x.com", "keep": 0.10} }"#;
+        let doc = Document::parse(src).unwrap();
+        let edits = Edits::new(&doc);
+        assert_eq!(doc.render(&edits), src.to_vec(), "no edits: identical bytes");
+
+        let mut edits = Edits::new(&doc);
+        let drop = doc.member(0, "drop").unwrap();
+        let r = doc.member(0, "r").unwrap();
+        let email = doc.member(r, "email").unwrap();
+        let array = doc.member(0, "a").unwrap();
+        let second = doc.children(array).nth(1).unwrap();
+        edits.set(&doc, drop, Edit::Remove);
+        edits.set(&doc, email, Edit::Replace(b"\"[REDACTED]\"".to_vec()));
+        edits.set(&doc, second, Edit::Remove);
+        assert_eq!(edits.len(), 3);
+        let out = String::from_utf8(doc.render(&edits)).unwrap();
+        assert_eq!(
+            out,
+            r#"{"big":1e400,"precise":12345678901234567890.12345,"z":1,"a":[1,3],"esc":"\u00e9","r":{"email":"[REDACTED]","keep":0.10}}"#
+        );
+        assert!(Document::parse(out.as_bytes()).is_ok());
+        assert!(edits.covered(&doc, email));
+        assert!(!edits.covered(&doc, doc.member(0, "z").unwrap()));
+    }
+}
