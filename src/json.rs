@@ -227,7 +227,9 @@ impl<'a> Document<'a> {
                         match c {
                             '\'' => part.push_str("\\'"),
                             '\\' => part.push_str("\\\\"),
-                            c if (c as u32) < 0x20 => part.push_str(&format!("\\u{:04x}", c as u32)),
+                            c if (c as u32) < 0x20 => {
+                                part.push_str(&format!("\\u{:04x}", c as u32))
+                            }
                             c => part.push(c),
                         }
                     }
@@ -235,7 +237,10 @@ impl<'a> Document<'a> {
                     parts.push(part);
                 }
                 None => {
-                    let index = self.children(n.parent).position(|c| c == node).unwrap_or_default();
+                    let index = self
+                        .children(n.parent)
+                        .position(|c| c == node)
+                        .unwrap_or_default();
                     parts.push(format!("[{index}]"));
                 }
             }
@@ -265,7 +270,11 @@ impl<'a> Document<'a> {
             return out.extend_from_slice(self.raw(id));
         }
         let node = self.node(id);
-        let (open, close) = if node.kind == Kind::Object { (b'{', b'}') } else { (b'[', b']') };
+        let (open, close) = if node.kind == Kind::Object {
+            (b'{', b'}')
+        } else {
+            (b'[', b']')
+        };
         out.push(open);
         let mut first = true;
         for child in self.children(id) {
@@ -393,7 +402,10 @@ fn unescape(inner: &[u8]) -> String {
     while i < inner.len() {
         let b = inner[i];
         if b != b'\\' {
-            let run_end = inner[i..].iter().position(|&c| c == b'\\').map_or(inner.len(), |p| i + p);
+            let run_end = inner[i..]
+                .iter()
+                .position(|&c| c == b'\\')
+                .map_or(inner.len(), |p| i + p);
             out.push_str(std::str::from_utf8(&inner[i..run_end]).expect("validated UTF-8"));
             i = run_end;
             continue;
@@ -588,14 +600,16 @@ impl<'a> Parser<'a> {
                     match src.get(i + 1) {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
                         Some(b'u') => {
-                            let code = hex4(&src[(i + 2).min(src.len())..]).ok_or(JsonError::Syntax(i))?;
+                            let code =
+                                hex4(&src[(i + 2).min(src.len())..]).ok_or(JsonError::Syntax(i))?;
                             if (0xDC00..0xE000).contains(&code) {
                                 return Err(JsonError::LoneSurrogate(i));
                             }
                             if (0xD800..0xDC00).contains(&code) {
-                                let low = (src.get(i + 6) == Some(&b'\\') && src.get(i + 7) == Some(&b'u'))
-                                    .then(|| hex4(&src[(i + 8).min(src.len())..]))
-                                    .flatten();
+                                let low = (src.get(i + 6) == Some(&b'\\')
+                                    && src.get(i + 7) == Some(&b'u'))
+                                .then(|| hex4(&src[(i + 8).min(src.len())..]))
+                                .flatten();
                                 match low {
                                     Some(lo) if (0xDC00..0xE000).contains(&lo) => i += 12,
                                     _ => return Err(JsonError::LoneSurrogate(i)),
@@ -692,7 +706,10 @@ impl<'a> Parser<'a> {
 
     fn key_text(&self, id: NodeId) -> Cow<'a, str> {
         let n = &self.nodes[id as usize];
-        string_contents(&self.src[n.key_start as usize..n.key_end as usize], n.key_escaped)
+        string_contents(
+            &self.src[n.key_start as usize..n.key_end as usize],
+            n.key_escaped,
+        )
     }
 
     fn check_duplicates(&mut self, object: NodeId) -> Result<(), JsonError> {
@@ -715,7 +732,9 @@ impl<'a> Parser<'a> {
                             == self.src[nb.key_start as usize..nb.key_end as usize]
                     };
                     if same {
-                        return Err(JsonError::DuplicateKey(self.nodes[a as usize].key_start as usize));
+                        return Err(JsonError::DuplicateKey(
+                            self.nodes[a as usize].key_start as usize,
+                        ));
                     }
                 }
             }
@@ -726,7 +745,9 @@ impl<'a> Parser<'a> {
         let mut result = Ok(());
         for &m in &members {
             if !seen.insert(self.key_text(m)) {
-                result = Err(JsonError::DuplicateKey(self.nodes[m as usize].key_start as usize));
+                result = Err(JsonError::DuplicateKey(
+                    self.nodes[m as usize].key_start as usize,
+                ));
                 break;
             }
         }
@@ -771,7 +792,10 @@ mod tests {
             (b"\xEF\xBB\xBF{}", JsonError::ByteOrderMark),
             (b"{\"a\":\"\xff\"}", JsonError::InvalidUtf8(6)),
             (b"{\"a\":1,\"a\":2}", JsonError::DuplicateKey(7)),
-            (b"{\"email\":1,\"\\u0065mail\":2}", JsonError::DuplicateKey(11)),
+            (
+                b"{\"email\":1,\"\\u0065mail\":2}",
+                JsonError::DuplicateKey(11),
+            ),
             (b"\"\\ud800\"", JsonError::LoneSurrogate(1)),
             (b"\"\\udc00\"", JsonError::LoneSurrogate(1)),
             (b"\"\\ud800\\u0041\"", JsonError::LoneSurrogate(1)),
@@ -811,7 +835,10 @@ mod tests {
         assert!(Document::parse(ok.as_bytes()).is_ok());
         members.push("\"k\\u0031\":1".into());
         let dup = format!("{{{}}}", members.join(","));
-        assert!(matches!(Document::parse(dup.as_bytes()), Err(JsonError::DuplicateKey(_))));
+        assert!(matches!(
+            Document::parse(dup.as_bytes()),
+            Err(JsonError::DuplicateKey(_))
+        ));
     }
 
     #[test]
@@ -828,7 +855,8 @@ mod tests {
 
     #[test]
     fn keys_and_strings_unescape() {
-        let doc = Document::parse(br#"{"\u0065mail":"J\u00e9\"s\ud83d\ude00","plain":"x"}"#).unwrap();
+        let doc =
+            Document::parse(br#"{"\u0065mail":"J\u00e9\"s\ud83d\ude00","plain":"x"}"#).unwrap();
         let children: Vec<_> = doc.children(0).collect();
         assert_eq!(doc.key(children[0]).unwrap(), "email");
         assert!(doc.key_is(children[0], "email"));
@@ -850,11 +878,16 @@ mod tests {
 
     #[test]
     fn render_is_byte_faithful_around_edits() {
-        let src = br#"{ "big": 1e400, "precise": 12345678901234567890.12345, "z": 1, "a": [1, 2, 3],
+        let src =
+            br#"{ "big": 1e400, "precise": 12345678901234567890.12345, "z": 1, "a": [1, 2, 3],
             "esc": "\u00e9", "drop": {"x": 1}, "r": {"email": "j@x.com", "keep": 0.10} }"#;
         let doc = Document::parse(src).unwrap();
         let edits = Edits::new(&doc);
-        assert_eq!(doc.render(&edits), src.to_vec(), "no edits: identical bytes");
+        assert_eq!(
+            doc.render(&edits),
+            src.to_vec(),
+            "no edits: identical bytes"
+        );
 
         let mut edits = Edits::new(&doc);
         let drop = doc.member(0, "drop").unwrap();

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use jsonpath_rust::JsonPath;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence, RngAlgorithm, TestRng, TestRunner};
+use proptest::test_runner::{
+    Config as ProptestConfig, FileFailurePersistence, RngAlgorithm, TestRng, TestRunner,
+};
 use recipient_gateway::json::Document;
 use recipient_gateway::redact::matcher::Matcher;
 use recipient_gateway::redact::path::Path;
@@ -40,7 +42,11 @@ fn selector() -> impl Strategy<Value = String> {
         prop::sample::select(NAMES).prop_map(quoted),
         Just("*".to_string()),
         (-4i64..5).prop_map(|i| i.to_string()),
-        (prop::option::of(-4i64..5), prop::option::of(-4i64..5), prop::option::of(prop_oneof![-2i64..0, 1i64..3]))
+        (
+            prop::option::of(-4i64..5),
+            prop::option::of(-4i64..5),
+            prop::option::of(prop_oneof![-2i64..0, 1i64..3])
+        )
             .prop_map(|(s, e, st)| {
                 let f = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
                 match st {
@@ -80,7 +86,10 @@ fn matcher_selects_exactly_what_jsonpath_rust_selects() {
             let text = serde_json::to_string(&value).unwrap();
             let Ok(expected) = value.query_only_path(&path) else {
                 // Paths the reference rejects must be rejected at load time too.
-                prop_assert!(Path::compile(&path).is_err(), "{path} compiled but the reference rejects it");
+                prop_assert!(
+                    Path::compile(&path).is_err(),
+                    "{path} compiled but the reference rejects it"
+                );
                 return Ok(());
             };
             let expected: BTreeSet<String> = expected.into_iter().collect();

@@ -204,6 +204,8 @@ pub struct Route {
     pub rules: Vec<Arc<Rule>>,
     /// Lower-cased `type/subtype` media types passed uninspected.
     pub passthrough_content_types: Vec<String>,
+    /// The rules compiled per direction and caller relation for this route's purpose.
+    pub plan: crate::redact::Plan,
 }
 
 impl Route {
@@ -224,7 +226,7 @@ impl Route {
 }
 
 /// A redaction rule, compiled.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rule {
     /// Unique id; metric label.
     pub id: String,
@@ -839,6 +841,8 @@ impl Loader<'_> {
                 }
                 passthrough.push(media);
             }
+            let plan =
+                crate::redact::Plan::new(&records, file.recipient.as_deref(), &rules, file.purpose);
             routes.push(Arc::new(Route {
                 name: file.name.clone(),
                 path_prefix: prefix,
@@ -851,6 +855,7 @@ impl Loader<'_> {
                 recipient_identifiers: file.recipient_identifiers.clone(),
                 controller_member: file.controller_member.clone(),
                 unknown_controller: file.unknown_controller,
+                plan,
                 rules,
                 passthrough_content_types: passthrough,
             }));

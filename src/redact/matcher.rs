@@ -80,7 +80,9 @@ impl Matcher {
             for s in lo..hi {
                 let state = stack[s];
                 let steps = &self.paths[state.path as usize].steps;
-                let Some(step) = steps.get(state.step as usize) else { continue };
+                let Some(step) = steps.get(state.step as usize) else {
+                    continue;
+                };
                 if step.descendant {
                     push_unique(stack, base, state);
                 }

@@ -1,4 +1,329 @@
-//! The JSONPath rule engine: rules compiled at load time and applied to JSON bodies.
+//! The rule engine: which rules apply to which record, and what they do to the values they select.
+//!
+//! A route's rules are compiled at config load into a [`Plan`]: one [`Matcher`] per body
+//! direction and caller relation, holding only the rules whose `when` admits that combination and
+//! the route's purpose. At run time each record is walked once by the matcher for its relation;
+//! body-scoped rules are walked once from the root. The result is a set of [`Edit`]s on the parsed
+//! [`Document`], so everything no rule touched is re-emitted byte for byte.
+//!
+//! Applying a plan is a pure function of the document, the records' relations and controllers, and
+//! the hash keys: the proxy, `redact` and `test-rules` all call [`Plan::apply`].
 
+pub mod actions;
 pub mod matcher;
 pub mod path;
+
+use std::sync::Arc;
+
+use crate::config::{CallerFilter, DirectionFilter, Purpose, Rule, RuleScope};
+use crate::json::{Document, Edits, Kind, NONE, NodeId};
+use matcher::Matcher;
+use path::Path;
+
+pub use actions::HashKeys;
+
+/// Which way a body travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to upstream.
+    Request,
+    /// Upstream to client.
+    Response,
+}
+
+impl Direction {
+    fn index(self) -> usize {
+        match self {
+            Direction::Request => 0,
+            Direction::Response => 1,
+        }
+    }
+
+    /// `request` or `response`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+}
+
+/// The caller's relation to a record's controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// The caller controls the record.
+    Controller,
+    /// Anyone else (other customers, internal services, anonymous callers, unknown controller).
+    NotController,
+}
+
+impl Relation {
+    fn index(self) -> usize {
+        match self {
+            Relation::Controller => 0,
+            Relation::NotController => 1,
+        }
+    }
+
+    /// `controller` or `not_controller`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Relation::Controller => "controller",
+            Relation::NotController => "not_controller",
+        }
+    }
+}
+
+/// The rules that apply in one situation, and a matcher over their paths (same order).
+#[derive(Debug, Clone)]
+struct RuleSet {
+    rules: Vec<Arc<Rule>>,
+    matcher: Matcher,
+}
+
+impl RuleSet {
+    fn new(rules: Vec<Arc<Rule>>) -> RuleSet {
+        let matcher = Matcher::new(rules.iter().map(|r| r.path.clone()).collect());
+        RuleSet { rules, matcher }
+    }
+}
+
+/// A route's compiled rules and record selectors.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    records: Matcher,
+    recipient: Option<String>,
+    /// Record-scoped rules by `[direction][relation]`.
+    record_rules: [[RuleSet; 2]; 2],
+    /// Body-scoped rules by direction; their relation filter is checked per match.
+    body_rules: [RuleSet; 2],
+}
+
+/// Why a body does not have the shape the route's config describes (fail closed: 400/502).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    /// A `records` selector matched something that is not an object.
+    #[error("a record selector matched a value that is not an object")]
+    RecordNotObject,
+    /// The recipient member occurs outside a record, or holds neither an object nor null.
+    #[error("the recipient member appears where the route does not expect it")]
+    StrayRecipient,
+}
+
+/// One record found in a body, with what the engine needs to treat it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The record's object node.
+    pub node: NodeId,
+    /// The caller's relation to its controller.
+    pub relation: Relation,
+    /// The controlling client id, when known.
+    pub controller: Option<Arc<str>>,
+}
+
+/// A change the engine made, for `--explain`, metrics and the access log.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The rule that made it.
+    pub rule: Arc<Rule>,
+    /// The node changed.
+    pub node: NodeId,
+    /// What was done (a `mask` of a non-string or a `hash` without a controller is a `redact`).
+    pub action: crate::config::Action,
+}
+
+/// The edits to apply and the changes they represent.
+pub struct Applied {
+    /// Edits for [`Document::render`].
+    pub edits: Edits,
+    /// One entry per edited node, in document order.
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    /// Compiles the rules of a route for its purpose.
+    pub fn new(
+        records: &[Path],
+        recipient: Option<&str>,
+        rules: &[Arc<Rule>],
+        purpose: Purpose,
+    ) -> Plan {
+        let applies = |rule: &Rule, direction: Direction| {
+            rule.purposes.contains(&purpose)
+                && match rule.direction {
+                    DirectionFilter::Both => true,
+                    DirectionFilter::Request => direction == Direction::Request,
+                    DirectionFilter::Response => direction == Direction::Response,
+                }
+        };
+        let admits = |rule: &Rule, relation: Relation| match rule.caller {
+            CallerFilter::Any => true,
+            CallerFilter::Controller => relation == Relation::Controller,
+            CallerFilter::NotController => relation == Relation::NotController,
+        };
+        let set = |direction: Direction, relation: Option<Relation>, scope: RuleScope| {
+            RuleSet::new(
+                rules
+                    .iter()
+                    .filter(|r| r.scope == scope && applies(r, direction))
+                    .filter(|r| relation.is_none_or(|rel| admits(r, rel)))
+                    .cloned()
+                    .collect(),
+            )
+        };
+        let by_relation = |direction| {
+            [
+                set(direction, Some(Relation::Controller), RuleScope::Record),
+                set(direction, Some(Relation::NotController), RuleScope::Record),
+            ]
+        };
+        Plan {
+            records: Matcher::new(records.to_vec()),
+            recipient: recipient.map(str::to_string),
+            record_rules: [
+                by_relation(Direction::Request),
+                by_relation(Direction::Response),
+            ],
+            body_rules: [
+                set(Direction::Request, None, RuleScope::Body),
+                set(Direction::Response, None, RuleScope::Body),
+            ],
+        }
+    }
+
+    /// The rules that apply to a record with `relation` in `direction` (for reports).
+    pub fn record_rules(&self, direction: Direction, relation: Relation) -> &[Arc<Rule>] {
+        &self.record_rules[direction.index()][relation.index()].rules
+    }
+
+    /// Finds the records of a body (objects selected by `records`, in document order) and checks
+    /// the body's shape against the config.
+    pub fn find_records(&self, doc: &Document<'_>) -> Result<Vec<NodeId>, ShapeError> {
+        let mut records = Vec::new();
+        self.records
+            .run(doc, 0, &|_| false, &mut |_, node| records.push(node));
+        records.sort_unstable();
+        records.dedup();
+        if records.iter().any(|&r| doc.node(r).kind != Kind::Object) {
+            return Err(ShapeError::RecordNotObject);
+        }
+        if let Some(recipient) = &self.recipient {
+            for (id, node) in doc.nodes.iter().enumerate() {
+                if node.key_start == NONE || !doc.key_is(id as NodeId, recipient) {
+                    continue;
+                }
+                let in_record = records.binary_search(&node.parent).is_ok();
+                if !in_record || !matches!(node.kind, Kind::Object | Kind::Null) {
+                    return Err(ShapeError::StrayRecipient);
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Computes the edits for a body in `direction` whose records are `records` (document
+    /// order). `outside` is the relation for body-scoped matches outside every record.
+    pub fn apply(
+        &self,
+        doc: &Document<'_>,
+        direction: Direction,
+        records: &[Record],
+        outside: Relation,
+        keys: &HashKeys,
+    ) -> Applied {
+        let mut is_record = vec![false; doc.nodes.len()];
+        for record in records {
+            is_record[record.node as usize] = true;
+        }
+        // (node, strength, rule, record index or NONE)
+        let mut hits: Vec<(NodeId, u8, Arc<Rule>, u32)> = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            let set = &self.record_rules[direction.index()][record.relation.index()];
+            set.matcher.run(
+                doc,
+                record.node,
+                &|n| is_record[n as usize],
+                &mut |rule, node| {
+                    let rule = &set.rules[rule];
+                    hits.push((node, strength(rule.action), rule.clone(), index as u32));
+                },
+            );
+        }
+        let body = &self.body_rules[direction.index()];
+        if !body.matcher.is_empty() {
+            body.matcher.run(doc, 0, &|_| false, &mut |rule, node| {
+                let rule = &body.rules[rule];
+                let owner = enclosing_record(doc, node, &is_record, records);
+                let relation = owner.map_or(outside, |i| records[i as usize].relation);
+                let admitted = match rule.caller {
+                    CallerFilter::Any => true,
+                    CallerFilter::Controller => relation == Relation::Controller,
+                    CallerFilter::NotController => relation == Relation::NotController,
+                };
+                if admitted {
+                    hits.push((
+                        node,
+                        strength(rule.action),
+                        rule.clone(),
+                        owner.unwrap_or(NONE),
+                    ));
+                }
+            });
+        }
+        // Ancestors come first in document order; per node the strongest action wins; anything
+        // below an edited node is already covered by it.
+        hits.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut edits = Edits::new(doc);
+        let mut changes = Vec::new();
+        for (node, _, rule, owner) in hits {
+            if edits.covered(doc, node) {
+                continue;
+            }
+            let controller = (owner != NONE)
+                .then(|| records[owner as usize].controller.as_deref())
+                .flatten();
+            let (edit, action) = actions::edit(&rule, doc, node, controller, keys);
+            edits.set(doc, node, edit);
+            changes.push(Change { rule, node, action });
+        }
+        Applied { edits, changes }
+    }
+}
+
+/// Remove beats redact beats hash beats mask: the most protective action wins a tie.
+fn strength(action: crate::config::Action) -> u8 {
+    use crate::config::Action;
+    match action {
+        Action::Remove => 3,
+        Action::Redact => 2,
+        Action::Hash => 1,
+        Action::Mask => 0,
+    }
+}
+
+/// Index (in `records`) of the innermost record containing `node`.
+fn enclosing_record(
+    doc: &Document<'_>,
+    mut node: NodeId,
+    is_record: &[bool],
+    records: &[Record],
+) -> Option<u32> {
+    while node != NONE {
+        if is_record[node as usize] {
+            return records
+                .iter()
+                .position(|r| r.node == node)
+                .map(|i| i as u32);
+        }
+        node = doc.node(node).parent;
+    }
+    None
+}
+
+/// Convenience for callers that only need the output bytes: `None` when nothing changed.
+pub fn render_if_changed(doc: &Document<'_>, applied: &Applied) -> Option<Vec<u8>> {
+    (!applied.edits.is_empty()).then(|| doc.render(&applied.edits))
+}
+
+#[cfg(test)]
+mod tests;
