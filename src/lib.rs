@@ -9,8 +9,13 @@
 //! # Layout
 //!
 //! A request's path through the modules: [`server`] accepts and handshakes → [`proxy`] matches the
-//! route, authenticates, cleans headers and forwards over pooled connections → the answer goes
-//! back the same way, ending in one log line ([`logging`]) and the metrics ([`admin`]).
+//! route, authenticates and cleans headers → on inspected routes [`inspect`] decides whether the
+//! body can be read, [`json`] parses it strictly, [`tags`] finds each record's controller and
+//! [`redact`] applies the rules → the request is forwarded over pooled connections → the answer
+//! takes the same stages back, ending in one log line ([`logging`]) and the metrics ([`admin`]).
+//!
+//! `json` is a module of its own rather than part of `inspect` because both `inspect` (strictness)
+//! and `redact` (spans and rendering) depend on it.
 //!
 //! | module | owns |
 //! | --- | --- |
@@ -18,7 +23,11 @@
 //! | [`tls`] | rustls server/client configs from PEM files; development certificates |
 //! | [`server`] | accept loop, connection limit, TLS handshake, HTTP/1.1 + HTTP/2, graceful drain |
 //! | [`proxy`] | the tower service: route match, auth, header hygiene, upstream pools, error → status |
-//! | [`redact`] | the JSONPath rule engine |
+//! | [`inspect`] | the fail-closed table: media types, encodings, body collection under limits |
+//! | [`json`] | strict JSON parsing into spans, byte-faithful rendering around edits |
+//! | [`redact`] | the JSONPath rule engine: one pass for all rules per record |
+//! | [`tags`] | controller resolution, HMAC tags of records and recipients |
+//! | [`review`] | reviewer tools: the `redact` dry run |
 //! | [`admin`] | metric names and recorder, `/metrics`, `/healthz`, `/readyz` |
 //! | [`logging`] | the JSON-lines log format |
 //! | [`demo`] | the sample shipping API behind `recipient-gateway demo` (also the tests' upstream) |
@@ -32,9 +41,12 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod inspect;
 pub mod json;
 pub mod logging;
 pub mod proxy;
 pub mod redact;
+pub mod review;
 pub mod server;
+pub mod tags;
 pub mod tls;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use recipient_gateway::config::Config;
-use recipient_gateway::{demo, logging, server, tls};
+use recipient_gateway::redact::Direction;
+use recipient_gateway::{demo, logging, review, server, tls};
 
 /// A TLS reverse proxy that keeps shipment recipients' personal data with the customers who
 /// control it.
@@ -29,12 +30,36 @@ enum Command {
     Demo,
     /// Validate the configuration (every rule compiled) and print a summary.
     Check,
+    /// Dry run: read a JSON body on stdin, apply a route's rules as the gateway would, print it.
+    Redact {
+        /// The route whose rules apply.
+        #[arg(long)]
+        route: String,
+        /// Which body it is.
+        #[arg(long, value_enum)]
+        direction: DirectionArg,
+        /// The calling client's id.
+        #[arg(long)]
+        caller: String,
+        /// The client id controlling every record (leave out for an unknown controller).
+        #[arg(long)]
+        controller: Option<String>,
+        /// Print each change (rule id, concrete path, action) to stderr.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Write a development CA and a localhost certificate/key pair.
     DevCerts {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DirectionArg {
+    Request,
+    Response,
 }
 
 /// Exit status for invalid usage or configuration (clap uses 2 for usage errors too).
@@ -50,6 +75,30 @@ fn main() -> ExitCode {
             }
             Err(error) => config_error(&error),
         },
+        Command::Redact {
+            route,
+            direction,
+            caller,
+            controller,
+            explain,
+        } => {
+            let config = match Config::load(&cli.config) {
+                Ok(config) => config,
+                Err(error) => return config_error(&error),
+            };
+            let direction = match direction {
+                DirectionArg::Request => Direction::Request,
+                DirectionArg::Response => Direction::Response,
+            };
+            redact_stdin(
+                &config,
+                &route,
+                direction,
+                &caller,
+                controller.as_deref(),
+                explain,
+            )
+        }
         Command::DevCerts { out } => match tls::write_dev_certs(&out) {
             Ok(()) => {
                 println!(
@@ -81,6 +130,45 @@ fn main() -> ExitCode {
             };
             logging::init();
             runtime_result(run_demo(config, &cli.config))
+        }
+    }
+}
+
+fn redact_stdin(
+    config: &Config,
+    route: &str,
+    direction: Direction,
+    caller: &str,
+    controller: Option<&str>,
+    explain: bool,
+) -> ExitCode {
+    use std::io::{Read, Write};
+    let mut body = Vec::new();
+    if let Err(error) = std::io::stdin().read_to_end(&mut body) {
+        eprintln!("error: cannot read stdin: {error}");
+        return ExitCode::FAILURE;
+    }
+    match review::dry_run(config, route, direction, caller, controller, &body) {
+        Ok(result) => {
+            if explain {
+                for (rule, path, action) in &result.changes {
+                    eprintln!("{rule}\t{path}\t{}", action.as_str());
+                }
+                eprintln!("{} change(s)", result.changes.len());
+            }
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout
+                .write_all(&result.body)
+                .and_then(|()| stdout.write_all(b"\n"));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}.");
+            if error.is_usage() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -22,6 +22,13 @@ pub const TLS_HANDSHAKE_ERRORS: &str = "gateway_tls_handshake_errors_total";
 /// Connections open now.
 pub const CONNECTIONS_ACTIVE: &str = "gateway_connections_active";
 
+/// Values changed by redaction rules, by `route`, `rule`, `action`.
+pub const REDACTIONS: &str = "gateway_redactions_total";
+/// Bodies refused by the fail-closed table, by `route` and `reason`.
+pub const BLOCKED: &str = "gateway_blocked_total";
+/// Tags written (created or refreshed), by `kind` (record, recipient).
+pub const TAGS_WRITTEN: &str = "gateway_tags_written_total";
+
 /// Latency buckets from 100 µs to 30 s: proxying adds sub-millisecond, upstreams take seconds.
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -67,4 +74,10 @@ fn describe() {
     );
     describe_counter!(TLS_HANDSHAKE_ERRORS, "Failed TLS handshakes.");
     describe_gauge!(CONNECTIONS_ACTIVE, "Client connections open now.");
+    describe_counter!(REDACTIONS, "Values changed by redaction rules.");
+    describe_counter!(
+        BLOCKED,
+        "Bodies refused because they could not be inspected."
+    );
+    describe_counter!(TAGS_WRITTEN, "Record and recipient tags written.");
 }

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::{BoxBody, full};
+use crate::inspect::Blocked;
 
 /// A request the gateway answers itself instead of forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -34,11 +35,9 @@ pub enum ProxyError {
     /// No key on a route that needs one, or a key no client has.
     #[error("A valid API key is required (Authorization: Bearer <key> or X-Api-Key).")]
     Unauthorized,
-    /// Inspected route while body inspection is not available in this build.
-    #[error(
-        "This route inspects bodies, which this gateway build cannot do yet; nothing was forwarded."
-    )]
-    InspectionUnavailable,
+    /// A body on an inspected route was refused (SPEC §4.3).
+    #[error("{}", .0.message())]
+    Blocked(Blocked),
     /// The upstream could not be reached.
     #[error("The upstream service could not be reached.")]
     UpstreamConnect,
@@ -62,7 +61,7 @@ impl ProxyError {
             ProxyError::RequestBodyTimeout => "request_body_timeout",
             ProxyError::AmbiguousCredentials => "ambiguous_credentials",
             ProxyError::Unauthorized => "unauthorized",
-            ProxyError::InspectionUnavailable => "inspection_unavailable",
+            ProxyError::Blocked(blocked) => blocked.code(),
             ProxyError::UpstreamConnect => "upstream_unavailable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamProtocol => "upstream_protocol_error",
@@ -74,7 +73,10 @@ impl ProxyError {
     pub fn closes_connection(self) -> bool {
         matches!(
             self,
-            ProxyError::UpgradeRefused | ProxyError::AmbiguousFraming
+            ProxyError::UpgradeRefused
+                | ProxyError::AmbiguousFraming
+                | ProxyError::BadRequestBody
+                | ProxyError::RequestBodyTimeout
         )
     }
 
@@ -108,7 +110,7 @@ impl From<ProxyError> for StatusCode {
             | ProxyError::AmbiguousCredentials => StatusCode::BAD_REQUEST,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::InspectionUnavailable => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Blocked(blocked) => blocked.status(),
             ProxyError::UpstreamConnect | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }

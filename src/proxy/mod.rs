@@ -1,16 +1,23 @@
-//! The request path: route match, authentication, header hygiene, forwarding, error answers.
+//! The request path: route match, authentication, header hygiene, inspection, forwarding, errors.
 //!
-//! [`Gateway`] holds what every request needs (config, upstream pools); [`ProxyService`] is the
-//! per-connection tower service hyper drives. A request goes through [`Gateway::handle`], whose
-//! stages are, in order: refuse tunnels and ambiguous framing → clean path → route → authenticate (before any body is
-//! read, so an unauthenticated client never gets `100 Continue`) → rewrite headers → forward with
-//! the body streamed (plain routes) → rewrite response headers. Every answer, forwarded or not,
-//! ends in one access-log line and the request metrics.
+//! [`Gateway`] holds what every request needs (config, upstream pools, tags, hash keys);
+//! [`ProxyService`] is the per-connection tower service hyper drives. A request goes through
+//! [`Gateway::handle`], whose stages are, in order:
+//!
+//! 1. refuse CONNECT and ambiguous framing, check the path, match the route, refuse `Upgrade`;
+//! 2. authenticate, before any body is read (an unauthenticated client never gets `100 Continue`);
+//! 3. rewrite request headers ([`headers`]);
+//! 4. plain route: stream the body; inspected route: collect, inspect and redact it ([`inspected`]);
+//! 5. forward over the upstream pool ([`upstream`]) under the request timeout;
+//! 6. plain route: stream the answer back; inspected route: collect, inspect, tag and redact it.
+//!
+//! Every answer, forwarded or refused, ends in one access-log line and the request metrics.
 
 pub mod auth;
 pub mod body;
 pub mod error;
 pub mod headers;
+mod inspected;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -26,6 +33,8 @@ use hyper::body::Incoming;
 
 use crate::admin::metrics;
 use crate::config::{Client, Config, Route, RouteAuth};
+use crate::redact::HashKeys;
+use crate::tags::Tags;
 use body::{BoxBody, client_body, with_idle_timeout};
 use error::ProxyError;
 use headers::{Credential, Peer};
@@ -37,19 +46,27 @@ pub struct Gateway {
     pub config: Arc<Config>,
     /// Connection pools, one per upstream.
     upstreams: Upstreams,
+    /// Record and recipient tags (outlive config generations).
+    pub tags: Arc<Tags>,
+    /// Per-controller keys of the `hash` action.
+    hash_keys: HashKeys,
 }
 
 /// What the access log and the metrics need to know about a request once it is answered.
 struct Outcome<'a> {
     route: Option<&'a Route>,
     client: Option<Arc<Client>>,
+    /// Values the redaction engine changed, request and response together.
+    redactions: usize,
 }
 
 impl Gateway {
-    /// Builds the upstream pools for `config`.
-    pub fn new(config: Arc<Config>) -> Gateway {
+    /// Builds the upstream pools and hash keys for `config`, over `tags`.
+    pub fn new(config: Arc<Config>, tags: Arc<Tags>) -> Gateway {
         Gateway {
             upstreams: Upstreams::new(&config),
+            hash_keys: HashKeys::for_config(&config),
+            tags,
             config,
         }
     }
@@ -63,16 +80,28 @@ impl Gateway {
         let mut outcome = Outcome {
             route: None,
             client: None,
+            redactions: 0,
         };
         let mut response = match self.proxy(request, peer, &request_id, &mut outcome).await {
             Ok(response) => response,
             Err(error) => {
-                if error == ProxyError::Unauthorized || error == ProxyError::AmbiguousCredentials {
-                    let route = outcome
-                        .route
-                        .map_or("none", |r| r.name.as_str())
-                        .to_string();
-                    ::metrics::counter!(metrics::AUTH_FAILURES, "route" => route).increment(1);
+                let route = outcome
+                    .route
+                    .map_or("none", |r| r.name.as_str())
+                    .to_string();
+                match error {
+                    ProxyError::Unauthorized | ProxyError::AmbiguousCredentials => {
+                        ::metrics::counter!(metrics::AUTH_FAILURES, "route" => route).increment(1);
+                    }
+                    ProxyError::Blocked(blocked) => {
+                        ::metrics::counter!(metrics::BLOCKED, "route" => route, "reason" => blocked.reason.label())
+                            .increment(1);
+                    }
+                    ProxyError::UpgradeRefused if outcome.route.is_some_and(|r| r.inspected()) => {
+                        ::metrics::counter!(metrics::BLOCKED, "route" => route, "reason" => "upgrade")
+                            .increment(1);
+                    }
+                    _ => {}
                 }
                 error.into_response(request_id.to_str().unwrap_or_default())
             }
@@ -91,7 +120,7 @@ impl Gateway {
         request_id: &HeaderValue,
         outcome: &mut Outcome<'a>,
     ) -> Result<Response<BoxBody>, ProxyError> {
-        if request.method() == Method::CONNECT || request.headers().contains_key(header::UPGRADE) {
+        if request.method() == Method::CONNECT {
             return Err(ProxyError::UpgradeRefused);
         }
         if peer.ambiguous_framing.load(Ordering::Acquire) {
@@ -103,6 +132,9 @@ impl Gateway {
         }
         let route = self.config.route_for(path).ok_or(ProxyError::NoRoute)?;
         outcome.route = Some(route);
+        if request.headers().contains_key(header::UPGRADE) {
+            return Err(ProxyError::UpgradeRefused);
+        }
         outcome.client = match headers::credential(request.headers()) {
             Credential::Absent => None,
             Credential::Ambiguous => return Err(ProxyError::AmbiguousCredentials),
@@ -113,9 +145,6 @@ impl Gateway {
         if route.auth == RouteAuth::Client && outcome.client.is_none() {
             return Err(ProxyError::Unauthorized);
         }
-        if route.inspected() {
-            return Err(ProxyError::InspectionUnavailable);
-        }
 
         let (mut parts, body) = request.into_parts();
         headers::forward_request_headers(
@@ -125,18 +154,40 @@ impl Gateway {
             &peer,
         );
         let limits = &self.config.limits;
-        let upstream_request =
-            Request::from_parts(parts, client_body(body, limits.body_read_timeout));
+        let deadline = tokio::time::Instant::now() + limits.request_timeout;
+        if !route.inspected() {
+            let upstream_request =
+                Request::from_parts(parts, client_body(body, limits.body_read_timeout));
+            let response = self
+                .upstreams
+                .send(&route.upstream, upstream_request, deadline)
+                .await?;
+            let (mut parts, body) = response.into_parts();
+            headers::forward_response_headers(&mut parts.headers, request_id);
+            return Ok(Response::from_parts(
+                parts,
+                with_idle_timeout(body, limits.body_read_timeout),
+            ));
+        }
+
+        let exchange = inspected::Exchange {
+            gateway: self,
+            route,
+            caller: outcome.client.clone(),
+            deadline,
+        };
+        let method = parts.method.clone();
+        let (upstream_request, sent) = exchange.request(parts, body).await?;
+        outcome.redactions += sent.redactions;
         let response = self
             .upstreams
-            .send(&route.upstream, upstream_request, limits.request_timeout)
+            .send(&route.upstream, upstream_request, deadline)
             .await?;
-        let (mut parts, body) = response.into_parts();
-        headers::forward_response_headers(&mut parts.headers, request_id);
-        Ok(Response::from_parts(
-            parts,
-            with_idle_timeout(body, limits.body_read_timeout),
-        ))
+        let (response, redactions) = exchange
+            .response(&method, response, sent, request_id)
+            .await?;
+        outcome.redactions += redactions;
+        Ok(response)
     }
 
     /// One access-log line and the request metrics.
@@ -174,7 +225,7 @@ impl Gateway {
             path = %loggable_path(path),
             status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
-            redactions = 0u64,
+            redactions = outcome.redactions as u64,
         );
     }
 }

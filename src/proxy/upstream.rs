@@ -48,13 +48,13 @@ impl Upstreams {
         Upstreams { pools }
     }
 
-    /// Sends `request` (origin-form URI) to the named upstream and waits up to `timeout` for its
+    /// Sends `request` (origin-form URI) to the named upstream and waits until `deadline` for its
     /// response head.
     pub async fn send(
         &self,
         upstream: &str,
         mut request: Request<BoxBody>,
-        timeout: Duration,
+        deadline: tokio::time::Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
         let pool = self
             .pools
@@ -63,7 +63,7 @@ impl Upstreams {
         *request.uri_mut() = pool.target(request.uri());
         *request.version_mut() = Version::HTTP_11;
         let started = Instant::now();
-        let result = tokio::time::timeout(timeout, pool.client.request(request)).await;
+        let result = tokio::time::timeout_at(deadline, pool.client.request(request)).await;
         let label = pool.upstream.name.clone();
         ::metrics::histogram!(metrics::UPSTREAM_DURATION, "upstream" => label.clone())
             .record(started.elapsed().as_secs_f64());

@@ -47,6 +47,18 @@ impl HashKeys {
         HashKeys { keys }
     }
 
+    /// Keys for every customer of `config` (the only clients that can be controllers).
+    pub fn for_config(config: &crate::config::Config) -> HashKeys {
+        HashKeys::derive(
+            config.tag_key.expose(),
+            config
+                .clients
+                .iter()
+                .filter(|c| c.kind == crate::config::ClientKind::Customer)
+                .map(|c| c.id.as_str()),
+        )
+    }
+
     /// `h:` + 32 hex digits of HMAC-SHA-256 under the controller's key, or `None` for a controller
     /// without a key.
     pub fn pseudonym(&self, controller: &str, value: &[u8]) -> Option<String> {

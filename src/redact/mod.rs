@@ -290,6 +290,46 @@ impl Plan {
     }
 }
 
+/// The caller's relation to a record controlled by `controller` (SPEC §4.2): only a customer can
+/// be a controller; an unknown controller counts as the caller only when the route says so.
+pub fn relation(
+    caller: Option<&crate::config::Client>,
+    controller: Option<&str>,
+    unknown: crate::config::UnknownController,
+) -> Relation {
+    let Some(caller) = caller.filter(|c| c.kind == crate::config::ClientKind::Customer) else {
+        return Relation::NotController;
+    };
+    match controller {
+        Some(id) if id == caller.id => Relation::Controller,
+        None if unknown == crate::config::UnknownController::Caller => Relation::Controller,
+        _ => Relation::NotController,
+    }
+}
+
+/// Applies a route's rules to a parsed body whose records (from [`Plan::find_records`]) have
+/// the given controllers, for `caller`: relations per SPEC §4.2, then [`Plan::apply`]. The proxy,
+/// the `redact` dry run and `test-rules` all go through here.
+pub fn redact_records(
+    route: &crate::config::Route,
+    doc: &Document<'_>,
+    direction: Direction,
+    caller: Option<&crate::config::Client>,
+    records: impl IntoIterator<Item = (NodeId, Option<Arc<str>>)>,
+    keys: &HashKeys,
+) -> Applied {
+    let records: Vec<Record> = records
+        .into_iter()
+        .map(|(node, controller)| Record {
+            node,
+            relation: relation(caller, controller.as_deref(), route.unknown_controller),
+            controller,
+        })
+        .collect();
+    let outside = relation(caller, None, route.unknown_controller);
+    route.plan.apply(doc, direction, &records, outside, keys)
+}
+
 /// Remove beats redact beats hash beats mask: the most protective action wins a tie.
 fn strength(action: crate::config::Action) -> u8 {
     use crate::config::Action;

@@ -27,6 +27,7 @@ use crate::admin::{self, Health, metrics};
 use crate::config::{Config, Limits};
 use crate::proxy::headers::Peer;
 use crate::proxy::{Gateway, ProxyService};
+use crate::tags::Tags;
 use framing::FramingWatch;
 
 /// A failure to start serving.
@@ -115,7 +116,8 @@ impl Server {
             wait_for_stop(stop_rx.clone()),
         ));
 
-        let gateway = Arc::new(Gateway::new(self.config.clone()));
+        let tags = Arc::new(Tags::new(self.config.tag_key.expose()));
+        let gateway = Arc::new(Gateway::new(self.config.clone(), tags));
         let graceful = GracefulShutdown::new();
         let acceptor = Acceptor {
             tls: self.config.listen.tls.clone().map(TlsAcceptor::from),

@@ -1,0 +1,93 @@
+//! Tools for security reviewers: the `redact` dry run.
+//!
+//! The dry run takes the same path as the proxy once a body is decoded: strict parse, record
+//! selection and shape checks, relations, the route's compiled plan, rendering. Only the
+//! controllers come from the command line instead of tags.
+
+use std::sync::Arc;
+
+use crate::config::{Action, Config};
+use crate::inspect::Reason;
+use crate::json::Document;
+use crate::redact::{self, Direction, HashKeys};
+
+/// The body the gateway would forward, and what it changed.
+#[derive(Debug)]
+pub struct DryRun {
+    /// Forwarded bytes (the input itself when nothing changed).
+    pub body: Vec<u8>,
+    /// Each change: rule id, concrete path, action.
+    pub changes: Vec<(String, String, Action)>,
+}
+
+/// Why a dry run could not produce a body.
+#[derive(Debug, thiserror::Error)]
+pub enum DryRunError {
+    /// No route has this name.
+    #[error("no route is named `{0}`")]
+    UnknownRoute(String),
+    /// No client has this id.
+    #[error("no client has the id `{0}`")]
+    UnknownClient(String),
+    /// The gateway would refuse the body.
+    #[error("the gateway would refuse this body ({})", .0.label())]
+    Refused(Reason),
+}
+
+impl DryRunError {
+    /// Whether the problem is in the command's arguments (exit 2) rather than the body (exit 1).
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, DryRunError::Refused(_))
+    }
+}
+
+/// Applies `route`'s rules to `body` as the gateway would in `direction` for `caller`, with every
+/// record controlled by `controller` (`None`: unknown).
+pub fn dry_run(
+    config: &Config,
+    route: &str,
+    direction: Direction,
+    caller: &str,
+    controller: Option<&str>,
+    body: &[u8],
+) -> Result<DryRun, DryRunError> {
+    let route = config
+        .routes
+        .iter()
+        .find(|r| r.name == route)
+        .ok_or_else(|| DryRunError::UnknownRoute(route.to_string()))?;
+    let caller = config
+        .client(caller)
+        .ok_or_else(|| DryRunError::UnknownClient(caller.to_string()))?;
+    let controller: Option<Arc<str>> = match controller {
+        Some(id) => Some(
+            config
+                .client(id)
+                .map(|c| Arc::from(c.id.as_str()))
+                .ok_or_else(|| DryRunError::UnknownClient(id.to_string()))?,
+        ),
+        None => None,
+    };
+    let doc = Document::parse(body).map_err(|e| DryRunError::Refused(e.into()))?;
+    let records = route
+        .plan
+        .find_records(&doc)
+        .map_err(|e| DryRunError::Refused(e.into()))?;
+    let applied = redact::redact_records(
+        route,
+        &doc,
+        direction,
+        Some(caller),
+        records.iter().map(|&node| (node, controller.clone())),
+        &HashKeys::for_config(config),
+    );
+    let changes = applied
+        .changes
+        .iter()
+        .map(|c| (c.rule.id.clone(), doc.path_of(c.node), c.action))
+        .collect();
+    Ok(DryRun {
+        body: redact::render_if_changed(&doc, &applied).unwrap_or_else(|| body.to_vec()),
+        changes,
+    })
+}
