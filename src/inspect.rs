@@ -250,21 +250,47 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
     if declared.is_some_and(|n| n > limit) {
+        drain(&mut body).await;
         return Err(CollectError::Blocked(Reason::TooLarge));
     }
-    let mut body = body;
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192).min(limit) as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| CollectError::Body(e.into()))?;
         if let Ok(data) = frame.into_data() {
             if (buf.len() + data.len()) as u64 > limit {
+                drain(&mut body).await;
                 return Err(CollectError::Blocked(Reason::TooLarge));
             }
             buf.extend_from_slice(&data);
         }
     }
     Ok(buf.freeze())
+}
+
+/// Most of a refused body read and thrown away so the client sees the answer.
+const DRAIN_BYTES: usize = 1 << 20;
+/// Longest time spent draining a refused body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and discards what remains of a refused body (bounded in bytes and time), so a client
+/// still sending gets the error instead of a reset connection, as nginx's lingering close does.
+/// Nothing read here goes anywhere.
+async fn drain<B>(body: &mut B)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut drained = 0;
+        while drained < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => drained += frame.data_ref().map_or(0, Bytes::len),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Decodes `raw` through `codings` (applied in order by the sender, so undone in reverse), never

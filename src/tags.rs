@@ -127,6 +127,17 @@ pub struct Resolved {
     pub recipients: Vec<Digest>,
 }
 
+/// Who asks, on which route, under which config: what controller resolution depends on.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    /// The config (for the known clients).
+    pub config: &'a Config,
+    /// The route (record keys, recipient, controller member).
+    pub route: &'a Route,
+    /// The authenticated caller, if any.
+    pub caller: Option<&'a Client>,
+}
+
 /// Unix seconds now.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -225,14 +236,17 @@ impl Tags {
     /// `created` marks a response to a create: its single record is the caller's.
     pub fn resolve(
         &self,
-        config: &Config,
-        route: &Route,
-        caller: Option<&Client>,
+        scope: &Scope<'_>,
         doc: &Document<'_>,
         records: &[NodeId],
         direction: Direction,
         created: bool,
     ) -> Vec<Resolved> {
+        let Scope {
+            config,
+            route,
+            caller,
+        } = *scope;
         let customer = caller.filter(|c| c.kind == ClientKind::Customer);
         let known_customer = |id: &str| {
             config

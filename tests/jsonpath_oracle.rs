@@ -93,7 +93,7 @@ fn matcher_selects_exactly_what_jsonpath_rust_selects() {
                 return Ok(());
             };
             let expected: BTreeSet<String> = expected.into_iter().collect();
-            let compiled = Path::compile(&path).map_err(|e| TestCaseError::fail(e))?;
+            let compiled = Path::compile(&path).map_err(TestCaseError::fail)?;
             let doc = Document::parse(text.as_bytes()).unwrap();
             let mut got = BTreeSet::new();
             Matcher::new(vec![compiled]).run(&doc, 0, &|_| false, &mut |_, node| {

@@ -256,15 +256,15 @@ impl Exchange<'_> {
         let plan = &self.route.plan;
         let nodes = plan.find_records(&doc)?;
         let caller = self.caller.as_deref();
-        let resolved = self.gateway.tags.resolve(
-            &self.gateway.config,
-            self.route,
+        let scope = tags::Scope {
+            config: &self.gateway.config,
+            route: self.route,
             caller,
-            &doc,
-            &nodes,
-            direction,
-            created,
-        );
+        };
+        let resolved = self
+            .gateway
+            .tags
+            .resolve(&scope, &doc, &nodes, direction, created);
         let applied = redact::redact_records(
             self.route,
             &doc,

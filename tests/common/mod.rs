@@ -437,7 +437,38 @@ pub struct MockUpstream {
     pub addr: SocketAddr,
     /// Every request seen, as the echo JSON, in order.
     pub seen: Arc<std::sync::Mutex<Vec<Value>>>,
+    /// The answer to requests whose path contains `/canned`.
+    pub canned: Arc<std::sync::Mutex<Canned>>,
     task: JoinHandle<()>,
+}
+
+/// A scripted upstream answer.
+#[derive(Clone, Default)]
+pub struct Canned {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Canned {
+    pub fn json(body: impl Into<Vec<u8>>) -> Canned {
+        Canned {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Canned {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn status(mut self, status: u16) -> Canned {
+        self.status = status;
+        self
+    }
 }
 
 impl Drop for MockUpstream {
@@ -451,17 +482,21 @@ impl MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let canned: Arc<std::sync::Mutex<Canned>> = Arc::default();
         let log = seen.clone();
+        let script = canned.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let log = log.clone();
+                let script = script.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let log = log.clone();
-                        async move { Ok::<_, Infallible>(mock_handle(req, log).await) }
+                        let script = script.clone();
+                        async move { Ok::<_, Infallible>(mock_handle(req, log, script).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -469,7 +504,17 @@ impl MockUpstream {
                 });
             }
         });
-        MockUpstream { addr, seen, task }
+        MockUpstream {
+            addr,
+            seen,
+            canned,
+            task,
+        }
+    }
+
+    /// Scripts the answer to `/canned` requests.
+    pub fn set_canned(&self, canned: Canned) {
+        *self.canned.lock().unwrap() = canned;
     }
 
     pub fn last(&self) -> Value {
@@ -491,6 +536,7 @@ type MockBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 async fn mock_handle(
     req: Request<Incoming>,
     log: Arc<std::sync::Mutex<Vec<Value>>>,
+    canned: Arc<std::sync::Mutex<Canned>>,
 ) -> Response<MockBody> {
     let path = req.uri().path().to_string();
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -504,15 +550,39 @@ async fn mock_handle(
     let query = req.uri().query().map(str::to_string);
     let mut body = req.into_body();
     let mut body_len = 0u64;
+    // The first 64 KiB are kept so tests can see exactly what the upstream received.
+    let mut kept = Vec::new();
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(frame) => body_len += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    body_len += data.len() as u64;
+                    if kept.len() < 65536 {
+                        kept.extend_from_slice(&data[..data.len().min(65536 - kept.len())]);
+                    }
+                }
+            }
             Err(_) => break,
         }
     }
-    let echo = json!({"method": method, "path": path, "query": query, "headers": headers, "body_len": body_len});
+    let echo = json!({
+        "method": method, "path": path, "query": query, "headers": headers, "body_len": body_len,
+        "body": String::from_utf8_lossy(&kept),
+    });
     log.lock().unwrap().push(echo.clone());
 
+    if path.contains("/canned") {
+        let canned = canned.lock().unwrap().clone();
+        let mut response = Response::new(Full::new(Bytes::from(canned.body)).boxed());
+        *response.status_mut() = StatusCode::from_u16(canned.status).unwrap();
+        for (name, value) in canned.headers {
+            response.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        return response;
+    }
     if path.contains("/slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
