@@ -45,7 +45,8 @@ make_body() { # name bytes
   local name=$1 bytes=$2 i=0 body='{"shipments":['
   while [ ${#body} -lt "$bytes" ]; do
     [ $i -gt 0 ] && body+=','
-    body+="{\"id\":\"shp_$i\",\"tracking_number\":\"1ZBENCH$i\",\"customer_id\":\"acme\",\"status\":\"in_transit\",\"weight_kg\":2.5,"
+    local customer=acme; [ $((i % 2)) -eq 1 ] && customer=globex
+    body+="{\"id\":\"shp_$i\",\"tracking_number\":\"1ZBENCH$i\",\"customer_id\":\"$customer\",\"status\":\"in_transit\",\"weight_kg\":2.5,"
     body+="\"recipient\":{\"name\":\"Jane Doe $i\",\"email\":\"jane$i@example.com\",\"phone\":\"+1 415 555 0101\","
     body+="\"address\":{\"street\":\"1 Market St\",\"city\":\"San Francisco\",\"postal_code\":\"94105\",\"country\":\"US\"}}}"
     i=$((i + 1))
@@ -55,6 +56,8 @@ make_body() { # name bytes
 for size in $SIZES; do
   make_body "$size" $(( ${size%k} * 1024 - 3 ))
 done
+mkdir -p "$WORK/www/redact"
+cp "$WORK"/www/*.json "$WORK/www/redact/"
 chmod -R a+rX "$WORK" # nginx workers drop root
 
 cat > "$WORK/upstream.conf" <<EOF
@@ -102,12 +105,48 @@ backend = "memory"
 [[upstream]]
 name = "static"
 url = "http://127.0.0.1:$UPSTREAM_PORT"
+[[client]]
+id = "acme"
+kind = "customer"
+name = "Acme"
+api_key_sha256 = ["$(printf bench-key-acme | sha256sum | cut -d' ' -f1)"]
+[[client]]
+id = "globex"
+kind = "customer"
+name = "Globex"
+api_key_sha256 = ["$(printf bench-key-globex | sha256sum | cut -d' ' -f1)"]
 [[route]]
 name = "passthrough"
 path_prefix = "/"
 upstream = "static"
 auth = "none"
+[[route]]
+name = "redacting"
+path_prefix = "/redact"
+upstream = "static"
+records = ["\$", "\$.shipments[*]"]
+record_keys = ["id", "tracking_number"]
+recipient = "recipient"
+recipient_identifiers = ["email", "phone"]
+controller_member = "customer_id"
+rules = ["rules.toml"]
 EOF
+# Ten rules for a non-controller's view: half the records (globex's) are redacted for acme.
+for spec in "email:\$.recipient.email:redact" "phone:\$.recipient.phone:redact" "name:\$.recipient.name:redact" \
+            "street:\$.recipient.address.street:redact" "street2:\$.recipient.address.street2:redact" \
+            "postal:\$.recipient.address.postal_code:mask" "company:\$.recipient.company:redact" \
+            "notes:\$.delivery_notes:redact" "dob:\$..date_of_birth:remove" "geo:\$.recipient.address.geo:remove"; do
+  IFS=: read -r id path action <<<"$spec"
+  cat >> "$WORK/rules.toml" <<EOF
+[[rule]]
+id = "$id"
+path = "$path"
+action = "$action"
+category = "user"
+reason = "benchmark"
+when.caller = "not_controller"
+EOF
+done
 
 "$NGINX" -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
 "$NGINX" -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
@@ -130,10 +169,10 @@ to_ms() {
     if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
     printf "%.2f", n }'
 }
-run() { # port path -> "rps p99_ms"
-  local out
-  wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:$1$2" >/dev/null 2>&1 # warm-up
-  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$1$2")
+run() { # port path [header] -> "rps p99_ms"
+  local out header=${3:-"X-Bench: 1"}
+  wrk -t1 -c"$CONNS" -d3s -H "$header" "http://127.0.0.1:$1$2" >/dev/null 2>&1 # warm-up
+  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$header" "http://127.0.0.1:$1$2")
   if echo "$out" | grep -q "Non-2xx"; then
     echo "non-2xx answers from port $1: $out" >&2
     exit 1
@@ -151,9 +190,17 @@ for size in $SIZES; do
   read -r gw_rps gw_p99 < <(run $GATEWAY_PORT "/$size.json")
   printf '%-6s %-9s %12.0f %10s\n' "$size" nginx "$nginx_rps" "$nginx_p99"
   printf '%-6s %-9s %12.0f %10s\n' "$size" gateway "$gw_rps" "$gw_p99"
+  if [ "$size" = 16k ]; then GW16_RPS=$gw_rps; GW16_P99=$gw_p99; fi
   results+=("$(awk -v g="$gw_rps" -v n="$nginx_rps" -v gp="$gw_p99" -v np="$nginx_p99" -v s="$size" \
     'BEGIN { printf "%-6s rps gateway/nginx %.2f   p99 gateway/nginx %.2f", s, g / n, gp / np }')")
 done
+# The redacting route: 16 KB lists, 10 rules, half the records another customer's.
+if [[ " $SIZES " == *" 16k "* ]]; then
+  read -r red_rps red_p99 < <(run $GATEWAY_PORT "/redact/16k.json" "Authorization: Bearer bench-key-acme")
+  printf '%-6s %-9s %12.0f %10s\n' 16k redacting "$red_rps" "$red_p99"
+  results+=("$(awk -v r="$red_rps" -v g="$GW16_RPS" -v rp="$red_p99" -v gp="$GW16_P99" \
+    'BEGIN { printf "16k    rps redacting/passthrough %.2f   p99 overhead %.2f ms", r / g, rp - gp }')")
+fi
 echo
 printf '%s\n' "${results[@]}"
-echo "(plain HTTP/1.1, wrk -t1 -c$CONNS -d$DURATION, passthrough route; gateway access log written to /dev/null)"
+echo "(plain HTTP/1.1, wrk -t1 -c$CONNS -d$DURATION; gateway access log written to /dev/null)"

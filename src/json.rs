@@ -131,6 +131,7 @@ impl<'a> Document<'a> {
             pos: 0,
             nodes: Vec::with_capacity(src.len() / 16 + 1),
             seen_keys: HashSet::new(),
+            members: Vec::new(),
         };
         parser.skip_ws();
         if parser.pos == src.len() {
@@ -456,6 +457,8 @@ struct Parser<'a> {
     nodes: Vec<Node>,
     /// Scratch set for duplicate detection in large objects.
     seen_keys: HashSet<Cow<'a, str>>,
+    /// Scratch list of an object's members, reused across objects.
+    members: Vec<NodeId>,
 }
 
 /// Objects up to this many members are checked for duplicates pairwise; larger ones by hashing.
@@ -714,12 +717,19 @@ impl<'a> Parser<'a> {
 
     fn check_duplicates(&mut self, object: NodeId) -> Result<(), JsonError> {
         let len = self.nodes[object as usize].len;
-        let mut members = Vec::with_capacity(len as usize);
+        let mut members = std::mem::take(&mut self.members);
+        members.clear();
         let mut child = self.nodes[object as usize].first_child;
         while child != NONE {
             members.push(child);
             child = self.nodes[child as usize].next_sibling;
         }
+        let result = self.find_duplicate(&members, len);
+        self.members = members;
+        result
+    }
+
+    fn find_duplicate(&mut self, members: &[NodeId], len: u32) -> Result<(), JsonError> {
         let any_escaped = members.iter().any(|&m| self.nodes[m as usize].key_escaped);
         if len <= PAIRWISE_KEYS {
             for (i, &a) in members.iter().enumerate() {
@@ -743,7 +753,7 @@ impl<'a> Parser<'a> {
         let mut seen = std::mem::take(&mut self.seen_keys);
         seen.clear();
         let mut result = Ok(());
-        for &m in &members {
+        for &m in members {
             if !seen.insert(self.key_text(m)) {
                 result = Err(JsonError::DuplicateKey(
                     self.nodes[m as usize].key_start as usize,

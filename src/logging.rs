@@ -41,14 +41,26 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut fields = FieldMap(Map::new());
-        fields.0.insert("ts".into(), Value::String(timestamp()));
-        fields.0.insert(
-            "level".into(),
-            Value::String(event.metadata().level().as_str().to_ascii_lowercase()),
-        );
-        fields.0.insert("msg".into(), Value::String(String::new()));
         event.record(&mut fields);
-        let line = serde_json::to_string(&fields.0).map_err(|_| fmt::Error)?;
+        let msg = fields
+            .0
+            .remove("msg")
+            .unwrap_or(Value::String(String::new()));
+        // ts, level and msg lead every line; the event's fields follow.
+        let mut line = String::with_capacity(256);
+        line.push_str("{\"ts\":\"");
+        line.push_str(&timestamp());
+        line.push_str("\",\"level\":\"");
+        line.push_str(&event.metadata().level().as_str().to_ascii_lowercase());
+        line.push_str("\",\"msg\":");
+        line.push_str(&msg.to_string());
+        for (key, value) in &fields.0 {
+            line.push(',');
+            line.push_str(&Value::String(key.clone()).to_string());
+            line.push(':');
+            line.push_str(&value.to_string());
+        }
+        line.push('}');
         writeln!(writer, "{line}")
     }
 }

@@ -63,7 +63,7 @@ pub fn dry_run(
         Some(id) => Some(
             config
                 .client(id)
-                .map(|c| Arc::from(c.id.as_str()))
+                .map(|c| c.id.clone())
                 .ok_or_else(|| DryRunError::UnknownClient(id.to_string()))?,
         ),
         None => None,

@@ -252,7 +252,7 @@ impl Tags {
             config
                 .client(id)
                 .filter(|c| c.kind == ClientKind::Customer)
-                .map(|c| Arc::<str>::from(c.id.as_str()))
+                .map(|c| c.id.clone())
         };
         records
             .iter()
@@ -283,7 +283,7 @@ impl Tags {
                 } else if let Some(id) = member() {
                     (Some(id), Source::Member)
                 } else if caller_owned {
-                    (customer.map(|c| Arc::from(c.id.as_str())), Source::Caller)
+                    (customer.map(|c| c.id.clone()), Source::Caller)
                 } else {
                     (None, Source::Unknown)
                 };
@@ -334,10 +334,12 @@ impl Tags {
 }
 
 /// A string's value or a number's text: what a record key can be.
-fn scalar_text(doc: &Document<'_>, node: NodeId) -> Option<String> {
+fn scalar_text<'a>(doc: &Document<'a>, node: NodeId) -> Option<std::borrow::Cow<'a, str>> {
     match doc.node(node).kind {
-        Kind::String => doc.str_value(node).map(|v| v.into_owned()),
-        Kind::Number => std::str::from_utf8(doc.raw(node)).ok().map(str::to_string),
+        Kind::String => doc.str_value(node),
+        Kind::Number => std::str::from_utf8(doc.raw(node))
+            .ok()
+            .map(std::borrow::Cow::Borrowed),
         _ => None,
     }
 }

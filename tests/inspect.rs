@@ -383,7 +383,14 @@ const SENSITIVE: &str = r#"{"recipient":{"email":"a@b.c","date_of_birth":"1990-0
 const STRIPPED: &str = r#"{"recipient":{"email":"a@b.c"},"n":1e400}"#;
 
 /// A refused request body: (name, headers, body, status, code, metric reason).
-type RefusedRequest = (&'static str, Vec<(&'static str, &'static str)>, Vec<u8>, u16, &'static str, &'static str);
+type RefusedRequest = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Vec<u8>,
+    u16,
+    &'static str,
+    &'static str,
+);
 
 fn refused_requests() -> Vec<RefusedRequest> {
     let json = vec![("content-type", "application/json")];

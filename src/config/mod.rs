@@ -137,8 +137,8 @@ pub struct Privacy {
 /// A caller of the API.
 #[derive(Debug)]
 pub struct Client {
-    /// Stable id (metrics, headers, tag owner).
-    pub id: String,
+    /// Stable id (metrics, headers, tag owner); shared so tags can hold it without copying.
+    pub id: Arc<str>,
     /// Customer (controller) or internal service.
     pub kind: ClientKind,
     /// Display name for verified requesters.
@@ -287,7 +287,7 @@ impl Config {
 
     /// The client with this id.
     pub fn client(&self, id: &str) -> Option<&Arc<Client>> {
-        self.clients.iter().find(|c| c.id == id)
+        self.clients.iter().find(|c| &*c.id == id)
     }
 
     /// Points the upstream `name` at another `scheme://host:port` (the demo's sample API binds a
@@ -608,7 +608,7 @@ impl Loader<'_> {
                 (None, None) => None,
             };
             clients.push(Arc::new(Client {
-                id: file.id.clone(),
+                id: Arc::from(file.id.as_str()),
                 kind: file.kind,
                 name: file.name.clone(),
                 key_digests,

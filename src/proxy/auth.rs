@@ -44,8 +44,8 @@ mod tests {
     #[test]
     fn finds_the_owner_of_a_key() {
         let clients = [client("acme", &["a1", "a2"]), client("globex", &["g1"])];
-        assert_eq!(authenticate(&clients, b"a2").unwrap().id, "acme");
-        assert_eq!(authenticate(&clients, b"g1").unwrap().id, "globex");
+        assert_eq!(&*authenticate(&clients, b"a2").unwrap().id, "acme");
+        assert_eq!(&*authenticate(&clients, b"g1").unwrap().id, "globex");
         assert!(authenticate(&clients, b"a3").is_none());
         assert!(authenticate(&clients, b"").is_none());
     }

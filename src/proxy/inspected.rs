@@ -273,14 +273,25 @@ impl Exchange<'_> {
             resolved.iter().map(|r| (r.node, r.controller.clone())),
             &self.gateway.hash_keys,
         );
+        // One counter update per (rule, action), not per value: a list can change hundreds.
+        let mut counts: Vec<(&str, crate::config::Action, u64)> = Vec::new();
         for change in &applied.changes {
+            match counts
+                .iter_mut()
+                .find(|(id, action, _)| *id == change.rule.id && *action == change.action)
+            {
+                Some(entry) => entry.2 += 1,
+                None => counts.push((&change.rule.id, change.action, 1)),
+            }
+        }
+        for (rule, action, n) in counts {
             ::metrics::counter!(
                 metrics::REDACTIONS,
                 "route" => self.route.name.clone(),
-                "rule" => change.rule.id.clone(),
-                "action" => change.action.as_str()
+                "rule" => rule.to_string(),
+                "action" => action.as_str()
             )
-            .increment(1);
+            .increment(n);
         }
         Ok(Inspected {
             rendered: redact::render_if_changed(&doc, &applied),

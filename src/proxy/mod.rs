@@ -149,7 +149,7 @@ impl Gateway {
         let (mut parts, body) = request.into_parts();
         headers::forward_request_headers(
             &mut parts.headers,
-            outcome.client.as_ref().map(|c| c.id.as_str()),
+            outcome.client.as_ref().map(|c| &*c.id),
             request_id,
             &peer,
         );
@@ -202,10 +202,7 @@ impl Gateway {
     ) {
         let elapsed = started.elapsed();
         let route = outcome.route.map_or("none", |r| r.name.as_str());
-        let client = outcome
-            .client
-            .as_ref()
-            .map_or("anonymous", |c| c.id.as_str());
+        let client = outcome.client.as_ref().map_or("anonymous", |c| &*c.id);
         let status = response.status().as_u16();
         ::metrics::counter!(
             metrics::REQUESTS,

@@ -55,7 +55,7 @@ impl HashKeys {
                 .clients
                 .iter()
                 .filter(|c| c.kind == crate::config::ClientKind::Customer)
-                .map(|c| c.id.as_str()),
+                .map(|c| &*c.id),
         )
     }
 

@@ -236,7 +236,7 @@ impl Plan {
             is_record[record.node as usize] = true;
         }
         // (node, strength, rule, record index or NONE)
-        let mut hits: Vec<(NodeId, u8, Arc<Rule>, u32)> = Vec::new();
+        let mut hits: Vec<(NodeId, u8, &Arc<Rule>, u32)> = Vec::new();
         for (index, record) in records.iter().enumerate() {
             let set = &self.record_rules[direction.index()][record.relation.index()];
             set.matcher.run(
@@ -245,7 +245,7 @@ impl Plan {
                 &|n| is_record[n as usize],
                 &mut |rule, node| {
                     let rule = &set.rules[rule];
-                    hits.push((node, strength(rule.action), rule.clone(), index as u32));
+                    hits.push((node, strength(rule.action), rule, index as u32));
                 },
             );
         }
@@ -261,12 +261,7 @@ impl Plan {
                     CallerFilter::NotController => relation == Relation::NotController,
                 };
                 if admitted {
-                    hits.push((
-                        node,
-                        strength(rule.action),
-                        rule.clone(),
-                        owner.unwrap_or(NONE),
-                    ));
+                    hits.push((node, strength(rule.action), rule, owner.unwrap_or(NONE)));
                 }
             });
         }
@@ -282,9 +277,13 @@ impl Plan {
             let controller = (owner != NONE)
                 .then(|| records[owner as usize].controller.as_deref())
                 .flatten();
-            let (edit, action) = actions::edit(&rule, doc, node, controller, keys);
+            let (edit, action) = actions::edit(rule, doc, node, controller, keys);
             edits.set(doc, node, edit);
-            changes.push(Change { rule, node, action });
+            changes.push(Change {
+                rule: rule.clone(),
+                node,
+                action,
+            });
         }
         Applied { edits, changes }
     }
@@ -301,7 +300,7 @@ pub fn relation(
         return Relation::NotController;
     };
     match controller {
-        Some(id) if id == caller.id => Relation::Controller,
+        Some(id) if id == &*caller.id => Relation::Controller,
         None if unknown == crate::config::UnknownController::Caller => Relation::Controller,
         _ => Relation::NotController,
     }
