@@ -60,7 +60,11 @@ fn n_rules(n: usize) -> Vec<Arc<Rule>> {
 }
 
 fn shipment(i: usize) -> String {
-    let customer = if i.is_multiple_of(2) { "acme" } else { "globex" };
+    let customer = if i.is_multiple_of(2) {
+        "acme"
+    } else {
+        "globex"
+    };
     format!(
         r#"{{"id":"shp_{i:06}","tracking_number":"1ZBENCH{i:010}","customer_id":"{customer}","status":"in_transit","service":"ground","weight_kg":{w}.25,"declared_value":12345678901234567890.12,"created_at":"2026-11-29T12:00:00Z","delivery_notes":"Leave at the back door","recipient":{{"name":"Jane Doe {i}","company":"Acme Outdoor","email":"jane{i}@example.com","phone":"+1 415 555 {p:04}","address":{{"street":"{i} Market St","street2":"Apt 4","city":"San Francisco","postal_code":"94105","country":"US","geo":{{"lat":37.79,"lon":-122.39}}}}}},"parcels":[{{"weight_kg":1.5,"dims_cm":[30,20,10]}},{{"weight_kg":0.75,"dims_cm":[10,10,10]}}]}}"#,
         w = i % 20,
@@ -109,7 +113,11 @@ fn engine(plan: &Plan, keys: &HashKeys, body: &[u8]) -> usize {
             } else {
                 Relation::NotController
             },
-            controller: Some(Arc::from(if i.is_multiple_of(2) { "acme" } else { "globex" })),
+            controller: Some(Arc::from(if i.is_multiple_of(2) {
+                "acme"
+            } else {
+                "globex"
+            })),
         })
         .collect();
     let applied = plan.apply(
@@ -163,5 +171,27 @@ fn rule_count(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, rule_count);
+/// Where the time goes at 16 KB: parsing alone, parsing and finding records, the whole engine.
+fn stages(c: &mut Criterion) {
+    let keys = HashKeys::derive(b"bench-tag-key-0123456789", ["acme", "globex"]);
+    let plan = plan(&ten_rules());
+    let body = payload(16 * 1024);
+    let mut group = c.benchmark_group("stages_16KB");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("parse", |b| {
+        b.iter(|| Document::parse(black_box(&body)).unwrap().nodes.len())
+    });
+    group.bench_function("parse_find_records", |b| {
+        b.iter(|| {
+            let doc = Document::parse(black_box(&body)).unwrap();
+            plan.find_records(&doc).unwrap().len()
+        })
+    });
+    group.bench_function("engine", |b| {
+        b.iter(|| engine(&plan, &keys, black_box(&body)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, throughput, rule_count, stages);
 criterion_main!(benches);

@@ -731,16 +731,38 @@ impl<'a> Parser<'a> {
 
     fn find_duplicate(&mut self, members: &[NodeId], len: u32) -> Result<(), JsonError> {
         let any_escaped = members.iter().any(|&m| self.nodes[m as usize].key_escaped);
+        if len <= PAIRWISE_KEYS && !any_escaped {
+            // Raw keys compared by a cheap fingerprint (length and first bytes) before bytes.
+            let mut prints = [(0u64, 0u32, 0u32); PAIRWISE_KEYS as usize];
+            for (slot, &m) in prints.iter_mut().zip(members) {
+                let n = &self.nodes[m as usize];
+                let key = &self.src[n.key_start as usize + 1..n.key_end as usize - 1];
+                let mut head = [0u8; 8];
+                let take = key.len().min(8);
+                head[..take].copy_from_slice(&key[..take]);
+                *slot = (
+                    u64::from_le_bytes(head) ^ (key.len() as u64) << 56,
+                    n.key_start,
+                    n.key_end,
+                );
+            }
+            let prints = &prints[..members.len()];
+            for (i, a) in prints.iter().enumerate() {
+                for b in &prints[..i] {
+                    if a.0 == b.0
+                        && self.src[a.1 as usize..a.2 as usize]
+                            == self.src[b.1 as usize..b.2 as usize]
+                    {
+                        return Err(JsonError::DuplicateKey(a.1 as usize));
+                    }
+                }
+            }
+            return Ok(());
+        }
         if len <= PAIRWISE_KEYS {
             for (i, &a) in members.iter().enumerate() {
                 for &b in &members[..i] {
-                    let same = if any_escaped {
-                        self.key_text(a) == self.key_text(b)
-                    } else {
-                        let (na, nb) = (&self.nodes[a as usize], &self.nodes[b as usize]);
-                        self.src[na.key_start as usize..na.key_end as usize]
-                            == self.src[nb.key_start as usize..nb.key_end as usize]
-                    };
+                    let same = self.key_text(a) == self.key_text(b);
                     if same {
                         return Err(JsonError::DuplicateKey(
                             self.nodes[a as usize].key_start as usize,

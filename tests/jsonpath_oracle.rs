@@ -81,26 +81,35 @@ fn matcher_selects_exactly_what_jsonpath_rust_selects() {
     };
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
     let mut runner = TestRunner::new_with_rng(config, rng);
+    // Several paths at once, so prefix sharing in the matcher's trie is exercised too.
     runner
-        .run(&(json_value(), json_path()), |(value, path)| {
-            let text = serde_json::to_string(&value).unwrap();
-            let Ok(expected) = value.query_only_path(&path) else {
-                // Paths the reference rejects must be rejected at load time too.
-                prop_assert!(
-                    Path::compile(&path).is_err(),
-                    "{path} compiled but the reference rejects it"
-                );
-                return Ok(());
-            };
-            let expected: BTreeSet<String> = expected.into_iter().collect();
-            let compiled = Path::compile(&path).map_err(TestCaseError::fail)?;
-            let doc = Document::parse(text.as_bytes()).unwrap();
-            let mut got = BTreeSet::new();
-            Matcher::new(vec![compiled]).run(&doc, 0, &|_| false, &mut |_, node| {
-                got.insert(doc.path_of(node));
-            });
-            prop_assert_eq!(got, expected, "path {} on {}", path, text);
-            Ok(())
-        })
+        .run(
+            &(json_value(), prop::collection::vec(json_path(), 1..5)),
+            |(value, paths)| {
+                let text = serde_json::to_string(&value).unwrap();
+                let mut compiled = Vec::new();
+                let mut expected = Vec::new();
+                for path in &paths {
+                    match value.query_only_path(path) {
+                        Ok(found) => {
+                            compiled.push(Path::compile(path).map_err(TestCaseError::fail)?);
+                            expected.push(found.into_iter().collect::<BTreeSet<String>>());
+                        }
+                        // Paths the reference rejects must be rejected at load time too.
+                        Err(_) => prop_assert!(
+                            Path::compile(path).is_err(),
+                            "{path} compiled but the reference rejects it"
+                        ),
+                    }
+                }
+                let doc = Document::parse(text.as_bytes()).unwrap();
+                let mut got = vec![BTreeSet::new(); compiled.len()];
+                Matcher::new(compiled).run(&doc, 0, &|_| false, &mut |index, node| {
+                    got[index].insert(doc.path_of(node));
+                });
+                prop_assert_eq!(got, expected, "paths {:?} on {}", paths, text);
+                Ok(())
+            },
+        )
         .unwrap();
 }

@@ -1,9 +1,11 @@
 //! Evaluates many compiled paths in one walk of a document.
 //!
-//! Each node carries the set of (path, step) states that reached it; children receive the states
-//! whose next selector they satisfy (plus, for `..` steps, the state itself, which keeps looking
-//! deeper). A subtree is entered only while some state is alive, so rules like
-//! `$.recipient.email` touch three nodes however large the record is, and ten rules cost one walk.
+//! The paths are merged into a trie: paths with a common prefix (`$.recipient.email` and
+//! `$.recipient.phone`) share their first steps, so a record is tested against each distinct
+//! member name once, not once per rule. A `..` step becomes a "sticky" state that follows the walk
+//! into every descendant. Each node of the document carries the set of trie states that reached
+//! it; a subtree is entered only while some state is alive, so rules like `$.recipient.email`
+//! touch three nodes however large the record is, and ten rules cost one walk.
 
 use super::path::{Path, Sel};
 use crate::json::{Document, Kind, NONE, NodeId};
@@ -11,24 +13,100 @@ use crate::json::{Document, Kind, NONE, NodeId};
 /// Several paths evaluated together.
 #[derive(Debug, Clone)]
 pub struct Matcher {
-    paths: Vec<Path>,
+    states: Vec<State>,
+    /// Number of paths (for [`Matcher::is_empty`]).
+    paths: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A trie state.
+#[derive(Debug, Clone, Default)]
 struct State {
-    path: u32,
-    step: u32,
+    /// Paths that select a node in this state.
+    accepts: Vec<usize>,
+    /// Member-name transitions, one per distinct name.
+    names: Vec<(Box<str>, Vec<u32>)>,
+    /// Wildcard, index and slice transitions.
+    others: Vec<(Sel, u32)>,
+    /// The `..` loop entered from this state without consuming a node (descendant-or-self).
+    descend: Option<u32>,
+    /// A `..` loop: stays active in every descendant.
+    sticky: bool,
+    /// Reached by a single-name step only, so later paths with the same prefix may share it.
+    shareable: bool,
 }
 
 impl Matcher {
     /// A matcher for `paths`; hits report the index in this list.
     pub fn new(paths: Vec<Path>) -> Matcher {
-        Matcher { paths }
+        let mut matcher = Matcher {
+            states: vec![State::default()],
+            paths: paths.len(),
+        };
+        for (index, path) in paths.iter().enumerate() {
+            let mut current = 0u32;
+            for step in &path.steps {
+                if step.descendant {
+                    current = match matcher.states[current as usize].descend {
+                        Some(loop_state) => loop_state,
+                        None => {
+                            let loop_state = matcher.add(State {
+                                sticky: true,
+                                ..State::default()
+                            });
+                            matcher.states[current as usize].descend = Some(loop_state);
+                            loop_state
+                        }
+                    };
+                }
+                current = matcher.transition(current, &step.selectors);
+            }
+            matcher.states[current as usize].accepts.push(index);
+        }
+        matcher
+    }
+
+    fn add(&mut self, state: State) -> u32 {
+        self.states.push(state);
+        (self.states.len() - 1) as u32
+    }
+
+    /// The state reached from `from` by a step with `selectors`. A single name reuses an existing
+    /// edge (shared prefixes); other steps get a fresh target shared by all their selectors.
+    fn transition(&mut self, from: u32, selectors: &[Sel]) -> u32 {
+        if let [Sel::Name(name)] = selectors {
+            let existing = self.states[from as usize]
+                .names
+                .iter()
+                .find(|(n, targets)| **n == **name && targets.len() == 1)
+                .map(|(_, targets)| targets[0]);
+            if let Some(target) = existing.filter(|t| self.states[*t as usize].shareable) {
+                return target;
+            }
+        }
+        let target = self.add(State {
+            shareable: matches!(selectors, [Sel::Name(_)]),
+            ..State::default()
+        });
+        for sel in selectors {
+            let state = &mut self.states[from as usize];
+            match sel {
+                Sel::Name(name) => match state.names.iter_mut().find(|(n, _)| **n == **name) {
+                    Some((_, targets)) => {
+                        if !targets.contains(&target) {
+                            targets.push(target);
+                        }
+                    }
+                    None => state.names.push((name.as_str().into(), vec![target])),
+                },
+                other => state.others.push((other.clone(), target)),
+            }
+        }
+        target
     }
 
     /// True when there is nothing to evaluate.
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.paths == 0
     }
 
     /// Calls `hit(path_index, node)` for each node each path selects from `root` (a node selected
@@ -41,14 +119,24 @@ impl Matcher {
         fence: &dyn Fn(NodeId) -> bool,
         hit: &mut dyn FnMut(usize, NodeId),
     ) {
-        if self.paths.is_empty() {
+        if self.paths == 0 {
             return;
         }
-        let mut stack: Vec<State> = (0..self.paths.len() as u32)
-            .map(|path| State { path, step: 0 })
-            .collect();
-        let len = stack.len();
-        self.visit(doc, root, 0, len, &mut stack, fence, hit);
+        let mut stack = Vec::with_capacity(16);
+        self.enter(&mut stack, 0, 0);
+        let top = stack.len();
+        self.visit(doc, root, 0, top, &mut stack, fence, hit);
+    }
+
+    /// Adds `state` (and the `..` loop it opens) to the set that starts at `base`.
+    fn enter(&self, stack: &mut Vec<u32>, base: usize, state: u32) {
+        if stack[base..].contains(&state) {
+            return;
+        }
+        stack.push(state);
+        if let Some(loop_state) = self.states[state as usize].descend {
+            self.enter(stack, base, loop_state);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -58,13 +146,13 @@ impl Matcher {
         node: NodeId,
         lo: usize,
         hi: usize,
-        stack: &mut Vec<State>,
+        stack: &mut Vec<u32>,
         fence: &dyn Fn(NodeId) -> bool,
         hit: &mut dyn FnMut(usize, NodeId),
     ) {
-        for state in &stack[lo..hi] {
-            if state.step as usize == self.paths[state.path as usize].steps.len() {
-                hit(state.path as usize, node);
+        for &state in &stack[lo..hi] {
+            for &path in &self.states[state as usize].accepts {
+                hit(path, node);
             }
         }
         let parent = doc.node(node);
@@ -78,27 +166,23 @@ impl Matcher {
         while child != NONE {
             let base = stack.len();
             for s in lo..hi {
-                let state = stack[s];
-                let steps = &self.paths[state.path as usize].steps;
-                let Some(step) = steps.get(state.step as usize) else {
-                    continue;
-                };
-                if step.descendant {
-                    push_unique(stack, base, state);
+                let state = &self.states[stack[s] as usize];
+                if state.sticky {
+                    self.enter(stack, base, stack[s]);
                 }
-                if step
-                    .selectors
-                    .iter()
-                    .any(|sel| selects(doc, sel, child, is_array, index, len))
-                {
-                    push_unique(
-                        stack,
-                        base,
-                        State {
-                            path: state.path,
-                            step: state.step + 1,
-                        },
-                    );
+                if !is_array {
+                    for (name, targets) in &state.names {
+                        if doc.key_is(child, name) {
+                            for &target in targets {
+                                self.enter(stack, base, target);
+                            }
+                        }
+                    }
+                }
+                for (sel, target) in &state.others {
+                    if selects(sel, is_array, index, len) {
+                        self.enter(stack, base, *target);
+                    }
                 }
             }
             if stack.len() > base && !fence(child) {
@@ -112,24 +196,11 @@ impl Matcher {
     }
 }
 
-fn push_unique(stack: &mut Vec<State>, base: usize, state: State) {
-    if !stack[base..].contains(&state) {
-        stack.push(state);
-    }
-}
-
-/// Whether `sel` selects `child`, the `index`-th of `len` children of an array or object.
-fn selects(
-    doc: &Document<'_>,
-    sel: &Sel,
-    child: NodeId,
-    is_array: bool,
-    index: i64,
-    len: i64,
-) -> bool {
+/// Whether a wildcard, index or slice selects the `index`-th of `len` children.
+fn selects(sel: &Sel, is_array: bool, index: i64, len: i64) -> bool {
     match sel {
         Sel::Wildcard => true,
-        Sel::Name(name) => !is_array && doc.key_is(child, name),
+        Sel::Name(_) => false,
         Sel::Index(i) => is_array && (if *i < 0 { len + i } else { *i }) == index,
         Sel::Slice(start, end, step) => is_array && in_slice(index, len, *start, *end, *step),
     }
@@ -193,6 +264,7 @@ mod tests {
             ("$.a[0]", &[]),
             ("$.d.b", &[]),
             ("$..[0]", &["10", r#"{"b":2}"#]),
+            ("$..d..b", &["2", "3"]),
         ];
         for (path, expected) in cases {
             let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
@@ -215,16 +287,61 @@ mod tests {
     }
 
     #[test]
-    fn many_paths_report_their_index() {
-        let doc = Document::parse(br#"{"a":1,"b":2}"#).unwrap();
+    fn many_paths_report_their_index_and_share_prefixes() {
+        let doc = Document::parse(br#"{"a":1,"b":2,"r":{"e":3,"p":4}}"#).unwrap();
+        let paths = [
+            "$.b",
+            "$.a",
+            "$.*",
+            "$.r.e",
+            "$.r.p",
+            "$.r['e','p']",
+            "$..p",
+        ];
+        let matcher = Matcher::new(paths.iter().map(|p| Path::compile(p).unwrap()).collect());
+        let mut hits = Vec::new();
+        matcher.run(&doc, 0, &|_| false, &mut |p, n| {
+            hits.push((p, String::from_utf8(doc.raw(n).to_vec()).unwrap()))
+        });
+        hits.sort();
+        hits.dedup();
+        let expected: Vec<(usize, String)> = [
+            (0, "2"),
+            (1, "1"),
+            (2, "1"),
+            (2, "2"),
+            (2, r#"{"e":3,"p":4}"#),
+            (3, "3"),
+            (4, "4"),
+            (5, "3"),
+            (5, "4"),
+            (6, "4"),
+        ]
+        .iter()
+        .map(|(p, s)| (*p, s.to_string()))
+        .collect();
+        assert_eq!(hits, expected);
+        // `$.r.e` and `$.r.p` share the `r` state: root, b, a, `*`, r, e, p, the union target,
+        // the `..` loop and its p.
+        assert_eq!(matcher.states.len(), 10);
+        // A later path through a union target does not leak into the union's other names.
+        let doc = Document::parse(br#"{"r":{"e":{"x":1},"p":{"x":2}}}"#).unwrap();
         let matcher = Matcher::new(vec![
-            Path::compile("$.b").unwrap(),
-            Path::compile("$.a").unwrap(),
-            Path::compile("$.*").unwrap(),
+            Path::compile("$.r['e','p']").unwrap(),
+            Path::compile("$.r.e.x").unwrap(),
         ]);
         let mut hits = Vec::new();
-        matcher.run(&doc, 0, &|_| false, &mut |p, n| hits.push((p, n)));
-        hits.sort_unstable();
-        assert_eq!(hits, vec![(0, 2), (1, 1), (2, 1), (2, 2)]);
+        matcher.run(&doc, 0, &|_| false, &mut |p, n| {
+            hits.push((p, String::from_utf8(doc.raw(n).to_vec()).unwrap()))
+        });
+        hits.sort();
+        assert_eq!(
+            hits,
+            vec![
+                (0, r#"{"x":1}"#.to_string()),
+                (0, r#"{"x":2}"#.to_string()),
+                (1, "1".to_string())
+            ]
+        );
     }
 }
