@@ -238,11 +238,18 @@ fn run_demo(mut config: Config, config_path: &Path) -> anyhow::Result<()> {
              \x20 gateway     {base}\n\
              \x20 sample API  http://{api}\n\
              \x20 admin       http://{admin}/metrics\n\n\
-             Try:\n\
+             Acme sees its own recipients; Globex's records come back redacted:\n\
              \x20 curl {cacert}-H 'Authorization: Bearer {acme}' {base}/v1/shipments\n\
+             Globex sees the opposite:\n\
              \x20 curl {cacert}-H 'Authorization: Bearer {globex}' {base}/v1/shipments\n\
+             Platform analytics sees only per-customer pseudonyms (h:...):\n\
              \x20 curl {cacert}-H 'Authorization: Bearer {analytics}' {base}/v1/analytics/shipments\n\
-             \x20 curl {cacert}{base}/v1/shipments        # no key: 401\n\
+             Acme creates a shipment (the date of birth never reaches the upstream):\n\
+             \x20 curl {cacert}-H 'Authorization: Bearer {acme}' -H 'Content-Type: application/json' \\\n\
+             \x20   -d '{{\"recipient\":{{\"name\":\"Ada\",\"email\":\"ada@example.com\",\"date_of_birth\":\"1990-01-01\"}}}}' {base}/v1/shipments\n\
+             Without a key:\n\
+             \x20 curl {cacert}{base}/v1/shipments\n\
+             Metrics:\n\
              \x20 curl http://{admin}/metrics\n\n\
              Ctrl-C stops the demo.\n",
             api = api.addr,
