@@ -224,3 +224,117 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     }
     assert!(lines.iter().any(|l| l["msg"] == "stopped"));
 }
+
+fn redact(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml");
+    let mut child = Command::new(BIN)
+        .args(["redact", "--config", config])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn redact_dry_run_applies_the_shipped_rules_and_explains() {
+    let body = r#"{"shipments":[{"id":"s1","customer_id":"acme","n":1e400,"recipient":{"name":"Jane","email":"jane@example.com","address":{"postal_code":"94105","city":"SF"}}}]}"#;
+    let (code, stdout, stderr) = redact(
+        &[
+            "--route",
+            "shipments",
+            "--direction",
+            "response",
+            "--caller",
+            "globex",
+            "--controller",
+            "acme",
+            "--explain",
+        ],
+        body,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.trim_end(),
+        r#"{"shipments":[{"id":"s1","customer_id":"acme","n":1e400,"recipient":{"name":"[REDACTED]","email":"[REDACTED]","address":{"postal_code":"94***","city":"SF"}}}]}"#
+    );
+    for line in [
+        "recipient-contact-other-customer\t$['shipments'][0]['recipient']['email']\tredact",
+        "recipient-name-other-customer\t$['shipments'][0]['recipient']['name']\tredact",
+        "recipient-postal-code-other-customer\t$['shipments'][0]['recipient']['address']['postal_code']\tmask",
+        "3 change(s)",
+    ] {
+        assert!(stderr.contains(line), "`{line}` not in {stderr}");
+    }
+    // The controller sees the body unchanged, byte for byte.
+    let (code, stdout, _) = redact(
+        &[
+            "--route",
+            "shipments",
+            "--direction",
+            "response",
+            "--caller",
+            "acme",
+            "--controller",
+            "acme",
+        ],
+        body,
+    );
+    assert_eq!((code, stdout.trim_end()), (0, body));
+    // A body the gateway would refuse: exit 1, no output; unknown names: exit 2.
+    let (code, stdout, stderr) = redact(
+        &[
+            "--route",
+            "shipments",
+            "--direction",
+            "request",
+            "--caller",
+            "acme",
+        ],
+        r#"{"a":1,"a":2}"#,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stdout.is_empty() && stderr.contains("duplicate_key"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = redact(
+        &[
+            "--route",
+            "nope",
+            "--direction",
+            "request",
+            "--caller",
+            "acme",
+        ],
+        "{}",
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no route is named `nope`"), "{stderr}");
+    let (code, _, _) = redact(
+        &[
+            "--route",
+            "shipments",
+            "--direction",
+            "request",
+            "--caller",
+            "mallory",
+        ],
+        "{}",
+    );
+    assert_eq!(code, 2);
+}

@@ -545,3 +545,72 @@ async fn broken_or_stalled_request_bodies_are_the_clients_fault() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_heads_get_431_and_nothing_is_forwarded() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut stream = gw.raw().await;
+    let big = "x".repeat(70 * 1024);
+    write_all(
+        &mut stream,
+        format!("GET /api/public/x HTTP/1.1\r\nHost: l\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let reply =
+        String::from_utf8_lossy(&read_until_close(&mut stream, Duration::from_secs(3)).await)
+            .into_owned();
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    assert_eq!(gw.upstream.count(), 0);
+    // Just under the limit is fine.
+    let mut client = gw.h1().await;
+    let answer = client
+        .send(
+            Request::get("/api/public/x")
+                .header("x-big", "y".repeat(40 * 1024))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
+        format!(
+            "{}{PLAIN_ROUTES}",
+            base.replace("[limits]\n", "[limits]\nmax_connections = 2\n")
+        )
+    })
+    .await;
+    let mut first = gw.h1().await;
+    let mut second = gw.h1().await;
+    assert_eq!(
+        first.get("/api/public/1", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        second.get("/api/public/2", None).await.status,
+        StatusCode::OK
+    );
+    // A third connection is not served while two are open...
+    let addr = gw.addr;
+    let ca = gw.dir.ca();
+    let third = tokio::spawn(async move {
+        let mut client = Client::connect(addr, &ca, Alpn::Http1).await;
+        client.get("/api/public/3", None).await.status
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "the third connection was served past the limit"
+    );
+    // ...and is once one of them closes.
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(3), third)
+        .await
+        .expect("served after a close")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    drop(second);
+}
