@@ -71,81 +71,28 @@ impl Exchange<'_> {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        let limits = &self.gateway.config.limits;
-        let mut sent = Sent {
-            redactions: 0,
-            created: false,
-            pending_tags: Vec::new(),
-        };
-        let body = client_body(body, limits.body_read_timeout);
-        let codings = match inspect::treatment(&parts.headers, self.route) {
-            Treatment::Passthrough => return Ok((Request::from_parts(parts, body), sent)),
-            Treatment::RefuseUnlessEmpty(reason) => {
-                self.collect_request(body, &parts.headers, 0, reason)
-                    .await?;
-                return Ok((Request::from_parts(parts, full(Bytes::new())), sent));
-            }
-            Treatment::Inspect(codings) => codings,
-        };
-        let raw = self
-            .collect_request(
-                body,
-                &parts.headers,
-                limits.max_body_bytes,
-                Reason::TooLarge,
-            )
+        let body = client_body(body, self.gateway.config.limits.body_read_timeout);
+        let (body, inspected) = self
+            .body(Direction::Request, &mut parts.headers, body, false)
             .await?;
-        if raw.is_empty() {
-            return Ok((Request::from_parts(parts, full(raw)), sent));
-        }
-        let decoded = inspect::decode(&raw, &codings, limits.max_body_bytes)
-            .map_err(|reason| ProxyError::Blocked(Blocked::request(reason)))?;
-        let inspected = self
-            .inspect(&decoded, Direction::Request, false)
-            .map_err(|reason| ProxyError::Blocked(Blocked::request(reason)))?;
-        sent.redactions = inspected.redactions;
-        sent.created = inspected.resolved.len() == 1
-            && inspected.resolved[0].source != Source::Tag
-            && self
-                .caller
-                .as_ref()
-                .is_some_and(|c| c.kind == ClientKind::Customer);
-        sent.pending_tags = inspected.resolved;
-        let body = match inspected.rendered {
-            Some(bytes) => {
-                strip_representation_headers(&mut parts.headers);
-                Bytes::from(bytes)
-            }
-            None => raw,
+        let sent = match inspected {
+            Some(inspected) => Sent {
+                redactions: inspected.redactions,
+                created: inspected.resolved.len() == 1
+                    && inspected.resolved[0].source != Source::Tag
+                    && self
+                        .caller
+                        .as_ref()
+                        .is_some_and(|c| c.kind == ClientKind::Customer),
+                pending_tags: inspected.resolved,
+            },
+            None => Sent {
+                redactions: 0,
+                created: false,
+                pending_tags: Vec::new(),
+            },
         };
-        Ok((Request::from_parts(parts, full(body)), sent))
-    }
-
-    /// Collects a client body; past `limit` bytes the body is refused for `over_limit`.
-    async fn collect_request(
-        &self,
-        body: BoxBody,
-        headers: &http::HeaderMap,
-        limit: u64,
-        over_limit: Reason,
-    ) -> Result<Bytes, ProxyError> {
-        let collected =
-            tokio::time::timeout_at(self.deadline, inspect::collect(body, headers, limit))
-                .await
-                .map_err(|_| ProxyError::RequestBodyTimeout)?;
-        collected.map_err(|error| match error {
-            CollectError::Blocked(Reason::TooLarge) => {
-                ProxyError::Blocked(Blocked::request(over_limit))
-            }
-            CollectError::Blocked(reason) => ProxyError::Blocked(Blocked::request(reason)),
-            CollectError::Body(e)
-                if e.downcast_ref::<ClientBodyError>()
-                    .is_some_and(ClientBodyError::is_timeout) =>
-            {
-                ProxyError::RequestBodyTimeout
-            }
-            CollectError::Body(_) => ProxyError::BadRequestBody,
-        })
+        Ok((Request::from_parts(parts, body), sent))
     }
 
     /// Checks, inspects, tags and redacts the upstream's answer.
@@ -158,7 +105,6 @@ impl Exchange<'_> {
     ) -> Result<(Response<BoxBody>, usize), ProxyError> {
         let (mut parts, body) = response.into_parts();
         headers::forward_response_headers(&mut parts.headers, request_id);
-        let limits = &self.gateway.config.limits;
         let now = tags::now();
         if parts.status.is_success() {
             self.write_tags(&sent.pending_tags, Direction::Request, now);
@@ -180,69 +126,94 @@ impl Exchange<'_> {
         if bodiless {
             return Ok((Response::from_parts(parts, full(Bytes::new())), 0));
         }
-        let codings = match inspect::treatment(&parts.headers, self.route) {
-            Treatment::Passthrough => {
-                let body = with_idle_timeout(body, limits.body_read_timeout);
-                return Ok((Response::from_parts(parts, body), 0));
+        let body = with_idle_timeout(body, self.gateway.config.limits.body_read_timeout);
+        let (body, inspected) = self
+            .body(Direction::Response, &mut parts.headers, body, sent.created)
+            .await?;
+        let redactions = match inspected {
+            Some(inspected) => {
+                if parts.status.is_success() {
+                    self.write_tags(&inspected.resolved, Direction::Response, now);
+                }
+                inspected.redactions
             }
+            None => 0,
+        };
+        Ok((Response::from_parts(parts, body), redactions))
+    }
+
+    /// One body through the fail-closed table: streamed (passthrough type), refused, or collected,
+    /// decoded and inspected. Returns the body to send and, when inspected, what was found. When
+    /// the body changed, the headers describing its bytes are dropped.
+    async fn body(
+        &self,
+        direction: Direction,
+        headers: &mut http::HeaderMap,
+        body: BoxBody,
+        created: bool,
+    ) -> Result<(BoxBody, Option<Inspected>), ProxyError> {
+        let limit = self.gateway.config.limits.max_body_bytes;
+        let blocked = |reason| ProxyError::Blocked(Blocked { direction, reason });
+        let codings = match inspect::treatment(headers, self.route) {
+            Treatment::Passthrough => return Ok((body, None)),
             Treatment::RefuseUnlessEmpty(reason) => {
-                self.collect_response(body, &parts.headers, 0, reason)
-                    .await?;
-                return Ok((Response::from_parts(parts, full(Bytes::new())), 0));
+                self.collect(direction, body, headers, 0, reason).await?;
+                return Ok((full(Bytes::new()), None));
             }
             Treatment::Inspect(codings) => codings,
         };
         let raw = self
-            .collect_response(
-                body,
-                &parts.headers,
-                limits.max_body_bytes,
-                Reason::TooLarge,
-            )
+            .collect(direction, body, headers, limit, Reason::TooLarge)
             .await?;
         if raw.is_empty() {
-            return Ok((Response::from_parts(parts, full(raw)), 0));
+            return Ok((full(raw), None));
         }
-        let decoded = inspect::decode(&raw, &codings, limits.max_body_bytes)
-            .map_err(|reason| ProxyError::Blocked(Blocked::response(reason)))?;
-        let inspected = self
-            .inspect(&decoded, Direction::Response, sent.created)
-            .map_err(|reason| ProxyError::Blocked(Blocked::response(reason)))?;
-        if parts.status.is_success() {
-            self.write_tags(&inspected.resolved, Direction::Response, now);
-        }
-        let body = match inspected.rendered {
+        let decoded = inspect::decode(&raw, &codings, limit).map_err(blocked)?;
+        let mut inspected = self
+            .inspect(&decoded, direction, created)
+            .map_err(blocked)?;
+        let body = match inspected.rendered.take() {
             Some(bytes) => {
-                strip_representation_headers(&mut parts.headers);
+                strip_representation_headers(headers);
                 Bytes::from(bytes)
             }
             None => raw,
         };
-        Ok((
-            Response::from_parts(parts, full(body)),
-            inspected.redactions,
-        ))
+        Ok((full(body), Some(inspected)))
     }
 
-    async fn collect_response(
+    /// Collects a whole body before anything of it goes on; past `limit` bytes it is refused for
+    /// `over_limit`. Failures are the client's (request) or the upstream's (response).
+    async fn collect(
         &self,
-        body: Incoming,
+        direction: Direction,
+        body: BoxBody,
         headers: &http::HeaderMap,
         limit: u64,
         over_limit: Reason,
     ) -> Result<Bytes, ProxyError> {
-        let body = with_idle_timeout(body, self.gateway.config.limits.body_read_timeout);
+        let blocked = |reason| ProxyError::Blocked(Blocked { direction, reason });
         let collected =
-            tokio::time::timeout_at(self.deadline, inspect::collect(body, headers, limit))
-                .await
-                .map_err(|_| ProxyError::UpstreamTimeout)?;
-        collected.map_err(|error| match error {
-            CollectError::Blocked(Reason::TooLarge) => {
-                ProxyError::Blocked(Blocked::response(over_limit))
+            tokio::time::timeout_at(self.deadline, inspect::collect(body, headers, limit)).await;
+        match (direction, collected) {
+            (_, Ok(Ok(bytes))) => Ok(bytes),
+            (_, Ok(Err(CollectError::Blocked(Reason::TooLarge)))) => Err(blocked(over_limit)),
+            (_, Ok(Err(CollectError::Blocked(reason)))) => Err(blocked(reason)),
+            (Direction::Request, Err(_)) => Err(ProxyError::RequestBodyTimeout),
+            (Direction::Request, Ok(Err(CollectError::Body(e)))) => Err(
+                if e.downcast_ref::<ClientBodyError>()
+                    .is_some_and(ClientBodyError::is_timeout)
+                {
+                    ProxyError::RequestBodyTimeout
+                } else {
+                    ProxyError::BadRequestBody
+                },
+            ),
+            (Direction::Response, Err(_)) => Err(ProxyError::UpstreamTimeout),
+            (Direction::Response, Ok(Err(CollectError::Body(_)))) => {
+                Err(ProxyError::UpstreamProtocol)
             }
-            CollectError::Blocked(reason) => ProxyError::Blocked(Blocked::response(reason)),
-            CollectError::Body(_) => ProxyError::UpstreamProtocol,
-        })
+        }
     }
 
     /// Parses, finds records and controllers, applies the rules.

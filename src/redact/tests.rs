@@ -60,6 +60,33 @@ fn run(
         .unwrap()
 }
 
+/// Applies `plan` to `body` with the records (document order) in the given relations.
+fn run_relations(plan: &Plan, body: &str, relations: &[Relation]) -> (String, Applied) {
+    let doc = Document::parse(body.as_bytes()).unwrap();
+    let found = plan.find_records(&doc).unwrap();
+    assert_eq!(found.len(), relations.len(), "records of {body}");
+    let records: Vec<Record> = found
+        .iter()
+        .zip(relations)
+        .map(|(&node, &relation)| Record {
+            node,
+            relation,
+            controller: None,
+        })
+        .collect();
+    let applied = plan.apply(
+        &doc,
+        Direction::Response,
+        &records,
+        Relation::NotController,
+        &keys(),
+    );
+    (
+        String::from_utf8(doc.render(&applied.edits)).unwrap(),
+        applied,
+    )
+}
+
 #[test]
 fn every_action_on_every_kind_of_value() {
     let hash_acme = keys().pseudonym("acme", b"jane@x.com").unwrap();
@@ -230,32 +257,14 @@ fn each_record_gets_its_own_relation_and_nested_records_are_fenced() {
     r.caller = CallerFilter::NotController;
     let plan = plan(vec![r], Purpose::Fulfillment);
     let body = r#"{"items":[{"recipient":{"email":"a@x"}},{"recipient":{"email":"b@x"}}],"email":"top@x"}"#;
-    let doc = Document::parse(body.as_bytes()).unwrap();
-    let found = plan.find_records(&doc).unwrap();
-    assert_eq!(found.len(), 3, "the body and two items");
-    // The wrapper and the second item belong to others; the first item is the caller's.
+    // Records: the body, then two items. The wrapper and the second item belong to others; the
+    // first item is the caller's.
     let relations = [
         Relation::NotController,
         Relation::Controller,
         Relation::NotController,
     ];
-    let records: Vec<Record> = found
-        .iter()
-        .zip(relations)
-        .map(|(&node, relation)| Record {
-            node,
-            relation,
-            controller: None,
-        })
-        .collect();
-    let applied = plan.apply(
-        &doc,
-        Direction::Response,
-        &records,
-        Relation::NotController,
-        &keys(),
-    );
-    let out = String::from_utf8(doc.render(&applied.edits)).unwrap();
+    let (out, applied) = run_relations(&plan, body, &relations);
     // The wrapper's `$..email` does not reach into the items: each item follows its own relation.
     assert_eq!(
         out,
@@ -277,30 +286,12 @@ fn body_scoped_rules_use_the_enclosing_records_relation() {
     r.caller = CallerFilter::NotController;
     let plan = plan(vec![r], Purpose::Fulfillment);
     let body = r#"{"items":[{"phone":"1"},{"phone":"2"}],"meta":{"phone":"3"}}"#;
-    let doc = Document::parse(body.as_bytes()).unwrap();
-    let found = plan.find_records(&doc).unwrap();
     let relations = [
         Relation::Controller,
         Relation::Controller,
         Relation::NotController,
     ];
-    let records: Vec<Record> = found
-        .iter()
-        .zip(relations)
-        .map(|(&node, relation)| Record {
-            node,
-            relation,
-            controller: None,
-        })
-        .collect();
-    let applied = plan.apply(
-        &doc,
-        Direction::Response,
-        &records,
-        Relation::NotController,
-        &keys(),
-    );
-    let out = String::from_utf8(doc.render(&applied.edits)).unwrap();
+    let (out, _) = run_relations(&plan, body, &relations);
     // Item 1 and the wrapper (record `$`) are the caller's; item 2 is not.
     assert_eq!(
         out,
