@@ -2,7 +2,7 @@
 //!
 //! These doc comments are the configuration reference. Every struct denies unknown keys so a typo is
 //! an error at load time instead of a silently ignored setting. Validation (addresses, references
-//! between tables, secrets, rule compilation) happens in [`super::load`], never here.
+//! between tables, secrets, rule compilation) happens in [`super::Config::load`], never here.
 
 use serde::Deserialize;
 

@@ -7,7 +7,7 @@
 //! 1. refuse CONNECT and ambiguous framing, check the path, match the route, refuse `Upgrade`;
 //! 2. authenticate, before any body is read (an unauthenticated client never gets `100 Continue`);
 //! 3. rewrite request headers ([`headers`]);
-//! 4. plain route: stream the body; inspected route: collect, inspect and redact it ([`inspected`]);
+//! 4. plain route: stream the body; inspected route: collect, inspect and redact it (`inspected`);
 //! 5. forward over the upstream pool ([`upstream`]) under the request timeout;
 //! 6. plain route: stream the answer back; inspected route: collect, inspect, tag and redact it.
 //!

@@ -3,7 +3,7 @@
 //! A route's rules are compiled at config load into a [`Plan`]: one [`Matcher`] per body
 //! direction and caller relation, holding only the rules whose `when` admits that combination and
 //! the route's purpose. At run time each record is walked once by the matcher for its relation;
-//! body-scoped rules are walked once from the root. The result is a set of [`Edit`]s on the parsed
+//! body-scoped rules are walked once from the root. The result is a set of [`crate::json::Edit`]s on the parsed
 //! [`Document`], so everything no rule touched is re-emitted byte for byte.
 //!
 //! Applying a plan is a pure function of the document, the records' relations and controllers, and
