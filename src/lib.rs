@@ -48,5 +48,6 @@ pub mod proxy;
 pub mod redact;
 pub mod review;
 pub mod server;
+pub mod store;
 pub mod tags;
 pub mod tls;

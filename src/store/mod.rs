@@ -1,0 +1,108 @@
+//! Where tags are kept: the [`Store`] trait and its backends.
+//!
+//! The request path never talks to a store directly: [`crate::tags::Tags`] keeps an in-memory
+//! cache in front of it, writes behind in batches, and loads on a cache miss. A store only has to
+//! apply batches idempotently (first controller of a record wins), answer lookups, and delete
+//! expired rows in bounded batches, so several gateways may share one.
+
+pub mod memory;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// HMAC-SHA-256 of a record key or a normalised recipient identifier.
+pub type Digest = [u8; 32];
+
+/// A boxed future, so stores can be used as `dyn Store`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("tag store: {0}")]
+pub struct StoreError(pub String);
+
+/// One tag sighting to persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagWrite {
+    /// A record key seen with `controller`; tags it unless it belongs to another controller,
+    /// refreshes last-seen and adds `recipients` when it is `controller`'s.
+    Record {
+        /// The record key digest.
+        digest: Digest,
+        /// The controlling client id.
+        controller: Arc<str>,
+        /// Recipient digests seen in the record.
+        recipients: Vec<Digest>,
+        /// Unix seconds of the sighting.
+        seen: u64,
+    },
+    /// A recipient identifier seen under `controller`.
+    Recipient {
+        /// The identifier digest.
+        digest: Digest,
+        /// The controlling client id.
+        controller: Arc<str>,
+        /// Unix seconds of the sighting.
+        seen: u64,
+    },
+}
+
+/// A record's controller and the recipients it was seen with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordTag {
+    /// Controlling client id.
+    pub controller: Arc<str>,
+    /// Unix seconds of the first sighting.
+    pub first_seen: u64,
+    /// Unix seconds of the latest sighting (retention counts from here).
+    pub last_seen: u64,
+    /// Recipient digests seen in this record (verification of privacy requests).
+    pub recipients: Vec<Digest>,
+}
+
+/// One controller of a recipient (a person may ship with several customers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientTag {
+    /// Controlling client id.
+    pub controller: Arc<str>,
+    /// Unix seconds of the first sighting.
+    pub first_seen: u64,
+    /// Unix seconds of the latest sighting.
+    pub last_seen: u64,
+}
+
+/// Rows deleted by one retention pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// Record tags deleted.
+    pub records: u64,
+    /// Recipient tags deleted.
+    pub recipients: u64,
+}
+
+/// A tag store backend.
+pub trait Store: Send + Sync + 'static {
+    /// Applies a batch of sightings in order, in one transaction where the backend has them.
+    fn write(&self, batch: Vec<TagWrite>) -> StoreFuture<'_, ()>;
+
+    /// The tag of a record key, if any.
+    fn record(&self, digest: Digest) -> StoreFuture<'_, Option<RecordTag>>;
+
+    /// The controllers of a recipient identifier.
+    fn recipient(&self, digest: Digest) -> StoreFuture<'_, Vec<RecipientTag>>;
+
+    /// Deletes up to `limit` record and `limit` recipient tags last seen before `before` (unix
+    /// seconds). Idempotent: callers repeat until nothing is left.
+    fn delete_expired(&self, before: u64, limit: u32) -> StoreFuture<'_, Deleted>;
+
+    /// Number of record and recipient tags.
+    fn counts(&self) -> StoreFuture<'_, (u64, u64)>;
+
+    /// Whether the store answers (for `/readyz`).
+    fn ping(&self) -> StoreFuture<'_, ()>;
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;
