@@ -2,23 +2,32 @@
 //!
 //! A tag never holds personal data: record keys (ids, tracking numbers) and recipient identifiers
 //! (normalised e-mail, phone) are stored as HMAC-SHA-256 under the tag key, with the controlling
-//! client's id and first/last-seen times. Tags live in an in-memory map (the `memory` backend);
-//! they are written before the response that creates them is sent, so the gateway honours a tag
-//! from that moment on. The first controller of a record wins; traffic never moves a record to
-//! another controller.
+//! client's id and first/last-seen times. The first controller of a record wins; traffic never
+//! moves a record to another controller.
+//!
+//! [`Tags`] is a cache in front of a [`Store`]. Lookups are served from the cache and read through
+//! on a miss; a miss is trusted for [`MISS_TTL`] only, so a tag another gateway wrote to a shared
+//! store is honoured here within a second. Writes update the cache at once (a tag is honoured from
+//! the moment the response that created it is sent) and reach the store behind the request path,
+//! in batches, from a bounded queue that drops its oldest entries, counted, when a slow store lets
+//! it fill. A store that fails never turns into a leak: an unknown controller is treated as not
+//! the caller's.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use tokio::sync::Notify;
 
+use crate::admin::metrics;
 use crate::config::{Client, ClientKind, Config, Route};
 use crate::json::{Document, Kind, NodeId};
 use crate::redact::Direction;
-
-/// HMAC-SHA-256 of a record key or a normalised recipient identifier.
-pub type Digest = [u8; 32];
+use crate::store::{Store, StoreError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -68,35 +77,36 @@ pub fn normalize_identifier(value: &str) -> String {
     }
 }
 
-/// A record's controller and the recipients it was seen with.
-#[derive(Debug, Clone)]
-pub struct RecordTag {
-    /// Controlling client id.
-    pub controller: Arc<str>,
-    /// Unix seconds of the first sighting.
-    pub first_seen: u64,
-    /// Unix seconds of the latest sighting (retention counts from here).
-    pub last_seen: u64,
-    /// Recipient digests seen in this record (verification of privacy requests).
-    pub recipients: Vec<Digest>,
+pub use crate::store::{Deleted, Digest, RecipientTag, RecordTag, TagWrite};
+
+/// How long a lookup that found nothing is trusted.
+pub const MISS_TTL: Duration = Duration::from_secs(1);
+/// How long a found tag is trusted before it is read again (erasure and retention elsewhere).
+const HIT_TTL: Duration = Duration::from_secs(60);
+/// Most entries per cache table; past it, entries older than [`MISS_TTL`] are evicted.
+const CACHE_LIMIT: usize = 1_000_000;
+/// Most sightings waiting for the store; past it the oldest are dropped.
+const QUEUE_LIMIT: usize = 100_000;
+/// Most sightings written in one store transaction.
+const BATCH: usize = 1_000;
+/// Rows deleted per retention statement.
+const RETENTION_BATCH: u32 = 1_000;
+
+struct Cached<T> {
+    value: T,
+    loaded: Instant,
 }
 
-/// One controller of a recipient (a person may ship with several customers).
-#[derive(Debug, Clone)]
-pub struct RecipientTag {
-    /// Controlling client id.
-    pub controller: Arc<str>,
-    /// Unix seconds of the first sighting.
-    pub first_seen: u64,
-    /// Unix seconds of the latest sighting.
-    pub last_seen: u64,
-}
-
-/// The tag tables.
+/// The tag cache, its store and the write-behind queue.
 pub struct Tags {
     key: TagKey,
-    records: DashMap<Digest, RecordTag>,
-    recipients: DashMap<Digest, Vec<RecipientTag>>,
+    store: Arc<dyn Store>,
+    records: DashMap<Digest, Cached<Option<RecordTag>>>,
+    recipients: DashMap<Digest, Cached<Vec<RecipientTag>>>,
+    queue: Mutex<VecDeque<TagWrite>>,
+    wake: Notify,
+    /// Whether the last store operation succeeded (`/readyz`).
+    healthy: AtomicBool,
 }
 
 /// How a record's controller was found (SPEC §4.2 order).
@@ -146,12 +156,16 @@ pub fn now() -> u64 {
 }
 
 impl Tags {
-    /// Empty tables keyed by `key`.
-    pub fn new(key: &[u8]) -> Tags {
+    /// A cache over `store`, keyed by `key`.
+    pub fn new(key: &[u8], store: Arc<dyn Store>) -> Tags {
         Tags {
             key: TagKey::new(key),
+            store,
             records: DashMap::new(),
             recipients: DashMap::new(),
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            healthy: AtomicBool::new(true),
         }
     }
 
@@ -160,81 +174,97 @@ impl Tags {
         &self.key
     }
 
-    /// The controller a record digest is tagged to.
-    pub fn record_controller(&self, digest: &Digest) -> Option<Arc<str>> {
-        self.records.get(digest).map(|t| t.controller.clone())
+    /// The store behind the cache.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
-    /// A record tag.
-    pub fn record(&self, digest: &Digest) -> Option<RecordTag> {
-        self.records.get(digest).map(|t| t.clone())
+    /// Whether the last store operation succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 
-    /// The controllers of a recipient digest.
-    pub fn recipient(&self, digest: &Digest) -> Vec<RecipientTag> {
-        self.recipients
-            .get(digest)
-            .map(|t| t.clone())
-            .unwrap_or_default()
-    }
-
-    /// Number of record and recipient tags.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.records.len(), self.recipients.len())
-    }
-
-    /// Tags each record key to `controller` unless it is tagged already (first controller wins),
-    /// refreshing last-seen and adding `recipients` when it is `controller`'s. Returns how many
-    /// tags were written.
-    pub fn tag_record(
-        &self,
-        keys: &[Digest],
-        controller: &Arc<str>,
-        recipients: &[Digest],
-        now: u64,
-    ) -> usize {
-        let mut written = 0;
-        for key in keys {
-            let mut entry = self.records.entry(*key).or_insert_with(|| RecordTag {
-                controller: controller.clone(),
-                first_seen: now,
-                last_seen: now,
-                recipients: Vec::new(),
-            });
-            if entry.controller != *controller {
-                continue;
+    fn outcome<T>(&self, result: Result<T, StoreError>) -> Option<T> {
+        match result {
+            Ok(value) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                Some(value)
             }
-            entry.last_seen = entry.last_seen.max(now);
-            for r in recipients {
-                if !entry.recipients.contains(r) {
-                    entry.recipients.push(*r);
+            Err(error) => {
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::error!(msg = "tag store failed", error = %error);
                 }
+                None
             }
-            written += 1;
         }
-        written
     }
 
-    /// Tags each recipient digest to `controller` (adding it beside other controllers). Returns
-    /// how many tags were written.
-    pub fn tag_recipients(&self, recipients: &[Digest], controller: &Arc<str>, now: u64) -> usize {
-        for digest in recipients {
-            let mut entry = self.recipients.entry(*digest).or_default();
-            match entry.iter_mut().find(|t| t.controller == *controller) {
-                Some(tag) => tag.last_seen = tag.last_seen.max(now),
-                None => entry.push(RecipientTag {
-                    controller: controller.clone(),
-                    first_seen: now,
-                    last_seen: now,
-                }),
+    /// A record tag: from the cache, else from the store. A store failure answers with what the
+    /// cache had (possibly nothing: the record then has no known controller).
+    pub async fn record(&self, digest: &Digest) -> Option<RecordTag> {
+        if let Some(cached) = self.records.get(digest) {
+            let ttl = if cached.value.is_some() {
+                HIT_TTL
+            } else {
+                MISS_TTL
+            };
+            if cached.loaded.elapsed() < ttl {
+                return cached.value.clone();
             }
         }
-        recipients.len()
+        match self.outcome(self.store.record(*digest).await) {
+            Some(value) => {
+                self.bound(&self.records);
+                self.records.insert(
+                    *digest,
+                    Cached {
+                        value: value.clone(),
+                        loaded: Instant::now(),
+                    },
+                );
+                value
+            }
+            None => self.records.get(digest).and_then(|c| c.value.clone()),
+        }
+    }
+
+    /// The controllers of a recipient digest, read through the cache like [`Tags::record`].
+    pub async fn recipient(&self, digest: &Digest) -> Vec<RecipientTag> {
+        if let Some(cached) = self.recipients.get(digest)
+            && cached.loaded.elapsed() < MISS_TTL
+        {
+            return cached.value.clone();
+        }
+        match self.outcome(self.store.recipient(*digest).await) {
+            Some(value) => {
+                self.bound(&self.recipients);
+                self.recipients.insert(
+                    *digest,
+                    Cached {
+                        value: value.clone(),
+                        loaded: Instant::now(),
+                    },
+                );
+                value
+            }
+            None => self
+                .recipients
+                .get(digest)
+                .map(|c| c.value.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Keeps a cache table under [`CACHE_LIMIT`] by dropping entries older than [`MISS_TTL`].
+    fn bound<T>(&self, table: &DashMap<Digest, Cached<T>>) {
+        if table.len() >= CACHE_LIMIT {
+            table.retain(|_, c| c.loaded.elapsed() < MISS_TTL);
+        }
     }
 
     /// Finds each record's controller in SPEC §4.2 order and the digests to tag.
     /// `created` marks a response to a create: its single record is the caller's.
-    pub fn resolve(
+    pub async fn resolve(
         &self,
         scope: &Scope<'_>,
         doc: &Document<'_>,
@@ -254,48 +284,53 @@ impl Tags {
                 .filter(|c| c.kind == ClientKind::Customer)
                 .map(|c| c.id.clone())
         };
-        records
-            .iter()
-            .map(|&node| {
-                let keys: Vec<Digest> = route
-                    .record_keys
-                    .iter()
-                    .filter_map(|name| doc.member(node, name))
-                    .filter_map(|value| scalar_text(doc, value))
-                    .map(|value| self.key.record(&value))
-                    .collect();
-                let recipients = self.recipient_digests(route, doc, node);
-                let tagged = keys
-                    .iter()
-                    .find_map(|k| self.record_controller(k))
-                    .and_then(|id| known_customer(&id));
-                let member = || {
-                    let name = route.controller_member.as_deref()?;
-                    let value = doc.str_value(doc.member(node, name)?)?;
-                    known_customer(&value)
-                };
-                let caller_owned = match direction {
-                    Direction::Request => customer.is_some(),
-                    Direction::Response => created && records.len() == 1 && customer.is_some(),
-                };
-                let (controller, source) = if let Some(id) = tagged {
-                    (Some(id), Source::Tag)
-                } else if let Some(id) = member() {
-                    (Some(id), Source::Member)
-                } else if caller_owned {
-                    (customer.map(|c| c.id.clone()), Source::Caller)
-                } else {
-                    (None, Source::Unknown)
-                };
-                Resolved {
-                    node,
-                    controller,
-                    source,
-                    keys,
-                    recipients,
+        let mut resolved = Vec::with_capacity(records.len());
+        for &node in records {
+            let keys: Vec<Digest> = route
+                .record_keys
+                .iter()
+                .filter_map(|name| doc.member(node, name))
+                .filter_map(|value| scalar_text(doc, value))
+                .map(|value| self.key.record(&value))
+                .collect();
+            let mut tagged = None;
+            for key in &keys {
+                if let Some(tag) = self.record(key).await {
+                    tagged = known_customer(&tag.controller);
+                    break;
                 }
-            })
-            .collect()
+            }
+            let member = || {
+                let name = route.controller_member.as_deref()?;
+                let value = doc.str_value(doc.member(node, name)?)?;
+                known_customer(&value)
+            };
+            let caller_owned = match direction {
+                Direction::Request => customer.is_some(),
+                Direction::Response => created && records.len() == 1 && customer.is_some(),
+            };
+            let (controller, source) = if let Some(id) = tagged {
+                (Some(id), Source::Tag)
+            } else if let Some(id) = member() {
+                (Some(id), Source::Member)
+            } else if caller_owned {
+                (customer.map(|c| c.id.clone()), Source::Caller)
+            } else {
+                (None, Source::Unknown)
+            };
+            let recipients = match controller {
+                Some(_) => self.recipient_digests(route, doc, node),
+                None => Vec::new(),
+            };
+            resolved.push(Resolved {
+                node,
+                controller,
+                source,
+                keys,
+                recipients,
+            });
+        }
+        resolved
     }
 
     fn recipient_digests(&self, route: &Route, doc: &Document<'_>, record: NodeId) -> Vec<Digest> {
@@ -317,19 +352,202 @@ impl Tags {
     }
 
     /// Writes the tags of resolved records: recipients in both directions, record keys only from
-    /// responses (where the upstream assigned them). Returns (record, recipient) tags written.
+    /// responses (where the upstream assigned them). The cache is updated now; the store later.
+    /// Returns (record, recipient) tags written.
     pub fn write(&self, resolved: &[Resolved], direction: Direction, now: u64) -> (usize, usize) {
-        let mut written = (0, 0);
+        let mut writes = Vec::new();
         for record in resolved {
             let Some(controller) = &record.controller else {
                 continue;
             };
             if direction == Direction::Response {
-                written.0 += self.tag_record(&record.keys, controller, &record.recipients, now);
+                for key in &record.keys {
+                    writes.push(TagWrite::Record {
+                        digest: *key,
+                        controller: controller.clone(),
+                        recipients: record.recipients.clone(),
+                        seen: now,
+                    });
+                }
             }
-            written.1 += self.tag_recipients(&record.recipients, controller, now);
+            for digest in &record.recipients {
+                writes.push(TagWrite::Recipient {
+                    digest: *digest,
+                    controller: controller.clone(),
+                    seen: now,
+                });
+            }
         }
+        let written = writes.iter().fold((0, 0), |(r, p), w| match w {
+            TagWrite::Record { .. } => (r + 1, p),
+            TagWrite::Recipient { .. } => (r, p + 1),
+        });
+        for write in &writes {
+            self.cache(write);
+        }
+        self.enqueue(writes);
         written
+    }
+
+    /// Applies a sighting to the cache (first controller of a record wins).
+    fn cache(&self, write: &TagWrite) {
+        let loaded = Instant::now();
+        match write {
+            TagWrite::Record {
+                digest,
+                controller,
+                recipients,
+                seen,
+            } => {
+                let mut entry = self.records.entry(*digest).or_insert_with(|| Cached {
+                    value: None,
+                    loaded,
+                });
+                let tag = entry.value.get_or_insert_with(|| RecordTag {
+                    controller: controller.clone(),
+                    first_seen: *seen,
+                    last_seen: *seen,
+                    recipients: Vec::new(),
+                });
+                if tag.controller == *controller {
+                    tag.last_seen = tag.last_seen.max(*seen);
+                    for r in recipients {
+                        if !tag.recipients.contains(r) {
+                            tag.recipients.push(*r);
+                        }
+                    }
+                }
+            }
+            TagWrite::Recipient {
+                digest,
+                controller,
+                seen,
+            } => {
+                let mut entry = self.recipients.entry(*digest).or_insert_with(|| Cached {
+                    value: Vec::new(),
+                    loaded,
+                });
+                match entry.value.iter_mut().find(|t| t.controller == *controller) {
+                    Some(tag) => tag.last_seen = tag.last_seen.max(*seen),
+                    None => entry.value.push(RecipientTag {
+                        controller: controller.clone(),
+                        first_seen: *seen,
+                        last_seen: *seen,
+                    }),
+                }
+            }
+        }
+    }
+
+    fn enqueue(&self, writes: Vec<TagWrite>) {
+        if writes.is_empty() {
+            return;
+        }
+        let mut dropped = 0;
+        {
+            let mut queue = self.queue.lock().expect("not poisoned");
+            queue.extend(writes);
+            while queue.len() > QUEUE_LIMIT {
+                queue.pop_front();
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            ::metrics::counter!(metrics::TAG_WRITES_DROPPED).increment(dropped);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Sightings waiting for the store.
+    pub fn pending(&self) -> usize {
+        self.queue.lock().expect("not poisoned").len()
+    }
+
+    /// Writes everything queued now, in batches; on a store failure the batch goes back to the
+    /// front of the queue and the error is returned.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        loop {
+            let batch: Vec<TagWrite> = {
+                let mut queue = self.queue.lock().expect("not poisoned");
+                let n = queue.len().min(BATCH);
+                queue.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if let Err(error) = self.store.write(batch.clone()).await {
+                self.outcome::<()>(Err(error.clone()));
+                let mut queue = self.queue.lock().expect("not poisoned");
+                for write in batch.into_iter().rev() {
+                    queue.push_front(write);
+                }
+                while queue.len() > QUEUE_LIMIT {
+                    queue.pop_back();
+                }
+                return Err(error);
+            }
+            self.healthy.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The write-behind loop: flushes when woken or every 100 ms, backing off while the store
+    /// fails. Runs until the task is dropped.
+    pub async fn run_writer(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            match self.flush().await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Deletes tags last seen before `cutoff` (unix seconds) from the store, in batches, and from
+    /// the cache. Safe to run on several gateways at once.
+    pub async fn expire(&self, cutoff: u64) -> Result<Deleted, StoreError> {
+        let mut total = Deleted::default();
+        loop {
+            let deleted = self.store.delete_expired(cutoff, RETENTION_BATCH).await?;
+            total.records += deleted.records;
+            total.recipients += deleted.recipients;
+            if deleted.records < u64::from(RETENTION_BATCH)
+                && deleted.recipients < u64::from(RETENTION_BATCH)
+            {
+                break;
+            }
+        }
+        self.records
+            .retain(|_, c| c.value.as_ref().is_none_or(|t| t.last_seen >= cutoff));
+        self.recipients.retain(|_, c| {
+            c.value.retain(|t| t.last_seen >= cutoff);
+            !c.value.is_empty()
+        });
+        ::metrics::counter!(metrics::RETENTION_DELETED, "kind" => "record")
+            .increment(total.records);
+        ::metrics::counter!(metrics::RETENTION_DELETED, "kind" => "recipient")
+            .increment(total.recipients);
+        Ok(total)
+    }
+
+    /// Sets `gateway_tag_store_entries` from the store's counts.
+    pub async fn report_size(&self) {
+        if let Some((records, recipients)) = self.outcome(self.store.counts().await) {
+            ::metrics::gauge!(metrics::TAG_STORE_ENTRIES, "kind" => "record").set(records as f64);
+            ::metrics::gauge!(metrics::TAG_STORE_ENTRIES, "kind" => "recipient")
+                .set(recipients as f64);
+        }
+    }
+
+    /// Asks the store whether it answers, updating [`Tags::healthy`].
+    pub async fn check(&self) -> bool {
+        self.outcome(self.store.ping().await).is_some()
     }
 }
 
@@ -347,6 +565,7 @@ fn scalar_text<'a>(doc: &Document<'a>, node: NodeId) -> Option<std::borrow::Cow<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::MemoryStore;
 
     #[test]
     fn identifiers_normalise_by_shape() {
@@ -370,31 +589,134 @@ mod tests {
         );
     }
 
-    #[test]
-    fn first_controller_wins_and_recipients_accumulate() {
-        let tags = Tags::new(b"key");
-        let (acme, globex): (Arc<str>, Arc<str>) = ("acme".into(), "globex".into());
-        let k = tags.key().record("shp_1");
-        let r1 = tags.key().recipient("a@x");
-        let r2 = tags.key().recipient("b@x");
-        assert_eq!(tags.tag_record(&[k], &acme, &[r1], 100), 1);
-        assert_eq!(
-            tags.tag_record(&[k], &globex, &[r2], 200),
-            0,
-            "no re-tagging by traffic"
-        );
-        assert_eq!(tags.tag_record(&[k], &acme, &[r2], 300), 1);
-        let tag = tags.record(&k).unwrap();
-        assert_eq!(&*tag.controller, "acme");
-        assert_eq!((tag.first_seen, tag.last_seen), (100, 300));
-        assert_eq!(tag.recipients, vec![r1, r2]);
+    fn resolved(keys: &[Digest], controller: &str, recipients: &[Digest]) -> Resolved {
+        Resolved {
+            node: 0,
+            controller: Some(controller.into()),
+            source: Source::Caller,
+            keys: keys.to_vec(),
+            recipients: recipients.to_vec(),
+        }
+    }
 
-        tags.tag_recipients(&[r1], &acme, 100);
-        tags.tag_recipients(&[r1], &globex, 150);
-        tags.tag_recipients(&[r1], &acme, 400);
-        let controllers = tags.recipient(&r1);
-        assert_eq!(controllers.len(), 2);
-        assert_eq!(controllers[0].last_seen, 400);
-        assert_eq!(tags.counts(), (1, 1));
+    #[tokio::test]
+    async fn first_controller_wins_in_cache_and_store() {
+        let store = Arc::new(MemoryStore::new());
+        let tags = Tags::new(b"key", store.clone());
+        let k = tags.key().record("shp_1");
+        let (r1, r2) = (tags.key().recipient("a@x"), tags.key().recipient("b@x"));
+        assert_eq!(
+            tags.write(&[resolved(&[k], "acme", &[r1])], Direction::Response, 100),
+            (1, 1)
+        );
+        assert_eq!(
+            tags.write(&[resolved(&[k], "globex", &[r2])], Direction::Response, 200),
+            (1, 1)
+        );
+        tags.write(&[resolved(&[k], "acme", &[r2])], Direction::Response, 300);
+        // Request bodies never tag record keys.
+        assert_eq!(
+            tags.write(&[resolved(&[k], "globex", &[])], Direction::Request, 400),
+            (0, 0)
+        );
+        let cached = tags.record(&k).await.unwrap();
+        assert_eq!(&*cached.controller, "acme");
+        assert_eq!((cached.first_seen, cached.last_seen), (100, 300));
+        assert_eq!(cached.recipients, vec![r1, r2]);
+        assert_eq!(tags.recipient(&r2).await.len(), 2, "acme and globex");
+
+        // The store gets the same after a flush.
+        assert!(tags.pending() > 0);
+        tags.flush().await.unwrap();
+        assert_eq!(tags.pending(), 0);
+        let stored = store.record(k).await.unwrap().unwrap();
+        assert_eq!((&*stored.controller, stored.last_seen), ("acme", 300));
+    }
+
+    #[tokio::test]
+    async fn misses_are_read_through_and_expire_quickly() {
+        let store = Arc::new(MemoryStore::new());
+        let tags = Tags::new(b"key", store.clone());
+        let k = tags.key().record("shp_9");
+        assert!(tags.record(&k).await.is_none());
+        // Another gateway writes the tag to the shared store.
+        store
+            .write(vec![TagWrite::Record {
+                digest: k,
+                controller: "acme".into(),
+                recipients: vec![],
+                seen: 1,
+            }])
+            .await
+            .unwrap();
+        assert!(
+            tags.record(&k).await.is_none(),
+            "the miss is trusted briefly"
+        );
+        tokio::time::sleep(MISS_TTL + Duration::from_millis(50)).await;
+        assert_eq!(&*tags.record(&k).await.unwrap().controller, "acme");
+    }
+
+    #[tokio::test]
+    async fn expiry_deletes_exactly_the_old_tags_from_store_and_cache() {
+        let store = Arc::new(MemoryStore::new());
+        let tags = Tags::new(b"key", store.clone());
+        let (old, fresh) = (tags.key().record("old"), tags.key().record("fresh"));
+        tags.write(&[resolved(&[old], "acme", &[])], Direction::Response, 1_000);
+        tags.write(
+            &[resolved(&[fresh], "acme", &[])],
+            Direction::Response,
+            5_000,
+        );
+        tags.flush().await.unwrap();
+        let deleted = tags.expire(3_000).await.unwrap();
+        assert_eq!(deleted.records, 1);
+        assert!(tags.record(&old).await.is_none());
+        assert!(tags.record(&fresh).await.is_some());
+        assert_eq!(store.counts().await.unwrap().0, 1);
+    }
+
+    /// A store that always fails.
+    struct Down;
+    impl Store for Down {
+        fn write(&self, _: Vec<TagWrite>) -> crate::store::StoreFuture<'_, ()> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+        fn record(&self, _: Digest) -> crate::store::StoreFuture<'_, Option<RecordTag>> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+        fn recipient(&self, _: Digest) -> crate::store::StoreFuture<'_, Vec<RecipientTag>> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+        fn delete_expired(&self, _: u64, _: u32) -> crate::store::StoreFuture<'_, Deleted> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+        fn counts(&self) -> crate::store::StoreFuture<'_, (u64, u64)> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+        fn ping(&self) -> crate::store::StoreFuture<'_, ()> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_means_unknown_controllers_and_kept_writes() {
+        let tags = Tags::new(b"key", Arc::new(Down));
+        let k = tags.key().record("x");
+        assert!(
+            tags.record(&k).await.is_none(),
+            "unknown: treated as not the caller's"
+        );
+        assert!(!tags.healthy());
+        assert!(!tags.check().await);
+        tags.write(&[resolved(&[k], "acme", &[])], Direction::Response, 1);
+        assert!(tags.flush().await.is_err());
+        assert_eq!(
+            tags.pending(),
+            1,
+            "the batch waits for the store to come back"
+        );
+        // Tags written through this gateway are still honoured from its cache.
+        assert_eq!(&*tags.record(&k).await.unwrap().controller, "acme");
     }
 }

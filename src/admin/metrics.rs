@@ -29,6 +29,13 @@ pub const BLOCKED: &str = "gateway_blocked_total";
 /// Tags written (created or refreshed), by `kind` (record, recipient).
 pub const TAGS_WRITTEN: &str = "gateway_tags_written_total";
 
+/// Tags in the store, by `kind` (record, recipient).
+pub const TAG_STORE_ENTRIES: &str = "gateway_tag_store_entries";
+/// Expired tags deleted by retention, by `kind`.
+pub const RETENTION_DELETED: &str = "gateway_retention_deleted_total";
+/// Tag sightings dropped because the write-behind queue was full (the store fell behind).
+pub const TAG_WRITES_DROPPED: &str = "gateway_tag_writes_dropped_total";
+
 /// Latency buckets from 100 µs to 30 s: proxying adds sub-millisecond, upstreams take seconds.
 const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -80,4 +87,10 @@ fn describe() {
         "Bodies refused because they could not be inspected."
     );
     describe_counter!(TAGS_WRITTEN, "Record and recipient tags written.");
+    describe_gauge!(TAG_STORE_ENTRIES, "Tags in the store.");
+    describe_counter!(RETENTION_DELETED, "Expired tags deleted by retention.");
+    describe_counter!(
+        TAG_WRITES_DROPPED,
+        "Tag sightings dropped because the store fell behind."
+    );
 }

@@ -1,4 +1,5 @@
-//! The operators' listener: `/metrics`, `/healthz`, `/readyz`.
+//! The operators' listener: `/metrics`, `/healthz`, `/readyz` (listeners bound, not draining, tag
+//! store answering).
 //!
 //! Plain HTTP/1.1 on its own address so that it can stay on a private interface while the main
 //! listener faces customers.
@@ -18,10 +19,21 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// What the admin endpoints report on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
-    /// Listeners bound and not draining: `/readyz` answers 200 only while this is true.
+    /// Listeners bound and not draining.
     pub ready: AtomicBool,
+    /// The tag store answered its last ping.
+    pub store_ok: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            ready: AtomicBool::new(false),
+            store_ok: AtomicBool::new(true),
+        }
+    }
 }
 
 /// Serves the admin listener until `stop` resolves; open admin connections are dropped then.
@@ -69,7 +81,7 @@ fn respond(req: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
         }
         (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/readyz") => {
-            if health.ready.load(Ordering::Acquire) {
+            if health.ready.load(Ordering::Acquire) && health.store_ok.load(Ordering::Acquire) {
                 json(StatusCode::OK, r#"{"status":"ready"}"#)
             } else {
                 json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#)

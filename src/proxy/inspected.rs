@@ -171,6 +171,7 @@ impl Exchange<'_> {
         let decoded = inspect::decode(&raw, &codings, limit).map_err(blocked)?;
         let mut inspected = self
             .inspect(&decoded, direction, created)
+            .await
             .map_err(blocked)?;
         let body = match inspected.rendered.take() {
             Some(bytes) => {
@@ -217,7 +218,7 @@ impl Exchange<'_> {
     }
 
     /// Parses, finds records and controllers, applies the rules.
-    fn inspect(
+    async fn inspect(
         &self,
         body: &[u8],
         direction: Direction,
@@ -235,7 +236,8 @@ impl Exchange<'_> {
         let resolved = self
             .gateway
             .tags
-            .resolve(&scope, &doc, &nodes, direction, created);
+            .resolve(&scope, &doc, &nodes, direction, created)
+            .await;
         let applied = redact::redact_records(
             self.route,
             &doc,

@@ -33,6 +33,9 @@ use framing::FramingWatch;
 /// A failure to start serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The tag store could not be opened.
+    #[error("cannot open the tag store: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// A listener address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -51,6 +54,8 @@ pub struct Server {
     config: Arc<Config>,
     listener: TcpListener,
     admin: TcpListener,
+    /// The tag cache over the configured store, opened (and migrated) at bind time.
+    tags: Arc<Tags>,
 }
 
 /// Binds the listeners of `config` and serves until `shutdown` resolves, then drains.
@@ -70,12 +75,15 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { address, source })
         };
+        let store = crate::store::open(&config.store)?;
+        let tags = Arc::new(Tags::new(config.tag_key.expose(), store));
         let listener = bind(config.listen.address).await?;
         let admin = bind(config.admin.address).await?;
         Ok(Server {
             config,
             listener,
             admin,
+            tags,
         })
     }
 
@@ -116,8 +124,14 @@ impl Server {
             wait_for_stop(stop_rx.clone()),
         ));
 
-        let tags = Arc::new(Tags::new(self.config.tag_key.expose()));
-        let gateway = Arc::new(Gateway::new(self.config.clone(), tags));
+        let tags = self.tags.clone();
+        let _writer = AbortOnDrop(tokio::spawn(tags.clone().run_writer()));
+        let _upkeep_tags = AbortOnDrop(tokio::spawn(store_upkeep(
+            tags.clone(),
+            health.clone(),
+            self.config.store.retention,
+        )));
+        let gateway = Arc::new(Gateway::new(self.config.clone(), tags.clone()));
         let graceful = GracefulShutdown::new();
         let acceptor = Acceptor {
             tls: self.config.listen.tls.clone().map(TlsAcceptor::from),
@@ -173,9 +187,46 @@ impl Server {
         {
             tracing::warn!(msg = "drain deadline passed; closing remaining connections");
         }
+        // Tags written by the last requests reach the store before the process exits.
+        match tokio::time::timeout(DRAIN_GRACE, tags.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(msg = "tag writes lost at shutdown", error = %error, pending = tags.pending())
+            }
+            Err(_) => tracing::error!(
+                msg = "tag store too slow at shutdown",
+                pending = tags.pending()
+            ),
+        }
         let _ = stop_tx.send(true);
         let _ = admin_task.await;
         tracing::info!(msg = "stopped");
+    }
+}
+
+/// How often the store is pinged (for `/readyz`) and its size reported.
+const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Background store care: health for `/readyz`, the size gauges, and retention.
+async fn store_upkeep(tags: Arc<Tags>, health: Arc<Health>, retention: Duration) {
+    let mut check = tokio::time::interval(STORE_CHECK_INTERVAL);
+    let mut expire = tokio::time::interval(RETENTION_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = check.tick() => {
+                health.store_ok.store(tags.check().await, Ordering::Release);
+                tags.report_size().await;
+            }
+            _ = expire.tick() => {
+                let cutoff = crate::tags::now().saturating_sub(retention.as_secs());
+                match tags.expire(cutoff).await {
+                    Ok(deleted) => tracing::info!(msg = "retention", records = deleted.records, recipients = deleted.recipients),
+                    Err(error) => tracing::error!(msg = "retention failed", error = %error),
+                }
+            }
+        }
     }
 }
 

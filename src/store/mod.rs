@@ -8,6 +8,8 @@
 pub mod memory;
 pub mod sqlite;
 
+use crate::config::StoreBackend;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -80,6 +82,17 @@ pub struct Deleted {
     pub records: u64,
     /// Recipient tags deleted.
     pub recipients: u64,
+}
+
+/// Opens the configured backend (creating and migrating a SQLite file as needed).
+pub fn open(config: &crate::config::Store) -> Result<Arc<dyn Store>, StoreError> {
+    match config.backend {
+        StoreBackend::Memory => Ok(Arc::new(memory::MemoryStore::new())),
+        StoreBackend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::open(&config.path)?)),
+        StoreBackend::Postgres => Err(StoreError(
+            "the postgres backend is not available in this build yet; use sqlite or memory".into(),
+        )),
+    }
 }
 
 /// A tag store backend.
