@@ -79,8 +79,9 @@ pub fn normalize_identifier(value: &str) -> String {
 
 pub use crate::store::{Deleted, Digest, RecipientTag, RecordTag, TagWrite};
 
-/// How long a lookup that found nothing is trusted.
-pub const MISS_TTL: Duration = Duration::from_secs(1);
+/// How long a lookup that found nothing is trusted: with the 100 ms write-behind interval, a tag
+/// written through another gateway is honoured here within a second.
+pub const MISS_TTL: Duration = Duration::from_millis(500);
 /// How long a found tag is trusted before it is read again (erasure and retention elsewhere).
 const HIT_TTL: Duration = Duration::from_secs(60);
 /// Most entries per cache table; past it, entries older than [`MISS_TTL`] are evicted.

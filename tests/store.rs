@@ -104,3 +104,157 @@ async fn tags_survive_a_restart_with_sqlite() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_sharing_postgres_honour_each_others_tags_within_a_second() {
+    use recipient_gateway::store::test_postgres::{SKIPPED, scratch_url};
+    let Some(url) = scratch_url().await else {
+        return eprintln!("{SKIPPED}");
+    };
+    let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let config = |base: String| {
+        let base = base.replace(
+            "backend = \"memory\"",
+            &format!("backend = \"postgres\"\nurl = \"{url}\""),
+        );
+        format!("{base}{}", routes(sample.addr))
+    };
+    let one = TestGateway::start_with(MockUpstream::start().await, &config).await;
+    let two = TestGateway::start_with(MockUpstream::start().await, &config).await;
+    let (mut via_one, mut via_two) = (one.h1().await, two.h1().await);
+
+    let created = via_one
+        .send(
+            Request::post("/v1/shipments")
+                .header("x-api-key", KEY_ACME)
+                .header("content-type", "application/json")
+                .body(body(
+                    json!({"recipient": {"name": "Bo", "email": "bo@example.com"}}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    // Through the other gateway, acme sees its record once the tag arrives; globex never does.
+    loop {
+        let other: Value = via_two
+            .get(&format!("/v1/shipments/{id}"), Some(KEY_GLOBEX))
+            .await
+            .json();
+        assert_eq!(other["recipient"]["email"], "[REDACTED]");
+        let own: Value = via_two
+            .get(&format!("/v1/shipments/{id}"), Some(KEY_ACME))
+            .await
+            .json();
+        if own["recipient"]["email"] == "bo@example.com" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "tag not honoured within a second"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "tag honoured by the other gateway after {:?}",
+        started.elapsed()
+    );
+}
+
+/// A TCP relay to PostgreSQL that a test can cut, to play a store outage.
+struct Relay {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(addr: std::net::SocketAddr, target: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay { addr, task }
+    }
+
+    /// Closes the listener and every relayed connection.
+    fn cut(self) -> std::net::SocketAddr {
+        self.task.abort();
+        self.addr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_outage_turns_readyz_red_and_leaks_nothing() {
+    use recipient_gateway::store::test_postgres::{SKIPPED, scratch_url};
+    let Some(url) = scratch_url().await else {
+        return eprintln!("{SKIPPED}");
+    };
+    // postgres://user@HOST:PORT/db?...: route HOST:PORT through a relay we can cut.
+    let authority_start = url.find('@').unwrap() + 1;
+    let authority_end = authority_start + url[authority_start..].find('/').unwrap();
+    let target = url[authority_start..authority_end].to_string();
+    let relay = Relay::start("127.0.0.1:0".parse().unwrap(), target.clone()).await;
+    let relayed = format!(
+        "{}{}{}",
+        &url[..authority_start],
+        relay.addr,
+        &url[authority_end..]
+    );
+
+    let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
+        let base = base.replace(
+            "backend = \"memory\"",
+            &format!("backend = \"postgres\"\nurl = \"{relayed}\""),
+        );
+        format!("{base}{}", routes(sample.addr))
+    })
+    .await;
+    let mut client = gw.h1().await;
+    assert_eq!(admin_status(&gw, "/readyz").await, 200);
+
+    let addr = relay.cut();
+    let started = std::time::Instant::now();
+    while admin_status(&gw, "/readyz").await != 503 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(6),
+            "/readyz stayed green"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        admin_status(&gw, "/healthz").await,
+        200,
+        "the process itself is up"
+    );
+    // Seeded records have no tag and the store cannot say otherwise: redacted for everyone.
+    let list: Value = client.get("/v1/shipments", Some(KEY_ACME)).await.json();
+    for record in list["shipments"].as_array().unwrap() {
+        assert_eq!(record["recipient"]["email"], "[REDACTED]", "{record}");
+    }
+
+    // The store comes back: so does readiness.
+    let _relay = Relay::start(addr, target).await;
+    let started = std::time::Instant::now();
+    while admin_status(&gw, "/readyz").await != 200 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "/readyz stayed red"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

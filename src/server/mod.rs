@@ -75,7 +75,7 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { address, source })
         };
-        let store = crate::store::open(&config.store)?;
+        let store = crate::store::open(&config.store).await?;
         let tags = Arc::new(Tags::new(config.tag_key.expose(), store));
         let listener = bind(config.listen.address).await?;
         let admin = bind(config.admin.address).await?;

@@ -6,7 +6,10 @@
 //! expired rows in bounded batches, so several gateways may share one.
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
+#[doc(hidden)]
+pub mod test_postgres;
 
 use crate::config::StoreBackend;
 
@@ -84,14 +87,17 @@ pub struct Deleted {
     pub recipients: u64,
 }
 
-/// Opens the configured backend (creating and migrating a SQLite file as needed).
-pub fn open(config: &crate::config::Store) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the configured backend, creating or migrating its schema as needed.
+pub async fn open(config: &crate::config::Store) -> Result<Arc<dyn Store>, StoreError> {
     match config.backend {
         StoreBackend::Memory => Ok(Arc::new(memory::MemoryStore::new())),
         StoreBackend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::open(&config.path)?)),
-        StoreBackend::Postgres => Err(StoreError(
-            "the postgres backend is not available in this build yet; use sqlite or memory".into(),
-        )),
+        StoreBackend::Postgres => {
+            let url = config.url.as_ref().expect("validated: postgres has a URL");
+            let url = std::str::from_utf8(url.expose())
+                .map_err(|_| StoreError("the PostgreSQL URL is not UTF-8".into()))?;
+            Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+        }
     }
 }
 
