@@ -90,6 +90,9 @@ const CACHE_LIMIT: usize = 1_000_000;
 const QUEUE_LIMIT: usize = 100_000;
 /// Most sightings written in one store transaction.
 const BATCH: usize = 1_000;
+/// A tag's last-seen time is refreshed in the store at most this often (seconds): retention counts
+/// in days, and refreshing on every sighting would cost a store write per record per request.
+const REFRESH_SECS: u64 = 3600;
 /// Rows deleted per retention statement.
 const RETENTION_BATCH: u32 = 1_000;
 
@@ -379,19 +382,20 @@ impl Tags {
                 });
             }
         }
+        // Only sightings that change what the store holds are written: a new tag, a new recipient
+        // of a record, or a last-seen more than REFRESH_SECS old.
+        writes.retain(|write| self.cache(write));
         let written = writes.iter().fold((0, 0), |(r, p), w| match w {
             TagWrite::Record { .. } => (r + 1, p),
             TagWrite::Recipient { .. } => (r, p + 1),
         });
-        for write in &writes {
-            self.cache(write);
-        }
         self.enqueue(writes);
         written
     }
 
-    /// Applies a sighting to the cache (first controller of a record wins).
-    fn cache(&self, write: &TagWrite) {
+    /// Applies a sighting to the cache (first controller of a record wins); true when the store
+    /// needs to hear of it.
+    fn cache(&self, write: &TagWrite) -> bool {
         let loaded = Instant::now();
         match write {
             TagWrite::Record {
@@ -404,20 +408,30 @@ impl Tags {
                     value: None,
                     loaded,
                 });
-                let tag = entry.value.get_or_insert_with(|| RecordTag {
-                    controller: controller.clone(),
-                    first_seen: *seen,
-                    last_seen: *seen,
-                    recipients: Vec::new(),
-                });
-                if tag.controller == *controller {
-                    tag.last_seen = tag.last_seen.max(*seen);
-                    for r in recipients {
-                        if !tag.recipients.contains(r) {
-                            tag.recipients.push(*r);
-                        }
+                let Some(tag) = &mut entry.value else {
+                    entry.value = Some(RecordTag {
+                        controller: controller.clone(),
+                        first_seen: *seen,
+                        last_seen: *seen,
+                        recipients: recipients.clone(),
+                    });
+                    return true;
+                };
+                if tag.controller != *controller {
+                    return false;
+                }
+                let mut changed = false;
+                for r in recipients {
+                    if !tag.recipients.contains(r) {
+                        tag.recipients.push(*r);
+                        changed = true;
                     }
                 }
+                if *seen >= tag.last_seen + REFRESH_SECS {
+                    tag.last_seen = *seen;
+                    changed = true;
+                }
+                changed
             }
             TagWrite::Recipient {
                 digest,
@@ -429,12 +443,19 @@ impl Tags {
                     loaded,
                 });
                 match entry.value.iter_mut().find(|t| t.controller == *controller) {
-                    Some(tag) => tag.last_seen = tag.last_seen.max(*seen),
-                    None => entry.value.push(RecipientTag {
-                        controller: controller.clone(),
-                        first_seen: *seen,
-                        last_seen: *seen,
-                    }),
+                    Some(tag) if *seen >= tag.last_seen + REFRESH_SECS => {
+                        tag.last_seen = *seen;
+                        true
+                    }
+                    Some(_) => false,
+                    None => {
+                        entry.value.push(RecipientTag {
+                            controller: controller.clone(),
+                            first_seen: *seen,
+                            last_seen: *seen,
+                        });
+                        true
+                    }
                 }
             }
         }
@@ -610,19 +631,34 @@ mod tests {
             tags.write(&[resolved(&[k], "acme", &[r1])], Direction::Response, 100),
             (1, 1)
         );
+        // Globex's sighting of acme's record changes nothing in the store but tags r2 to globex.
         assert_eq!(
             tags.write(&[resolved(&[k], "globex", &[r2])], Direction::Response, 200),
+            (0, 1)
+        );
+        // Acme again within the refresh period: nothing new, nothing written.
+        assert_eq!(
+            tags.write(&[resolved(&[k], "acme", &[r1])], Direction::Response, 300),
+            (0, 0)
+        );
+        // A new recipient, and later a stale last-seen, are written.
+        assert_eq!(
+            tags.write(&[resolved(&[k], "acme", &[r2])], Direction::Response, 400),
             (1, 1)
         );
-        tags.write(&[resolved(&[k], "acme", &[r2])], Direction::Response, 300);
+        tags.write(
+            &[resolved(&[k], "acme", &[r2])],
+            Direction::Response,
+            10_000,
+        );
         // Request bodies never tag record keys.
         assert_eq!(
-            tags.write(&[resolved(&[k], "globex", &[])], Direction::Request, 400),
+            tags.write(&[resolved(&[k], "globex", &[])], Direction::Request, 20_000),
             (0, 0)
         );
         let cached = tags.record(&k).await.unwrap();
         assert_eq!(&*cached.controller, "acme");
-        assert_eq!((cached.first_seen, cached.last_seen), (100, 300));
+        assert_eq!((cached.first_seen, cached.last_seen), (100, 10_000));
         assert_eq!(cached.recipients, vec![r1, r2]);
         assert_eq!(tags.recipient(&r2).await.len(), 2, "acme and globex");
 
@@ -631,7 +667,7 @@ mod tests {
         tags.flush().await.unwrap();
         assert_eq!(tags.pending(), 0);
         let stored = store.record(k).await.unwrap().unwrap();
-        assert_eq!((&*stored.controller, stored.last_seen), ("acme", 300));
+        assert_eq!((&*stored.controller, stored.last_seen), ("acme", 10_000));
     }
 
     #[tokio::test]
@@ -698,6 +734,29 @@ mod tests {
         fn ping(&self) -> crate::store::StoreFuture<'_, ()> {
             Box::pin(async { Err(StoreError("down".into())) })
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_keeps_the_newest_sightings() {
+        let tags = Tags::new(b"key", Arc::new(Down));
+        let controller: Arc<str> = "acme".into();
+        let writes = (0..QUEUE_LIMIT as u64 + 5)
+            .map(|seen| TagWrite::Recipient {
+                digest: [7; 32],
+                controller: controller.clone(),
+                seen,
+            })
+            .collect();
+        tags.enqueue(writes);
+        assert_eq!(tags.pending(), QUEUE_LIMIT);
+        let queue = tags.queue.lock().unwrap();
+        assert!(
+            matches!(queue.front(), Some(TagWrite::Recipient { seen: 5, .. })),
+            "the 5 oldest were dropped"
+        );
+        assert!(
+            matches!(queue.back(), Some(TagWrite::Recipient { seen, .. }) if *seen == QUEUE_LIMIT as u64 + 4)
+        );
     }
 
     #[tokio::test]

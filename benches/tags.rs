@@ -1,0 +1,152 @@
+//! Tag store figures, printed as a table (not criterion: these are throughput and scale runs).
+//!
+//!     cargo bench --bench tags                      # writes/s per backend (memory, sqlite)
+//!     GATEWAY_TEST_POSTGRES_URL=... cargo bench --bench tags      # and postgres
+//!     TAG_SCALE=10000000 cargo bench --bench tags   # also: N recipient tags in SQLite, then
+//!                                                   # cache-hit and cache-miss lookup cost, RSS
+//!
+//! Writes go through `Store::write` in batches of 1,000, as the write-behind queue sends them;
+//! each sighting is one recipient tag plus, every other one, a record tag listing it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use recipient_gateway::store::memory::MemoryStore;
+use recipient_gateway::store::postgres::PostgresStore;
+use recipient_gateway::store::sqlite::SqliteStore;
+use recipient_gateway::store::test_postgres::scratch_url;
+use recipient_gateway::store::{Digest, Store, TagWrite};
+use recipient_gateway::tags::Tags;
+
+fn digest(kind: u8, i: u64) -> Digest {
+    let mut d = [kind; 32];
+    d[..8].copy_from_slice(&i.to_le_bytes());
+    d
+}
+
+fn batch(start: u64, n: u64, controller: &Arc<str>) -> Vec<TagWrite> {
+    let mut writes = Vec::with_capacity(n as usize * 2);
+    for i in start..start + n {
+        writes.push(TagWrite::Recipient {
+            digest: digest(1, i),
+            controller: controller.clone(),
+            seen: 1_000 + i,
+        });
+        if i % 2 == 0 {
+            writes.push(TagWrite::Record {
+                digest: digest(2, i),
+                controller: controller.clone(),
+                recipients: vec![digest(1, i)],
+                seen: 1_000 + i,
+            });
+        }
+    }
+    writes
+}
+
+/// Sightings per second written through `store` in batches of 1,000.
+async fn writes_per_second(store: &dyn Store, total: u64) -> f64 {
+    let controller: Arc<str> = "acme".into();
+    let started = Instant::now();
+    let mut written = 0;
+    for start in (0..total).step_by(1_000) {
+        let writes = batch(start, 1_000, &controller);
+        written += writes.len();
+        store.write(writes).await.unwrap();
+    }
+    written as f64 / started.elapsed().as_secs_f64()
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let dir = tempfile::tempdir().unwrap();
+    println!("{:<10} {:>14}", "backend", "sightings/s");
+    let memory = MemoryStore::new();
+    println!(
+        "{:<10} {:>14.0}",
+        "memory",
+        writes_per_second(&memory, 200_000).await
+    );
+    let sqlite = SqliteStore::open(&dir.path().join("bench.db")).unwrap();
+    println!(
+        "{:<10} {:>14.0}",
+        "sqlite",
+        writes_per_second(&sqlite, 200_000).await
+    );
+    match scratch_url().await {
+        Some(url) => {
+            let postgres = PostgresStore::open(&url).await.unwrap();
+            println!(
+                "{:<10} {:>14.0}",
+                "postgres",
+                writes_per_second(&postgres, 50_000).await
+            );
+        }
+        None => println!("postgres   not measured: set GATEWAY_TEST_POSTGRES_URL"),
+    }
+
+    let Some(scale) = std::env::var("TAG_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let path = dir.path().join("scale.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let controller: Arc<str> = "acme".into();
+    let started = Instant::now();
+    for start in (0..scale).step_by(10_000) {
+        let writes = (start..(start + 10_000).min(scale))
+            .map(|i| TagWrite::Recipient {
+                digest: digest(1, i),
+                controller: controller.clone(),
+                seen: 1_000,
+            })
+            .collect();
+        store.write(writes).await.unwrap();
+    }
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(path.with_extension("db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    println!(
+        "\n{scale} recipient tags written to SQLite in {:.1} s ({:.0} MiB on disk)",
+        started.elapsed().as_secs_f64(),
+        size as f64 / (1 << 20) as f64
+    );
+    let tags = Tags::new(b"bench-tag-key-0123456789", store);
+    let rss_before = rss_mib();
+    // Recipient lists are trusted for half a second, so hits are measured right after warming.
+    let warm = 10_000u64.min(scale);
+    let started = Instant::now();
+    for i in 0..warm {
+        let found = tags.recipient(&digest(1, i * (scale / warm))).await;
+        assert_eq!(found.len(), 1);
+    }
+    let miss_cost = started.elapsed() / warm as u32;
+    let started = Instant::now();
+    let rounds = 10;
+    for _ in 0..rounds {
+        for i in 0..warm {
+            std::hint::black_box(tags.recipient(&digest(1, i * (scale / warm))).await);
+        }
+    }
+    let hit_cost = started.elapsed() / (warm * rounds) as u32;
+    println!(
+        "lookups: cache miss (read from SQLite) {miss_cost:?}, cache hit {hit_cost:?}; \
+         RSS {rss_before:.0} MiB before warming {warm} entries, {:.0} MiB after",
+        rss_mib()
+    );
+}
