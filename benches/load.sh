@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
+STORE=${STORE:-memory}       # tag store of the gateway: memory or sqlite
 CONNS=${CONNS:-64}
 SIZES=${SIZES:-"1k 16k"}
 UPSTREAM_PORT=18081
@@ -101,7 +102,8 @@ address = "127.0.0.1:$ADMIN_PORT"
 [keys]
 tag_key = "bench-only-tag-key-0123456789"
 [store]
-backend = "memory"
+backend = "$STORE"
+path = "$WORK/tags.db"
 [[upstream]]
 name = "static"
 url = "http://127.0.0.1:$UPSTREAM_PORT"
@@ -203,4 +205,4 @@ if [[ " $SIZES " == *" 16k "* ]]; then
 fi
 echo
 printf '%s\n' "${results[@]}"
-echo "(plain HTTP/1.1, wrk -t1 -c$CONNS -d$DURATION; gateway access log written to /dev/null)"
+echo "(plain HTTP/1.1, wrk -t1 -c$CONNS -d$DURATION; tag store $STORE; gateway access log written to /dev/null)"

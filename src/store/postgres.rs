@@ -114,6 +114,85 @@ impl PostgresStore {
     }
 }
 
+/// A batch as column arrays, one row per tag: sightings of the same tag are merged (an upsert
+/// cannot touch a row twice in one statement). A record key sighted under two controllers in one
+/// batch keeps the first, as it would have won row by row.
+#[derive(Default)]
+struct Rows {
+    record_digests: Vec<Vec<u8>>,
+    record_controllers: Vec<String>,
+    record_first: Vec<i64>,
+    record_last: Vec<i64>,
+    link_records: Vec<Vec<u8>>,
+    link_recipients: Vec<Vec<u8>>,
+    link_controllers: Vec<String>,
+    recipient_digests: Vec<Vec<u8>>,
+    recipient_controllers: Vec<String>,
+    recipient_first: Vec<i64>,
+    recipient_last: Vec<i64>,
+}
+
+impl From<&Vec<TagWrite>> for Rows {
+    fn from(batch: &Vec<TagWrite>) -> Rows {
+        use std::collections::HashMap;
+        let mut rows = Rows::default();
+        let mut records: HashMap<Digest, usize> = HashMap::new();
+        let mut recipients: HashMap<(Digest, &str), usize> = HashMap::new();
+        for write in batch {
+            match write {
+                TagWrite::Record {
+                    digest,
+                    controller,
+                    recipients: seen_with,
+                    seen,
+                } => {
+                    let seen = *seen as i64;
+                    match records.get(digest) {
+                        Some(&i) if rows.record_controllers[i] != **controller => continue,
+                        Some(&i) => {
+                            rows.record_first[i] = rows.record_first[i].min(seen);
+                            rows.record_last[i] = rows.record_last[i].max(seen);
+                        }
+                        None => {
+                            records.insert(*digest, rows.record_digests.len());
+                            rows.record_digests.push(digest.to_vec());
+                            rows.record_controllers.push(controller.to_string());
+                            rows.record_first.push(seen);
+                            rows.record_last.push(seen);
+                        }
+                    }
+                    for r in seen_with {
+                        rows.link_records.push(digest.to_vec());
+                        rows.link_recipients.push(r.to_vec());
+                        rows.link_controllers.push(controller.to_string());
+                    }
+                }
+                TagWrite::Recipient {
+                    digest,
+                    controller,
+                    seen,
+                } => {
+                    let seen = *seen as i64;
+                    match recipients.get(&(*digest, &**controller)) {
+                        Some(&i) => {
+                            rows.recipient_first[i] = rows.recipient_first[i].min(seen);
+                            rows.recipient_last[i] = rows.recipient_last[i].max(seen);
+                        }
+                        None => {
+                            recipients.insert((*digest, controller), rows.recipient_digests.len());
+                            rows.recipient_digests.push(digest.to_vec());
+                            rows.recipient_controllers.push(controller.to_string());
+                            rows.recipient_first.push(seen);
+                            rows.recipient_last.push(seen);
+                        }
+                    }
+                }
+            }
+        }
+        rows
+    }
+}
+
 fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
     bytes
         .try_into()
@@ -125,66 +204,48 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let mut client = self.pool.get().await.map_err(err)?;
             let tx = client.transaction().await.map_err(err)?;
-            let record = tx
-                .prepare_cached(
-                    "INSERT INTO record_tags (digest, controller, first_seen, last_seen)
-                     VALUES ($1, $2, $3, $3)
-                     ON CONFLICT (digest) DO UPDATE
-                         SET last_seen = GREATEST(record_tags.last_seen, excluded.last_seen)
-                         WHERE record_tags.controller = excluded.controller
-                     RETURNING controller",
-                )
-                .await
-                .map_err(err)?;
-            let link = tx
-                .prepare_cached(
-                    "INSERT INTO record_recipients (record, recipient)
-                     SELECT $1, unnest($2::BYTEA[]) ON CONFLICT DO NOTHING",
-                )
-                .await
-                .map_err(err)?;
-            let recipient = tx
-                .prepare_cached(
-                    "INSERT INTO recipient_tags (digest, controller, first_seen, last_seen)
-                     VALUES ($1, $2, $3, $3)
-                     ON CONFLICT (digest, controller) DO UPDATE
-                         SET last_seen = GREATEST(recipient_tags.last_seen, excluded.last_seen)",
-                )
-                .await
-                .map_err(err)?;
-            for write in &batch {
-                match write {
-                    TagWrite::Record {
-                        digest,
-                        controller,
-                        recipients,
-                        seen,
-                    } => {
-                        let seen = *seen as i64;
-                        // No row back: the record belongs to another controller.
-                        let owned = tx
-                            .query_opt(&record, &[&&digest[..], &&**controller, &seen])
-                            .await
-                            .map_err(err)?
-                            .is_some();
-                        if owned && !recipients.is_empty() {
-                            let list: Vec<&[u8]> = recipients.iter().map(|r| &r[..]).collect();
-                            tx.execute(&link, &[&&digest[..], &list])
-                                .await
-                                .map_err(err)?;
-                        }
-                    }
-                    TagWrite::Recipient {
-                        digest,
-                        controller,
-                        seen,
-                    } => {
-                        tx.execute(&recipient, &[&&digest[..], &&**controller, &(*seen as i64)])
-                            .await
-                            .map_err(err)?;
-                    }
-                }
-            }
+            let rows = Rows::from(&batch);
+            // Three statements per batch: each sighting is a row of an array parameter.
+            tx.execute(
+                "INSERT INTO record_tags (digest, controller, first_seen, last_seen)
+                 SELECT * FROM unnest($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[])
+                 ON CONFLICT (digest) DO UPDATE
+                     SET last_seen = GREATEST(record_tags.last_seen, excluded.last_seen)
+                     WHERE record_tags.controller = excluded.controller",
+                &[
+                    &rows.record_digests,
+                    &rows.record_controllers,
+                    &rows.record_first,
+                    &rows.record_last,
+                ],
+            )
+            .await
+            .map_err(err)?;
+            // Recipients are linked only to records their controller owns.
+            tx.execute(
+                "INSERT INTO record_recipients (record, recipient)
+                 SELECT l.record, l.recipient
+                 FROM unnest($1::BYTEA[], $2::BYTEA[], $3::TEXT[]) AS l(record, recipient, controller)
+                 JOIN record_tags t ON t.digest = l.record AND t.controller = l.controller
+                 ON CONFLICT DO NOTHING",
+                &[&rows.link_records, &rows.link_recipients, &rows.link_controllers],
+            )
+            .await
+            .map_err(err)?;
+            tx.execute(
+                "INSERT INTO recipient_tags (digest, controller, first_seen, last_seen)
+                 SELECT * FROM unnest($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[])
+                 ON CONFLICT (digest, controller) DO UPDATE
+                     SET last_seen = GREATEST(recipient_tags.last_seen, excluded.last_seen)",
+                &[
+                    &rows.recipient_digests,
+                    &rows.recipient_controllers,
+                    &rows.recipient_first,
+                    &rows.recipient_last,
+                ],
+            )
+            .await
+            .map_err(err)?;
             tx.commit().await.map_err(err)
         })
     }
