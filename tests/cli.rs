@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -131,22 +130,6 @@ fn dev_certs_writes_a_usable_ca_and_pair() {
     assert!(recipient_gateway::tls::client_config(Some(&out.join("ca.crt"))).is_ok());
 }
 
-/// Reads JSON log lines from the child's stdout on a thread, forwarding them over a channel.
-fn log_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<serde_json::Value> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let value: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-            if tx.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     let upstream = MockUpstream::start().await;
@@ -157,22 +140,8 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     )
     .replace("request_timeout_ms = 1500", "request_timeout_ms = 5000");
     let path = dir.write("gateway.toml", &text);
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let logs = log_lines(child.stdout.take().unwrap());
-    let listening = (0..50)
-        .find_map(|_| {
-            let line = logs.recv_timeout(Duration::from_secs(10)).ok()?;
-            (line["msg"] == "listening").then_some(line)
-        })
-        .expect("a `listening` line");
-    let address: std::net::SocketAddr = listening["address"].as_str().unwrap().parse().unwrap();
-
+    let process = GatewayProcess::spawn(&path);
+    let address = process.addr;
     let mut client = Client::connect(address, &dir.ca(), Alpn::Http1).await;
     let ok = client
         .get("/api/echo?email=jane%40example.com", Some(KEY_ACME))
@@ -180,24 +149,18 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     assert_eq!(ok.status, StatusCode::OK);
     let in_flight = tokio::spawn(async move { client.get("/api/slow", Some(KEY_ACME)).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    process.signal("-TERM");
     let answer = in_flight.await.unwrap();
     assert_eq!(
         answer.status,
         StatusCode::OK,
         "the in-flight request finished during the drain"
     );
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let (status, lines) = tokio::task::spawn_blocking(move || process.wait())
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
 
-    let lines: Vec<serde_json::Value> = logs.try_iter().collect();
     let requests: Vec<_> = lines.iter().filter(|l| l["msg"] == "request").collect();
     assert_eq!(requests.len(), 2, "{lines:?}");
     let first = requests[0];

@@ -114,16 +114,21 @@ async fn two_gateways_sharing_postgres_honour_each_others_tags_within_a_second()
     let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let config = |base: String| {
-        let base = base.replace(
-            "backend = \"memory\"",
-            &format!("backend = \"postgres\"\nurl = \"{url}\""),
-        );
-        format!("{base}{}", routes(sample.addr))
-    };
-    let one = TestGateway::start_with(MockUpstream::start().await, &config).await;
-    let two = TestGateway::start_with(MockUpstream::start().await, &config).await;
-    let (mut via_one, mut via_two) = (one.h1().await, two.h1().await);
+    let dir = TestDir::new();
+    let text = format!(
+        "{}{}",
+        base_config(unused_addr(), unused_addr()),
+        routes(sample.addr)
+    )
+    .replace(
+        "backend = \"memory\"",
+        &format!("backend = \"postgres\"\nurl = \"{url}\""),
+    );
+    let path = dir.write("gateway.toml", &text);
+    // Two gateway processes, each with its own cache and pool, sharing one database.
+    let (one, two) = (GatewayProcess::spawn(&path), GatewayProcess::spawn(&path));
+    let mut via_one = Client::connect(one.addr, &dir.ca(), Alpn::Http1).await;
+    let mut via_two = Client::connect(two.addr, &dir.ca(), Alpn::Http1).await;
 
     let created = via_one
         .send(

@@ -204,21 +204,22 @@ impl Server {
     }
 }
 
-/// How often the store is pinged (for `/readyz`) and its size reported.
+/// How often the store is pinged (for `/readyz`).
 const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the store's size is counted (a full count is not free on millions of rows).
+const STORE_SIZE_INTERVAL: Duration = Duration::from_secs(30);
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Background store care: health for `/readyz`, the size gauges, and retention.
 async fn store_upkeep(tags: Arc<Tags>, health: Arc<Health>, retention: Duration) {
     let mut check = tokio::time::interval(STORE_CHECK_INTERVAL);
+    let mut size = tokio::time::interval(STORE_SIZE_INTERVAL);
     let mut expire = tokio::time::interval(RETENTION_INTERVAL);
     loop {
         tokio::select! {
-            _ = check.tick() => {
-                health.store_ok.store(tags.check().await, Ordering::Release);
-                tags.report_size().await;
-            }
+            _ = check.tick() => health.store_ok.store(tags.check().await, Ordering::Release),
+            _ = size.tick() => tags.report_size().await,
             _ = expire.tick() => {
                 let cutoff = crate::tags::now().saturating_sub(retention.as_secs());
                 match tags.expire(cutoff).await {

@@ -684,3 +684,78 @@ pub fn rss_bytes() -> u64 {
     let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kb * 1024
 }
+
+/// The gateway binary run as a separate process, as operators run it.
+pub struct GatewayProcess {
+    child: std::process::Child,
+    /// The main listener, read from the `listening` log line.
+    pub addr: SocketAddr,
+    logs: std::sync::mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl GatewayProcess {
+    /// Starts `recipient-gateway run --config path` and waits for its `listening` line.
+    pub fn spawn(config: &Path) -> GatewayProcess {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recipient-gateway"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, logs) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = logs
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the gateway logs `listening`");
+            seen.push(line.clone());
+            if line["msg"] == "listening" {
+                break line["address"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        GatewayProcess {
+            child,
+            addr,
+            logs,
+            seen,
+        }
+    }
+
+    /// Sends a signal (`-TERM`, `-KILL`, …) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit; returns the status and every log line.
+    pub fn wait(mut self) -> (std::process::ExitStatus, Vec<Value>) {
+        let status = self.child.wait().unwrap();
+        let mut lines = std::mem::take(&mut self.seen);
+        lines.extend(self.logs.try_iter());
+        (status, lines)
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
