@@ -10,8 +10,6 @@ use http::{Request, StatusCode};
 use recipient_gateway::demo::{SampleApi, start_sample_api};
 use serde_json::{Value, json};
 
-const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules");
-
 fn routes(sample: std::net::SocketAddr, controller_member: bool) -> String {
     let member = if controller_member {
         "controller_member = \"customer_id\""
@@ -19,25 +17,11 @@ fn routes(sample: std::net::SocketAddr, controller_member: bool) -> String {
         ""
     };
     let rules = format!(
-        r#"rules = ["{RULES}/recipient.toml", "{RULES}/sensitive.toml", "{RULES}/analytics.toml"]"#
+        r#"rules = ["{SHIPPED_RULES}/recipient.toml", "{SHIPPED_RULES}/sensitive.toml", "{SHIPPED_RULES}/analytics.toml"]"#
     );
+    let shipments = shipments_route(sample, &format!("{member}\n{rules}"));
     format!(
-        r#"
-[[upstream]]
-name = "sample"
-url = "http://{sample}"
-
-[[route]]
-name = "shipments"
-path_prefix = "/v1/shipments"
-upstream = "sample"
-records = ["$", "$.shipments[*]"]
-record_keys = ["id", "tracking_number"]
-recipient = "recipient"
-recipient_identifiers = ["email", "phone"]
-{member}
-{rules}
-
+        r#"{shipments}
 [[route]]
 name = "analytics"
 path_prefix = "/v1/analytics"

@@ -8,45 +8,15 @@ use http::{Request, StatusCode};
 use recipient_gateway::demo::start_sample_api;
 use serde_json::{Value, json};
 
-const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules");
-
 fn routes(sample: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-[[upstream]]
-name = "sample"
-url = "http://{sample}"
-
-[[route]]
-name = "shipments"
-path_prefix = "/v1/shipments"
-upstream = "sample"
-records = ["$", "$.shipments[*]"]
-record_keys = ["id", "tracking_number"]
-recipient = "recipient"
-recipient_identifiers = ["email", "phone"]
-rules = ["{RULES}/recipient.toml"]
-"#
+    shipments_route(
+        sample,
+        &format!("rules = [\"{SHIPPED_RULES}/recipient.toml\"]"),
     )
 }
 
 async fn admin_status(gw: &TestGateway, path: &str) -> u16 {
-    let stream = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let request = Request::get(path)
-        .header("host", "a")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    sender
-        .send_request(request)
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    gw.admin(path).await.0
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,8 +24,8 @@ impl MemoryStore {
     }
 }
 
-/// Applies one sighting to in-memory tables: shared by this backend and the tag cache.
-pub(crate) fn apply(
+/// Applies one sighting: the first controller of a record wins.
+fn apply(
     records: &mut HashMap<Digest, RecordTag>,
     recipients: &mut HashMap<Digest, Vec<RecipientTag>>,
     write: &TagWrite,

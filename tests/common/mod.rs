@@ -122,6 +122,31 @@ url = "http://{down}"
     )
 }
 
+/// The shipped rule files.
+pub const SHIPPED_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules");
+
+/// The demo API as upstream `sample` and an inspected `shipments` route in front of it; `extra`
+/// adds route keys (rules, controller member).
+pub fn shipments_route(sample: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[[upstream]]
+name = "sample"
+url = "http://{sample}"
+
+[[route]]
+name = "shipments"
+path_prefix = "/v1/shipments"
+upstream = "sample"
+records = ["$", "$.shipments[*]"]
+record_keys = ["id", "tracking_number"]
+recipient = "recipient"
+recipient_identifiers = ["email", "phone"]
+{extra}
+"#
+    )
+}
+
 /// Plain (streamed) routes used by the proxy-core tests.
 pub const PLAIN_ROUTES: &str = r#"
 [[route]]
@@ -220,8 +245,8 @@ impl TestGateway {
         tls_connect(self.addr, &self.dir.ca(), vec![b"http/1.1".to_vec()]).await
     }
 
-    /// `GET /metrics` from the admin listener.
-    pub async fn metrics(&self) -> String {
+    /// `GET path` on the admin listener: status and body.
+    pub async fn admin(&self, path: &str) -> (u16, String) {
         let stream = TcpStream::connect(self.admin).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -229,15 +254,21 @@ impl TestGateway {
         tokio::spawn(conn);
         let response = sender
             .send_request(
-                Request::get("/metrics")
+                Request::get(path)
                     .header("host", "admin")
                     .body(Full::<Bytes>::default())
                     .unwrap(),
             )
             .await
             .unwrap();
+        let status = response.status().as_u16();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(body.to_vec()).unwrap()
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// `GET /metrics` from the admin listener.
+    pub async fn metrics(&self) -> String {
+        self.admin("/metrics").await.1
     }
 }
 
