@@ -206,6 +206,16 @@ impl Tags {
     /// A record tag: from the cache, else from the store. A store failure answers with what the
     /// cache had (possibly nothing: the record then has no known controller).
     pub async fn record(&self, digest: &Digest) -> Option<RecordTag> {
+        self.read_record(digest, RecordTag::clone).await
+    }
+
+    /// The controller of a record key (what resolution needs, without copying the recipients).
+    pub async fn record_controller(&self, digest: &Digest) -> Option<Arc<str>> {
+        self.read_record(digest, |tag| tag.controller.clone()).await
+    }
+
+    /// Reads a record tag through the cache and projects it with `view`.
+    async fn read_record<T>(&self, digest: &Digest, view: impl Fn(&RecordTag) -> T) -> Option<T> {
         if let Some(cached) = self.records.get(digest) {
             let ttl = if cached.value.is_some() {
                 HIT_TTL
@@ -213,22 +223,26 @@ impl Tags {
                 MISS_TTL
             };
             if cached.loaded.elapsed() < ttl {
-                return cached.value.clone();
+                return cached.value.as_ref().map(&view);
             }
         }
         match self.outcome(self.store.record(*digest).await) {
             Some(value) => {
                 self.bound(&self.records);
+                let projected = value.as_ref().map(&view);
                 self.records.insert(
                     *digest,
                     Cached {
-                        value: value.clone(),
+                        value,
                         loaded: Instant::now(),
                     },
                 );
-                value
+                projected
             }
-            None => self.records.get(digest).and_then(|c| c.value.clone()),
+            None => self
+                .records
+                .get(digest)
+                .and_then(|c| c.value.as_ref().map(&view)),
         }
     }
 
@@ -299,8 +313,8 @@ impl Tags {
                 .collect();
             let mut tagged = None;
             for key in &keys {
-                if let Some(tag) = self.record(key).await {
-                    tagged = known_customer(&tag.controller);
+                if let Some(controller) = self.record_controller(key).await {
+                    tagged = known_customer(&controller);
                     break;
                 }
             }
