@@ -216,33 +216,56 @@ impl Tags {
 
     /// Reads a record tag through the cache and projects it with `view`.
     async fn read_record<T>(&self, digest: &Digest, view: impl Fn(&RecordTag) -> T) -> Option<T> {
-        if let Some(cached) = self.records.get(digest) {
-            let ttl = if cached.value.is_some() {
-                HIT_TTL
-            } else {
-                MISS_TTL
-            };
-            if cached.loaded.elapsed() < ttl {
-                return cached.value.as_ref().map(&view);
+        if !self.fresh(digest) {
+            let loaded = Instant::now();
+            if let Some(value) = self.outcome(self.store.record(*digest).await) {
+                self.remember(*digest, value, loaded);
             }
         }
-        match self.outcome(self.store.record(*digest).await) {
-            Some(value) => {
-                self.bound(&self.records);
-                let projected = value.as_ref().map(&view);
-                self.records.insert(
-                    *digest,
-                    Cached {
-                        value,
-                        loaded: Instant::now(),
-                    },
-                );
-                projected
+        self.records
+            .get(digest)
+            .and_then(|c| c.value.as_ref().map(&view))
+    }
+
+    /// Whether the cache's answer for a record key can be used without asking the store.
+    fn fresh(&self, digest: &Digest) -> bool {
+        self.records.get(digest).is_some_and(|c| {
+            let ttl = if c.value.is_some() { HIT_TTL } else { MISS_TTL };
+            c.loaded.elapsed() < ttl
+        })
+    }
+
+    /// Caches what the store said of a record key. A tag this gateway wrote meanwhile is kept
+    /// over a "not found" that was read before it.
+    fn remember(&self, digest: Digest, value: Option<RecordTag>, loaded: Instant) {
+        self.bound(&self.records);
+        match self.records.entry(digest) {
+            dashmap::Entry::Occupied(mut entry) => {
+                if value.is_some() || entry.get().value.is_none() {
+                    entry.insert(Cached { value, loaded });
+                }
             }
-            None => self
-                .records
-                .get(digest)
-                .and_then(|c| c.value.as_ref().map(&view)),
+            dashmap::Entry::Vacant(entry) => {
+                entry.insert(Cached { value, loaded });
+            }
+        }
+    }
+
+    /// Loads the tags of the record keys the cache cannot answer for, in one store round trip.
+    async fn preload(&self, digests: &[Digest]) {
+        let mut stale: Vec<Digest> = digests.iter().filter(|d| !self.fresh(d)).copied().collect();
+        stale.sort_unstable();
+        stale.dedup();
+        if stale.is_empty() {
+            return;
+        }
+        let loaded = Instant::now();
+        if let Some(found) = self.outcome(self.store.records(stale.clone()).await) {
+            let mut found: std::collections::HashMap<Digest, RecordTag> =
+                found.into_iter().collect();
+            for digest in stale {
+                self.remember(digest, found.remove(&digest), loaded);
+            }
         }
     }
 
@@ -302,15 +325,21 @@ impl Tags {
                 .filter(|c| c.kind == ClientKind::Customer)
                 .map(|c| c.id.clone())
         };
+        let keys_of: Vec<Vec<Digest>> = records
+            .iter()
+            .map(|&node| {
+                route
+                    .record_keys
+                    .iter()
+                    .filter_map(|name| doc.member(node, name))
+                    .filter_map(|value| scalar_text(doc, value))
+                    .map(|value| self.key.record(&value))
+                    .collect()
+            })
+            .collect();
+        self.preload(&keys_of.concat()).await;
         let mut resolved = Vec::with_capacity(records.len());
-        for &node in records {
-            let keys: Vec<Digest> = route
-                .record_keys
-                .iter()
-                .filter_map(|name| doc.member(node, name))
-                .filter_map(|value| scalar_text(doc, value))
-                .map(|value| self.key.record(&value))
-                .collect();
+        for (&node, keys) in records.iter().zip(keys_of) {
             let mut tagged = None;
             for key in &keys {
                 if let Some(controller) = self.record_controller(key).await {
@@ -727,6 +756,72 @@ mod tests {
         assert_eq!(store.counts().await.unwrap().0, 1);
     }
 
+    /// A memory store that counts lookups.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemoryStore,
+        single: std::sync::atomic::AtomicUsize,
+        batched: std::sync::atomic::AtomicUsize,
+    }
+    impl Store for Counting {
+        fn write(&self, batch: Vec<TagWrite>) -> crate::store::StoreFuture<'_, ()> {
+            self.inner.write(batch)
+        }
+        fn record(&self, d: Digest) -> crate::store::StoreFuture<'_, Option<RecordTag>> {
+            self.single.fetch_add(1, Ordering::Relaxed);
+            self.inner.record(d)
+        }
+        fn records(
+            &self,
+            d: Vec<Digest>,
+        ) -> crate::store::StoreFuture<'_, Vec<(Digest, RecordTag)>> {
+            self.batched.fetch_add(1, Ordering::Relaxed);
+            self.inner.records(d)
+        }
+        fn recipient(&self, d: Digest) -> crate::store::StoreFuture<'_, Vec<RecipientTag>> {
+            self.inner.recipient(d)
+        }
+        fn delete_expired(&self, b: u64, l: u32) -> crate::store::StoreFuture<'_, Deleted> {
+            self.inner.delete_expired(b, l)
+        }
+        fn counts(&self) -> crate::store::StoreFuture<'_, (u64, u64)> {
+            self.inner.counts()
+        }
+        fn ping(&self) -> crate::store::StoreFuture<'_, ()> {
+            self.inner.ping()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_is_looked_up_in_one_round_trip() {
+        let store = Arc::new(Counting::default());
+        let keys: Vec<Digest> = (0..40u8).map(|i| [i; 32]).collect();
+        store
+            .write(vec![TagWrite::Record {
+                digest: keys[3],
+                controller: "acme".into(),
+                recipients: vec![],
+                seen: 1,
+            }])
+            .await
+            .unwrap();
+        let tags = Tags::new(b"key", store.clone());
+        tags.preload(&keys).await;
+        for key in &keys {
+            let expected = (*key == keys[3]).then(|| Arc::<str>::from("acme"));
+            assert_eq!(tags.record_controller(key).await, expected);
+        }
+        assert_eq!(store.batched.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            store.single.load(Ordering::Relaxed),
+            0,
+            "every answer came from the preload"
+        );
+        // Fresh answers are not asked again.
+        tags.preload(&keys).await;
+        assert_eq!(store.batched.load(Ordering::Relaxed), 1);
+    }
+
     /// A store that always fails.
     struct Down;
     impl Store for Down {
@@ -734,6 +829,12 @@ mod tests {
             Box::pin(async { Err(StoreError("down".into())) })
         }
         fn record(&self, _: Digest) -> crate::store::StoreFuture<'_, Option<RecordTag>> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+        fn records(
+            &self,
+            _: Vec<Digest>,
+        ) -> crate::store::StoreFuture<'_, Vec<(Digest, RecordTag)>> {
             Box::pin(async { Err(StoreError("down".into())) })
         }
         fn recipient(&self, _: Digest) -> crate::store::StoreFuture<'_, Vec<RecipientTag>> {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Deleted, Store, TagWrite};
+use super::{Deleted, RecordTag, Store, TagWrite};
 
 fn record(digest: u8, controller: &Arc<str>, recipients: &[u8], seen: u64) -> TagWrite {
     TagWrite::Record {
@@ -53,6 +53,13 @@ pub(crate) async fn run(store: &dyn Store) {
         vec![[11; 32], [13; 32]],
         "globex's recipient is not linked"
     );
+    // The same, several keys at once; absent keys are left out.
+    let mut many = store.records(vec![[9; 32], [1; 32]]).await.unwrap();
+    assert_eq!(many.len(), 1);
+    let (digest, mut batch_tag) = many.pop().unwrap();
+    batch_tag.recipients.sort();
+    assert_eq!(digest, [1; 32]);
+    assert_eq!(batch_tag, RecordTag { recipients, ..tag });
 
     // A recipient may have several controllers.
     store

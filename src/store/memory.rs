@@ -94,6 +94,15 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(tag)))
     }
 
+    fn records(&self, digests: Vec<Digest>) -> StoreFuture<'_, Vec<(Digest, RecordTag)>> {
+        let tables = self.tables.lock().expect("not poisoned");
+        let found = digests
+            .into_iter()
+            .filter_map(|d| tables.records.get(&d).map(|t| (d, t.clone())))
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
     fn recipient(&self, digest: Digest) -> StoreFuture<'_, Vec<RecipientTag>> {
         let tags = self
             .tables

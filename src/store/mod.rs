@@ -109,6 +109,10 @@ pub trait Store: Send + Sync + 'static {
     /// The tag of a record key, if any.
     fn record(&self, digest: Digest) -> StoreFuture<'_, Option<RecordTag>>;
 
+    /// The tags of several record keys at once (absent keys are left out): a list response's
+    /// records are looked up in one round trip.
+    fn records(&self, digests: Vec<Digest>) -> StoreFuture<'_, Vec<(Digest, RecordTag)>>;
+
     /// The controllers of a recipient identifier.
     fn recipient(&self, digest: Digest) -> StoreFuture<'_, Vec<RecipientTag>>;
 

@@ -282,6 +282,47 @@ impl Store for PostgresStore {
         })
     }
 
+    fn records(&self, digests: Vec<Digest>) -> StoreFuture<'_, Vec<(Digest, RecordTag)>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let keys: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
+            let rows = client
+                .query(
+                    "SELECT digest, controller, first_seen, last_seen FROM record_tags
+                     WHERE digest = ANY($1)",
+                    &[&keys],
+                )
+                .await
+                .map_err(err)?;
+            let links = client
+                .query(
+                    "SELECT record, recipient FROM record_recipients WHERE record = ANY($1)",
+                    &[&keys],
+                )
+                .await
+                .map_err(err)?;
+            rows.into_iter()
+                .map(|row| {
+                    let digest: Vec<u8> = row.get(0);
+                    let recipients = links
+                        .iter()
+                        .filter(|l| l.get::<_, &[u8]>(0) == digest.as_slice())
+                        .map(|l| digest_from(l.get(1)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((
+                        digest_from(digest)?,
+                        RecordTag {
+                            controller: row.get::<_, String>(1).into(),
+                            first_seen: row.get::<_, i64>(2) as u64,
+                            last_seen: row.get::<_, i64>(3) as u64,
+                            recipients,
+                        },
+                    ))
+                })
+                .collect()
+        })
+    }
+
     fn recipient(&self, digest: Digest) -> StoreFuture<'_, Vec<RecipientTag>> {
         Box::pin(async move {
             let client = self.pool.get().await.map_err(err)?;

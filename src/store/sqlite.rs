@@ -222,6 +222,64 @@ impl Store for SqliteStore {
         })
     }
 
+    fn records(&self, digests: Vec<Digest>) -> StoreFuture<'_, Vec<(Digest, RecordTag)>> {
+        SqliteStore::run(&self.reader, move |conn| {
+            let mut found = Vec::new();
+            for chunk in digests.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let params: Vec<&dyn rusqlite::ToSql> =
+                    chunk.iter().map(|d| d as &dyn rusqlite::ToSql).collect();
+                let mut tags = conn
+                    .prepare(&format!(
+                        "SELECT digest, controller, first_seen, last_seen FROM record_tags
+                         WHERE digest IN ({marks})"
+                    ))
+                    .map_err(err)?;
+                let rows = tags
+                    .query_map(params.as_slice(), |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    })
+                    .map_err(err)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                let mut links = conn
+                    .prepare(&format!(
+                        "SELECT record, recipient FROM record_recipients WHERE record IN ({marks})"
+                    ))
+                    .map_err(err)?;
+                let links = links
+                    .query_map(params.as_slice(), |r| {
+                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                    })
+                    .map_err(err)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                for (digest, controller, first_seen, last_seen) in rows {
+                    let recipients = links
+                        .iter()
+                        .filter(|(record, _)| *record == digest)
+                        .map(|(_, r)| digest_from(r.clone()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    found.push((
+                        digest_from(digest)?,
+                        RecordTag {
+                            controller: controller.into(),
+                            first_seen: first_seen as u64,
+                            last_seen: last_seen as u64,
+                            recipients,
+                        },
+                    ));
+                }
+            }
+            Ok(found)
+        })
+    }
+
     fn recipient(&self, digest: Digest) -> StoreFuture<'_, Vec<RecipientTag>> {
         SqliteStore::run(&self.reader, move |conn| {
             let mut stmt = conn
