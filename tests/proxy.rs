@@ -394,7 +394,15 @@ async fn ambiguous_framing_is_400_and_closes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn large_bodies_stream_both_ways_in_bounded_memory() {
     const SIZE: u64 = 256 * 1024 * 1024;
-    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    // `request_timeout_ms` covers the whole request, upload included: give a debug build on a
+    // busy machine time to move 256 MiB (the test is about memory, not speed).
+    let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
+        format!(
+            "{}{PLAIN_ROUTES}",
+            base.replace("request_timeout_ms = 1500", "request_timeout_ms = 60000")
+        )
+    })
+    .await;
     let mut client = gw.h1().await;
     // Warm up pools and buffers before measuring.
     assert_eq!(
