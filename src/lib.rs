@@ -21,12 +21,13 @@
 //! | --- | --- |
 //! | [`config`] | the file schema (`deny_unknown_fields`), validation into a runtime [`config::Config`], rules compiled once |
 //! | [`tls`] | rustls server/client configs from PEM files; development certificates |
-//! | [`server`] | accept loop, connection limit, TLS handshake, HTTP/1.1 + HTTP/2, graceful drain |
+//! | [`server`] | accept loop, connection limit, TLS handshake, HTTP/1.1 + HTTP/2, graceful drain, the framing watch, store upkeep |
 //! | [`proxy`] | the tower service: route match, auth, header hygiene, upstream pools, error → status |
 //! | [`inspect`] | the fail-closed table: media types, encodings, body collection under limits |
 //! | [`json`] | strict JSON parsing into spans, byte-faithful rendering around edits |
 //! | [`redact`] | the JSONPath rule engine: one pass for all rules per record |
-//! | [`tags`] | controller resolution, HMAC tags of records and recipients |
+//! | [`tags`] | controller resolution, HMAC tags, the tag cache with write-behind and retention |
+//! | [`store`] | the `Store` trait: memory, sqlite (default), postgres |
 //! | [`review`] | reviewer tools: the `redact` dry run |
 //! | [`admin`] | metric names and recorder, `/metrics`, `/healthz`, `/readyz` |
 //! | [`logging`] | the JSON-lines log format |

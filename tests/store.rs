@@ -77,9 +77,11 @@ async fn tags_survive_a_restart_with_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_gateways_sharing_postgres_honour_each_others_tags_within_a_second() {
-    use recipient_gateway::store::test_postgres::{SKIPPED, scratch_url};
+    use recipient_gateway::store::test_postgres::{report_skipped, scratch_url};
     let Some(url) = scratch_url().await else {
-        return eprintln!("{SKIPPED}");
+        return report_skipped(
+            "two_gateways_sharing_postgres_honour_each_others_tags_within_a_second",
+        );
     };
     let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
         .await
@@ -172,9 +174,9 @@ impl Relay {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_outage_turns_readyz_red_and_leaks_nothing() {
-    use recipient_gateway::store::test_postgres::{SKIPPED, scratch_url};
+    use recipient_gateway::store::test_postgres::{report_skipped, scratch_url};
     let Some(url) = scratch_url().await else {
-        return eprintln!("{SKIPPED}");
+        return report_skipped("a_store_outage_turns_readyz_red_and_leaks_nothing");
     };
     // postgres://user@HOST:PORT/db?...: route HOST:PORT through a relay we can cut.
     let authority_start = url.find('@').unwrap() + 1;

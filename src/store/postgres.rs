@@ -412,12 +412,12 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_postgres::{SKIPPED, scratch_url};
+    use crate::store::test_postgres::{report_skipped, scratch_url};
 
     #[tokio::test]
     async fn conforms() {
         let Some(url) = scratch_url().await else {
-            return eprintln!("{SKIPPED}");
+            return report_skipped("conforms");
         };
         let store = PostgresStore::open(&url).await.unwrap();
         super::super::conformance::run(&store).await;
@@ -426,7 +426,7 @@ mod tests {
     #[tokio::test]
     async fn replicas_starting_together_migrate_once() {
         let Some(url) = scratch_url().await else {
-            return eprintln!("{SKIPPED}");
+            return report_skipped("replicas_starting_together_migrate_once");
         };
         let mut opens = tokio::task::JoinSet::new();
         for _ in 0..4 {

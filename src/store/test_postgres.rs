@@ -9,6 +9,12 @@ use tokio_postgres::NoTls;
 pub const SKIPPED: &str = "PostgreSQL TEST DID NOT RUN: set GATEWAY_TEST_POSTGRES_URL (e.g. \
      postgres://postgres@127.0.0.1:5432/test) to run it";
 
+/// Says on the terminal, past the test harness's output capture, that a test did not run.
+pub fn report_skipped(test: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "\n*** {test}: {SKIPPED} ***\n");
+}
+
 /// A URL whose connections use a fresh, empty schema, or `None` when no server is configured.
 pub async fn scratch_url() -> Option<String> {
     let required = std::env::var_os("GATEWAY_TEST_REQUIRE_POSTGRES").is_some();
