@@ -95,18 +95,6 @@ pub enum JsonError {
     TooLarge,
 }
 
-impl JsonError {
-    /// A short, stable word for metrics and error codes.
-    pub fn reason(self) -> &'static str {
-        match self {
-            JsonError::DuplicateKey(_) => "duplicate_key",
-            JsonError::TooDeep => "too_deep",
-            JsonError::TooLarge => "too_large",
-            _ => "invalid_json",
-        }
-    }
-}
-
 /// A parsed document: the source and its nodes in document (pre-)order; node 0 is the root.
 pub struct Document<'a> {
     src: &'a [u8],

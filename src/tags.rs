@@ -178,11 +178,6 @@ impl Tags {
         &self.key
     }
 
-    /// The store behind the cache.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// Whether the last store operation succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)

@@ -38,14 +38,6 @@ impl Direction {
             Direction::Response => 1,
         }
     }
-
-    /// `request` or `response`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Request => "request",
-            Direction::Response => "response",
-        }
-    }
 }
 
 /// The caller's relation to a record's controller.
@@ -62,14 +54,6 @@ impl Relation {
         match self {
             Relation::Controller => 0,
             Relation::NotController => 1,
-        }
-    }
-
-    /// `controller` or `not_controller`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Relation::Controller => "controller",
-            Relation::NotController => "not_controller",
         }
     }
 }
@@ -189,11 +173,6 @@ impl Plan {
                 set(Direction::Response, None, RuleScope::Body),
             ],
         }
-    }
-
-    /// The rules that apply to a record with `relation` in `direction` (for reports).
-    pub fn record_rules(&self, direction: Direction, relation: Relation) -> &[Arc<Rule>] {
-        &self.record_rules[direction.index()][relation.index()].rules
     }
 
     /// Finds the records of a body (objects selected by `records`, in document order) and checks

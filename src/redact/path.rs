@@ -53,15 +53,6 @@ impl Path {
             steps,
         })
     }
-
-    /// True when every step selects at most one node (names and indexes only).
-    pub fn is_singular(&self) -> bool {
-        self.steps.iter().all(|step| {
-            !step.descendant
-                && step.selectors.len() == 1
-                && matches!(step.selectors[0], Sel::Name(_) | Sel::Index(_))
-        })
-    }
 }
 
 fn compile_segment(segment: &Segment, descendant: bool) -> Result<Step, String> {
@@ -204,12 +195,5 @@ mod tests {
                 .unwrap_err()
                 .contains("filter selectors")
         );
-    }
-
-    #[test]
-    fn singular_paths() {
-        assert!(Path::compile("$.a.b[0]").unwrap().is_singular());
-        assert!(!Path::compile("$.a[*]").unwrap().is_singular());
-        assert!(!Path::compile("$..a").unwrap().is_singular());
     }
 }
