@@ -8,24 +8,17 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use recipient_gateway::config::{Action, CallerFilter, DirectionFilter, Purpose, Rule, RuleScope};
+use recipient_gateway::config::{Action, CallerFilter, DirectionFilter, Purpose, Rule};
 use recipient_gateway::json::Document;
 use recipient_gateway::redact::path::Path;
 use recipient_gateway::redact::{self, Direction, HashKeys, Plan, Record, Relation};
 
 fn rule(id: &str, path: &str, action: Action) -> Arc<Rule> {
     Arc::new(Rule {
-        id: id.into(),
-        file: "bench.toml".into(),
-        path: Path::compile(path).unwrap(),
-        action,
         mask: (2, 0),
-        category: "user".into(),
-        reason: "bench".into(),
-        scope: RuleScope::Record,
         direction: DirectionFilter::Response,
         caller: CallerFilter::NotController,
-        purposes: Purpose::ALL.to_vec(),
+        ..Rule::new(id, path, action).unwrap()
     })
 }
 

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{
     Config as ProptestConfig, FileFailurePersistence, RngAlgorithm, TestRng, TestRunner,
 };
-use recipient_gateway::config::{Action, CallerFilter, DirectionFilter, Purpose, Rule, RuleScope};
+use recipient_gateway::config::{Action, CallerFilter, Purpose, Rule};
 use recipient_gateway::json::{Document, Edits};
 use recipient_gateway::redact::path::Path;
 use recipient_gateway::redact::{self, Direction, HashKeys, Plan, Record, Relation};
@@ -125,17 +125,8 @@ fn shipments() -> impl Strategy<Value = Value> {
 #[test]
 fn a_descendant_rule_leaves_no_canary_and_changes_nothing_else() {
     let rule = Arc::new(Rule {
-        id: "emails".into(),
-        file: "props.toml".into(),
-        path: Path::compile("$..email").unwrap(),
-        action: Action::Redact,
-        mask: (0, 0),
-        category: "user.contact.email".into(),
-        reason: "property test".into(),
-        scope: RuleScope::Record,
-        direction: DirectionFilter::Both,
         caller: CallerFilter::NotController,
-        purposes: Purpose::ALL.to_vec(),
+        ..Rule::new("emails", "$..email", Action::Redact).unwrap()
     });
     let plan = Plan::new(
         &[Path::compile("$.shipments[*]").unwrap()],

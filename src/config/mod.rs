@@ -252,6 +252,26 @@ pub struct Rule {
     pub purposes: Vec<Purpose>,
 }
 
+impl Rule {
+    /// A record-scoped rule that applies in every situation (both directions, any caller, every
+    /// purpose); its public fields narrow it. For tools and tests that build rules in code.
+    pub fn new(id: &str, path: &str, action: Action) -> Result<Rule, String> {
+        Ok(Rule {
+            id: id.to_string(),
+            file: PathBuf::from("(in code)"),
+            path: JsonPath::compile(path)?,
+            action,
+            mask: (0, 0),
+            category: "user".to_string(),
+            reason: format!("rule `{id}` built in code"),
+            scope: RuleScope::Record,
+            direction: DirectionFilter::Both,
+            caller: CallerFilter::Any,
+            purposes: Purpose::ALL.to_vec(),
+        })
+    }
+}
+
 impl Config {
     /// Loads and validates `path`, reading secrets from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -5,17 +5,8 @@ use crate::config::Action;
 
 fn rule(id: &str, path: &str, action: Action) -> Rule {
     Rule {
-        id: id.into(),
-        file: "rules.toml".into(),
-        path: Path::compile(path).unwrap(),
-        action,
         mask: (2, 1),
-        category: "user".into(),
-        reason: "test".into(),
-        scope: RuleScope::Record,
-        direction: DirectionFilter::Both,
-        caller: CallerFilter::Any,
-        purposes: Purpose::ALL.to_vec(),
+        ..Rule::new(id, path, action).unwrap()
     }
 }
 
