@@ -397,104 +397,102 @@ impl Tags {
     /// responses (where the upstream assigned them). The cache is updated now; the store later.
     /// Returns (record, recipient) tags written.
     pub fn write(&self, resolved: &[Resolved], direction: Direction, now: u64) -> (usize, usize) {
+        // Only sightings that change what the store holds are queued: a new tag, a new recipient
+        // of a record, or a last-seen more than REFRESH_SECS old. The rest cost a cache check.
         let mut writes = Vec::new();
+        let mut written = (0, 0);
         for record in resolved {
             let Some(controller) = &record.controller else {
                 continue;
             };
             if direction == Direction::Response {
                 for key in &record.keys {
-                    writes.push(TagWrite::Record {
-                        digest: *key,
+                    if self.cache_record(key, controller, &record.recipients, now) {
+                        written.0 += 1;
+                        writes.push(TagWrite::Record {
+                            digest: *key,
+                            controller: controller.clone(),
+                            recipients: record.recipients.clone(),
+                            seen: now,
+                        });
+                    }
+                }
+            }
+            for digest in &record.recipients {
+                if self.cache_recipient(digest, controller, now) {
+                    written.1 += 1;
+                    writes.push(TagWrite::Recipient {
+                        digest: *digest,
                         controller: controller.clone(),
-                        recipients: record.recipients.clone(),
                         seen: now,
                     });
                 }
             }
-            for digest in &record.recipients {
-                writes.push(TagWrite::Recipient {
-                    digest: *digest,
-                    controller: controller.clone(),
-                    seen: now,
-                });
-            }
         }
-        // Only sightings that change what the store holds are written: a new tag, a new recipient
-        // of a record, or a last-seen more than REFRESH_SECS old.
-        writes.retain(|write| self.cache(write));
-        let written = writes.iter().fold((0, 0), |(r, p), w| match w {
-            TagWrite::Record { .. } => (r + 1, p),
-            TagWrite::Recipient { .. } => (r, p + 1),
-        });
         self.enqueue(writes);
         written
     }
 
-    /// Applies a sighting to the cache (first controller of a record wins); true when the store
-    /// needs to hear of it.
-    fn cache(&self, write: &TagWrite) -> bool {
+    /// Applies a record sighting to the cache (first controller wins); true when the store needs
+    /// to hear of it.
+    fn cache_record(
+        &self,
+        digest: &Digest,
+        controller: &Arc<str>,
+        recipients: &[Digest],
+        seen: u64,
+    ) -> bool {
         let loaded = Instant::now();
-        match write {
-            TagWrite::Record {
-                digest,
-                controller,
-                recipients,
-                seen,
-            } => {
-                let mut entry = self.records.entry(*digest).or_insert_with(|| Cached {
-                    value: None,
-                    loaded,
-                });
-                let Some(tag) = &mut entry.value else {
-                    entry.value = Some(RecordTag {
-                        controller: controller.clone(),
-                        first_seen: *seen,
-                        last_seen: *seen,
-                        recipients: recipients.clone(),
-                    });
-                    return true;
-                };
-                if tag.controller != *controller {
-                    return false;
-                }
-                let mut changed = false;
-                for r in recipients {
-                    if !tag.recipients.contains(r) {
-                        tag.recipients.push(*r);
-                        changed = true;
-                    }
-                }
-                if *seen >= tag.last_seen + REFRESH_SECS {
-                    tag.last_seen = *seen;
-                    changed = true;
-                }
-                changed
+        let mut entry = self.records.entry(*digest).or_insert_with(|| Cached {
+            value: None,
+            loaded,
+        });
+        let Some(tag) = &mut entry.value else {
+            entry.value = Some(RecordTag {
+                controller: controller.clone(),
+                first_seen: seen,
+                last_seen: seen,
+                recipients: recipients.to_vec(),
+            });
+            return true;
+        };
+        if tag.controller != *controller {
+            return false;
+        }
+        let mut changed = false;
+        for r in recipients {
+            if !tag.recipients.contains(r) {
+                tag.recipients.push(*r);
+                changed = true;
             }
-            TagWrite::Recipient {
-                digest,
-                controller,
-                seen,
-            } => {
-                let mut entry = self.recipients.entry(*digest).or_insert_with(|| Cached {
-                    value: Vec::new(),
-                    loaded,
+        }
+        if seen >= tag.last_seen + REFRESH_SECS {
+            tag.last_seen = seen;
+            changed = true;
+        }
+        changed
+    }
+
+    /// Applies a recipient sighting to the cache; true when the store needs to hear of it.
+    fn cache_recipient(&self, digest: &Digest, controller: &Arc<str>, seen: u64) -> bool {
+        let loaded = Instant::now();
+        let mut entry = self.recipients.entry(*digest).or_insert_with(|| Cached {
+            value: Vec::new(),
+            loaded,
+        });
+        match entry.value.iter_mut().find(|t| t.controller == *controller) {
+            Some(tag) if seen >= tag.last_seen + REFRESH_SECS => {
+                tag.last_seen = seen;
+                true
+            }
+            Some(_) => false,
+            None => {
+                entry.value.push(RecipientTag {
+                    controller: controller.clone(),
+                    first_seen: seen,
+                    last_seen: seen,
                 });
-                match entry.value.iter_mut().find(|t| t.controller == *controller) {
-                    Some(tag) if *seen >= tag.last_seen + REFRESH_SECS => {
-                        tag.last_seen = *seen;
-                        true
-                    }
-                    Some(_) => false,
-                    None => {
-                        entry.value.push(RecipientTag {
-                            controller: controller.clone(),
-                            first_seen: *seen,
-                            last_seen: *seen,
-                        });
-                        true
-                    }
-                }
+                true
             }
         }
     }
