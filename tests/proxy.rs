@@ -491,6 +491,20 @@ async fn admin_health_and_metrics() {
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
+    // Labels come from config, never from paths, queries or keys.
+    client
+        .get(
+            "/api/public/jane@example.com?email=ann%40example.org",
+            Some(KEY_ACME),
+        )
+        .await;
+    client
+        .get("/nothing/bob@example.net", Some("wrong-key"))
+        .await;
+    let metrics = gw.metrics().await;
+    for secret in ["jane", "example.", "ann%40", "bob@", KEY_ACME, "wrong-key"] {
+        assert!(!metrics.contains(secret), "`{secret}` reached /metrics");
+    }
     for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
         assert_eq!(gw.admin(path).await.0, status, "{path}");
     }

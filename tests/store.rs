@@ -68,6 +68,15 @@ async fn tags_survive_a_restart_with_sqlite() {
         .await
         .json();
     assert_eq!(other["recipient"]["email"], "[REDACTED]");
+    // The tags are in the file itself, not only in a cache.
+    let store = recipient_gateway::store::sqlite::SqliteStore::open(&db).unwrap();
+    let (records, recipients) = recipient_gateway::store::Store::counts(&store)
+        .await
+        .unwrap();
+    assert!(
+        records >= 2 && recipients >= 1,
+        "{records} record and {recipients} recipient tags"
+    );
     let metrics = gw.metrics().await;
     assert!(
         metrics.contains("gateway_tag_store_entries{kind=\"record\"}"),
