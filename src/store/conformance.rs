@@ -97,6 +97,23 @@ pub(crate) async fn run(store: &dyn Store) {
         store.delete_expired(350, 100).await.unwrap(),
         Deleted::default()
     );
+    // The deleted record's recipient links went with it: tagged anew, it lists none.
+    store
+        .write(vec![record(1, &globex, &[], 10)])
+        .await
+        .unwrap();
+    let retagged = store.record([1; 32]).await.unwrap().unwrap();
+    assert_eq!(
+        (&*retagged.controller, retagged.recipients.len()),
+        ("globex", 0)
+    );
+    assert_eq!(
+        store.delete_expired(20, 100).await.unwrap(),
+        Deleted {
+            records: 1,
+            recipients: 0
+        }
+    );
 
     // Deletion goes in bounded batches.
     let batch: Vec<TagWrite> = (20..25).map(|d| record(d, &acme, &[], 10)).collect();

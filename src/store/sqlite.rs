@@ -306,19 +306,26 @@ impl Store for SqliteStore {
     fn delete_expired(&self, before: u64, limit: u32) -> StoreFuture<'_, Deleted> {
         SqliteStore::run(&self.writer, move |conn| {
             let tx = conn.transaction().map_err(err)?;
-            tx.execute(
-                "DELETE FROM record_recipients WHERE record IN (
-                     SELECT digest FROM record_tags WHERE last_seen < ?1 LIMIT ?2)",
-                params![before as i64, limit],
-            )
-            .map_err(err)?;
-            let records = tx
-                .execute(
+            // One selection of expired records; their recipient links go with exactly those.
+            let gone: Vec<Vec<u8>> = tx
+                .prepare_cached(
                     "DELETE FROM record_tags WHERE digest IN (
-                         SELECT digest FROM record_tags WHERE last_seen < ?1 LIMIT ?2)",
-                    params![before as i64, limit],
+                         SELECT digest FROM record_tags WHERE last_seen < ?1 LIMIT ?2)
+                     RETURNING digest",
                 )
+                .map_err(err)?
+                .query_map(params![before as i64, limit], |r| r.get(0))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
                 .map_err(err)?;
+            {
+                let mut unlink = tx
+                    .prepare_cached("DELETE FROM record_recipients WHERE record = ?1")
+                    .map_err(err)?;
+                for digest in &gone {
+                    unlink.execute(params![digest]).map_err(err)?;
+                }
+            }
             let recipients = tx
                 .execute(
                     "DELETE FROM recipient_tags WHERE rowid IN (
@@ -328,7 +335,7 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             tx.commit().map_err(err)?;
             Ok(Deleted {
-                records: records as u64,
+                records: gone.len() as u64,
                 recipients: recipients as u64,
             })
         })
