@@ -13,6 +13,8 @@
 //! body can be read, [`json`] parses it strictly, [`tags`] finds each record's controller and
 //! [`redact`] applies the rules → the request is forwarded over pooled connections → the answer
 //! takes the same stages back, ending in one log line ([`logging`]) and the metrics ([`admin`]).
+//! The privacy endpoints are answered by the gateway itself ([`privacy`]) before any route match;
+//! a background worker delivers the requests to the customers' webhooks.
 //!
 //! `json` is a module of its own rather than part of `inspect` because both `inspect` (strictness)
 //! and `redact` (spans and rendering) depend on it.
@@ -27,7 +29,8 @@
 //! | [`json`] | strict JSON parsing into spans, byte-faithful rendering around edits |
 //! | [`redact`] | the JSONPath rule engine: one pass for all rules per record |
 //! | [`tags`] | controller resolution, HMAC tags, the tag cache with write-behind and retention |
-//! | [`store`] | the `Store` trait: memory, sqlite (default), postgres |
+//! | [`store`] | the `Store` and `Outbox` traits: memory, sqlite (default), postgres |
+//! | [`privacy`] | privacy requests: intake, verification, the outbox, signed webhook delivery, inbox, erasure |
 //! | [`review`] | reviewer tools: the `redact` dry run |
 //! | [`admin`] | metric names and recorder, `/metrics`, `/healthz`, `/readyz` |
 //! | [`logging`] | the JSON-lines log format |
@@ -45,6 +48,7 @@ pub mod demo;
 pub mod inspect;
 pub mod json;
 pub mod logging;
+pub mod privacy;
 pub mod proxy;
 pub mod redact;
 pub mod review;

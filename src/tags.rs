@@ -594,6 +594,21 @@ impl Tags {
         Ok(total)
     }
 
+    /// Drops `controller`'s cached tags of these recipients and its cached records listing them,
+    /// after an erasure deleted them from the store.
+    pub fn forget(&self, controller: &Arc<str>, recipients: &[Digest]) {
+        for digest in recipients {
+            if let Some(mut cached) = self.recipients.get_mut(digest) {
+                cached.value.retain(|t| t.controller != *controller);
+            }
+        }
+        self.records.retain(|_, cached| {
+            !cached.value.as_ref().is_some_and(|t| {
+                t.controller == *controller && t.recipients.iter().any(|r| recipients.contains(r))
+            })
+        });
+    }
+
     /// Sets `gateway_tag_store_entries` from the store's counts.
     pub async fn report_size(&self) {
         if let Some((records, recipients)) = self.outcome(self.store.counts().await) {
@@ -783,6 +798,9 @@ mod tests {
         fn ping(&self) -> crate::store::StoreFuture<'_, ()> {
             self.inner.ping()
         }
+        fn erase(&self, c: Arc<str>, r: Vec<Digest>) -> crate::store::StoreFuture<'_, Deleted> {
+            self.inner.erase(c, r)
+        }
     }
 
     #[tokio::test]
@@ -840,6 +858,9 @@ mod tests {
             Box::pin(async { Err(StoreError("down".into())) })
         }
         fn ping(&self) -> crate::store::StoreFuture<'_, ()> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+        fn erase(&self, _: Arc<str>, _: Vec<Digest>) -> crate::store::StoreFuture<'_, Deleted> {
             Box::pin(async { Err(StoreError("down".into())) })
         }
     }

@@ -31,10 +31,19 @@ pub const TAGS_WRITTEN: &str = "gateway_tags_written_total";
 
 /// Tags in the store, by `kind` (record, recipient).
 pub const TAG_STORE_ENTRIES: &str = "gateway_tag_store_entries";
-/// Expired tags deleted by retention, by `kind`.
+/// Deleted by retention, by `kind` (record, recipient, privacy_subject).
 pub const RETENTION_DELETED: &str = "gateway_retention_deleted_total";
 /// Tag sightings dropped because the write-behind queue was full (the store fell behind).
 pub const TAG_WRITES_DROPPED: &str = "gateway_tag_writes_dropped_total";
+
+/// Privacy requests filed, by `type` and `verified`.
+pub const PRIVACY_REQUESTS: &str = "gateway_privacy_requests_total";
+/// Webhook delivery attempts, by `outcome` (delivered, retry, dead).
+pub const WEBHOOK_DELIVERIES: &str = "gateway_webhook_deliveries_total";
+/// Deliveries not yet delivered or acknowledged (across every gateway sharing the store).
+pub const PRIVACY_OUTBOX_PENDING: &str = "gateway_privacy_outbox_pending";
+/// Age in seconds of the oldest pending delivery (0 when none): what the outbox-age alert watches.
+pub const PRIVACY_OUTBOX_OLDEST_AGE: &str = "gateway_privacy_outbox_oldest_age_seconds";
 
 /// Latency buckets from 100 µs to 30 s: proxying adds sub-millisecond, upstreams take seconds.
 const DURATION_BUCKETS: &[f64] = &[
@@ -88,9 +97,23 @@ fn describe() {
     );
     describe_counter!(TAGS_WRITTEN, "Record and recipient tags written.");
     describe_gauge!(TAG_STORE_ENTRIES, "Tags in the store.");
-    describe_counter!(RETENTION_DELETED, "Expired tags deleted by retention.");
+    describe_counter!(
+        RETENTION_DELETED,
+        "Expired tags and settled request subjects deleted by retention."
+    );
     describe_counter!(
         TAG_WRITES_DROPPED,
         "Tag sightings dropped because the store fell behind."
+    );
+    describe_counter!(PRIVACY_REQUESTS, "Privacy requests filed.");
+    describe_counter!(WEBHOOK_DELIVERIES, "Webhook delivery attempts by outcome.");
+    describe_gauge!(
+        PRIVACY_OUTBOX_PENDING,
+        "Privacy deliveries not yet delivered or acknowledged."
+    );
+    describe_gauge!(
+        PRIVACY_OUTBOX_OLDEST_AGE,
+        metrics::Unit::Seconds,
+        "Age of the oldest pending privacy delivery."
     );
 }

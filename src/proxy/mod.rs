@@ -33,6 +33,8 @@ use hyper::body::Incoming;
 
 use crate::admin::metrics;
 use crate::config::{Client, Config, Route, RouteAuth};
+use crate::privacy::Desk;
+use crate::privacy::http::{Call, Endpoint};
 use crate::redact::HashKeys;
 use crate::tags::Tags;
 use body::{BoxBody, client_body, with_idle_timeout};
@@ -50,23 +52,39 @@ pub struct Gateway {
     pub tags: Arc<Tags>,
     /// Per-controller keys of the `hash` action.
     hash_keys: HashKeys,
+    /// Privacy requests (outlives config generations).
+    desk: Arc<Desk>,
 }
 
 /// What the access log and the metrics need to know about a request once it is answered.
 struct Outcome<'a> {
     route: Option<&'a Route>,
+    /// The `route` label of an answer the gateway gives itself (the privacy endpoints).
+    endpoint: Option<&'static str>,
     client: Option<Arc<Client>>,
     /// Values the redaction engine changed, request and response together.
     redactions: usize,
 }
 
+impl Outcome<'_> {
+    /// The `route` label: the route's name, the gateway endpoint's, or `none`.
+    fn label(&self) -> &str {
+        match (self.route, self.endpoint) {
+            (Some(route), _) => &route.name,
+            (None, Some(endpoint)) => endpoint,
+            (None, None) => "none",
+        }
+    }
+}
+
 impl Gateway {
-    /// Builds the upstream pools and hash keys for `config`, over `tags`.
-    pub fn new(config: Arc<Config>, tags: Arc<Tags>) -> Gateway {
+    /// Builds the upstream pools and hash keys for `config`, over `tags` and `desk`.
+    pub fn new(config: Arc<Config>, tags: Arc<Tags>, desk: Arc<Desk>) -> Gateway {
         Gateway {
             upstreams: Upstreams::new(&config),
             hash_keys: HashKeys::for_config(&config),
             tags,
+            desk,
             config,
         }
     }
@@ -79,16 +97,14 @@ impl Gateway {
         let path = request.uri().path().to_string();
         let mut outcome = Outcome {
             route: None,
+            endpoint: None,
             client: None,
             redactions: 0,
         };
         let mut response = match self.proxy(request, peer, &request_id, &mut outcome).await {
             Ok(response) => response,
             Err(error) => {
-                let route = outcome
-                    .route
-                    .map_or("none", |r| r.name.as_str())
-                    .to_string();
+                let route = outcome.label().to_string();
                 match error {
                     ProxyError::Unauthorized | ProxyError::AmbiguousCredentials => {
                         ::metrics::counter!(metrics::AUTH_FAILURES, "route" => route).increment(1);
@@ -130,18 +146,32 @@ impl Gateway {
         if !crate::config::is_clean_path(path) {
             return Err(ProxyError::InvalidPath);
         }
+        if let Some(endpoint) = Endpoint::of(&self.config.privacy.path, path) {
+            outcome.endpoint = Some(endpoint.label());
+            if request.headers().contains_key(header::UPGRADE) {
+                return Err(ProxyError::UpgradeRefused);
+            }
+            if endpoint.for_customers() {
+                outcome.client = Some(
+                    self.authenticate(&request)?
+                        .ok_or(ProxyError::Unauthorized)?,
+                );
+            }
+            let call = Call {
+                desk: &self.desk,
+                config: &self.config,
+                ip: peer.ip,
+                caller: outcome.client.clone(),
+                request_id: request_id.to_str().unwrap_or_default(),
+            };
+            return Ok(call.serve(endpoint, request).await);
+        }
         let route = self.config.route_for(path).ok_or(ProxyError::NoRoute)?;
         outcome.route = Some(route);
         if request.headers().contains_key(header::UPGRADE) {
             return Err(ProxyError::UpgradeRefused);
         }
-        outcome.client = match headers::credential(request.headers()) {
-            Credential::Absent => None,
-            Credential::Ambiguous => return Err(ProxyError::AmbiguousCredentials),
-            Credential::Key(key) => Some(
-                auth::authenticate(&self.config.clients, key).ok_or(ProxyError::Unauthorized)?,
-            ),
-        };
+        outcome.client = self.authenticate(&request)?;
         if route.auth == RouteAuth::Client && outcome.client.is_none() {
             return Err(ProxyError::Unauthorized);
         }
@@ -190,6 +220,18 @@ impl Gateway {
         Ok(response)
     }
 
+    /// The caller named by the credential headers: `None` without any, an error for a key no
+    /// client has or conflicting keys.
+    fn authenticate(&self, request: &Request<Incoming>) -> Result<Option<Arc<Client>>, ProxyError> {
+        match headers::credential(request.headers()) {
+            Credential::Absent => Ok(None),
+            Credential::Ambiguous => Err(ProxyError::AmbiguousCredentials),
+            Credential::Key(key) => auth::authenticate(&self.config.clients, key)
+                .map(Some)
+                .ok_or(ProxyError::Unauthorized),
+        }
+    }
+
     /// One access-log line and the request metrics.
     fn record(
         &self,
@@ -201,7 +243,7 @@ impl Gateway {
         started: Instant,
     ) {
         let elapsed = started.elapsed();
-        let route = outcome.route.map_or("none", |r| r.name.as_str());
+        let route = outcome.label();
         let client = outcome.client.as_ref().map_or("anonymous", |c| &*c.id);
         let status = response.status().as_u16();
         ::metrics::counter!(

@@ -25,6 +25,8 @@ mod framing;
 
 use crate::admin::{self, Health, metrics};
 use crate::config::{Config, Limits};
+use crate::privacy::delivery::Deliverer;
+use crate::privacy::{Clock, Desk};
 use crate::proxy::headers::Peer;
 use crate::proxy::{Gateway, ProxyService};
 use crate::tags::Tags;
@@ -56,6 +58,8 @@ pub struct Server {
     admin: TcpListener,
     /// The tag cache over the configured store, opened (and migrated) at bind time.
     tags: Arc<Tags>,
+    /// Privacy requests, in the same store.
+    desk: Arc<Desk>,
 }
 
 /// Binds the listeners of `config` and serves until `shutdown` resolves, then drains.
@@ -76,7 +80,8 @@ impl Server {
                 .map_err(|source| ServerError::Bind { address, source })
         };
         let store = crate::store::open(&config.store).await?;
-        let tags = Arc::new(Tags::new(config.tag_key.expose(), store));
+        let tags = Arc::new(Tags::new(config.tag_key.expose(), store.tags.clone()));
+        let desk = Arc::new(Desk::new(&store, tags.clone(), Clock::default()));
         let listener = bind(config.listen.address).await?;
         let admin = bind(config.admin.address).await?;
         Ok(Server {
@@ -84,6 +89,7 @@ impl Server {
             listener,
             admin,
             tags,
+            desk,
         })
     }
 
@@ -92,6 +98,11 @@ impl Server {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The privacy desk's clock (tests move it forward to reach retry and expiry deadlines).
+    pub fn clock(&self) -> Clock {
+        self.desk.clock().clone()
     }
 
     /// The admin listener's bound address.
@@ -128,10 +139,18 @@ impl Server {
         let _writer = AbortOnDrop(tokio::spawn(tags.clone().run_writer()));
         let _upkeep_tags = AbortOnDrop(tokio::spawn(store_upkeep(
             tags.clone(),
+            self.desk.clone(),
             health.clone(),
             self.config.store.retention,
         )));
-        let gateway = Arc::new(Gateway::new(self.config.clone(), tags.clone()));
+        let deliverer = Arc::new(Deliverer::new(self.desk.clone(), self.config.clone()));
+        // Stopped with the process: an attempt cut short is retried when its lease runs out.
+        let _deliverer = AbortOnDrop(tokio::spawn(deliverer.run()));
+        let gateway = Arc::new(Gateway::new(
+            self.config.clone(),
+            tags.clone(),
+            self.desk.clone(),
+        ));
         let graceful = GracefulShutdown::new();
         let acceptor = Acceptor {
             tls: self.config.listen.tls.clone().map(TlsAcceptor::from),
@@ -211,20 +230,29 @@ const STORE_SIZE_INTERVAL: Duration = Duration::from_secs(30);
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Background store care: health for `/readyz`, the size gauges, and retention.
-async fn store_upkeep(tags: Arc<Tags>, health: Arc<Health>, retention: Duration) {
+/// Background store care: health for `/readyz`, the size and outbox gauges, and retention.
+async fn store_upkeep(tags: Arc<Tags>, desk: Arc<Desk>, health: Arc<Health>, retention: Duration) {
     let mut check = tokio::time::interval(STORE_CHECK_INTERVAL);
     let mut size = tokio::time::interval(STORE_SIZE_INTERVAL);
     let mut expire = tokio::time::interval(RETENTION_INTERVAL);
     loop {
         tokio::select! {
-            _ = check.tick() => health.store_ok.store(tags.check().await, Ordering::Release),
+            _ = check.tick() => {
+                health.store_ok.store(tags.check().await, Ordering::Release);
+                if let Err(error) = desk.report_backlog().await {
+                    tracing::error!(msg = "outbox backlog unreadable", error = %error);
+                }
+            }
             _ = size.tick() => tags.report_size().await,
             _ = expire.tick() => {
-                let cutoff = crate::tags::now().saturating_sub(retention.as_secs());
+                let cutoff = desk.clock().now().saturating_sub(retention.as_secs());
                 match tags.expire(cutoff).await {
                     Ok(deleted) => tracing::info!(msg = "retention", records = deleted.records, recipients = deleted.recipients),
                     Err(error) => tracing::error!(msg = "retention failed", error = %error),
+                }
+                match desk.expire(cutoff).await {
+                    Ok(erased) => tracing::info!(msg = "retention", privacy_subjects = erased),
+                    Err(error) => tracing::error!(msg = "privacy retention failed", error = %error),
                 }
             }
         }

@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use super::outbox::{
+    Attempt, DeliveryStatus, NewDelivery, NewRequest, Outbox, RequestType, Subject,
+};
 use super::{Deleted, RecordTag, Store, TagWrite};
 
 fn record(digest: u8, controller: &Arc<str>, recipients: &[u8], seen: u64) -> TagWrite {
@@ -128,4 +131,298 @@ pub(crate) async fn run(store: &dyn Store) {
     }
     assert_eq!(passes, vec![2, 2, 1]);
     assert_eq!(store.counts().await.unwrap(), (0, 1));
+
+    // Erasure: only the instructing controller's tags of the person, and its records listing them.
+    store
+        .write(vec![
+            record(30, &acme, &[31], 1000),
+            record(32, &acme, &[33], 1000),
+            record(34, &globex, &[31], 1000),
+            recipient(31, &acme, 1000),
+            recipient(31, &globex, 1000),
+            recipient(33, &acme, 1000),
+        ])
+        .await
+        .unwrap();
+    let erased = store.erase(acme.clone(), vec![[31; 32]]).await.unwrap();
+    assert_eq!(
+        erased,
+        Deleted {
+            records: 1,
+            recipients: 1
+        }
+    );
+    assert_eq!(store.record([30; 32]).await.unwrap(), None);
+    assert!(store.record([32; 32]).await.unwrap().is_some());
+    assert_eq!(
+        &*store.record([34; 32]).await.unwrap().unwrap().controller,
+        "globex"
+    );
+    let left = store.recipient([31; 32]).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(&*left[0].controller, "globex");
+    assert_eq!(
+        store.erase(acme.clone(), vec![[31; 32]]).await.unwrap(),
+        Deleted::default()
+    );
+}
+
+fn request(id: u8, at: u64, deliveries: &[(&Arc<str>, bool)]) -> NewRequest {
+    NewRequest {
+        id: [id; 16],
+        kind: RequestType::Delete,
+        received_at: at,
+        // As the desk files them: no controller, no subject kept.
+        subject: (!deliveries.is_empty()).then(|| Subject {
+            email: Some(format!("person{id}@example.com")),
+            ..Subject::default()
+        }),
+        deliveries: deliveries
+            .iter()
+            .map(|(c, verified)| NewDelivery {
+                controller: (*c).clone(),
+                verified: *verified,
+                webhook_id: format!("msg_{id}_{c}"),
+            })
+            .collect(),
+    }
+}
+
+/// Runs the outbox scenario against an empty store.
+pub(crate) async fn run_outbox(outbox: &dyn Outbox) {
+    let (acme, globex, initech): (Arc<str>, Arc<str>, Arc<str>) =
+        ("acme".into(), "globex".into(), "initech".into());
+    assert_eq!(outbox.state([1; 16]).await.unwrap(), None);
+    outbox
+        .insert(request(1, 100, &[(&acme, true), (&globex, false)]))
+        .await
+        .unwrap();
+    outbox
+        .insert(request(2, 110, &[(&acme, false)]))
+        .await
+        .unwrap();
+    outbox.insert(request(3, 120, &[])).await.unwrap();
+    outbox
+        .insert(request(4, 130, &[(&initech, false)]))
+        .await
+        .unwrap();
+    let state = outbox.state([1; 16]).await.unwrap().unwrap();
+    assert_eq!(state.received_at, 100);
+    assert_eq!(state.deliveries.len(), 2);
+    assert!(
+        state
+            .deliveries
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Pending)
+    );
+    assert!(
+        outbox
+            .state([3; 16])
+            .await
+            .unwrap()
+            .unwrap()
+            .deliveries
+            .is_empty()
+    );
+    let backlog = outbox.backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.oldest), (4, Some(100)));
+
+    // Claims: only listed controllers, only due ones, each once while leased.
+    let with_webhooks = vec![acme.clone(), globex.clone()];
+    assert!(
+        outbox
+            .claim(with_webhooks.clone(), 99, 200, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = outbox
+        .claim(with_webhooks.clone(), 150, 200, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.attempts == 1 && &*c.controller != "initech")
+    );
+    let first = claimed
+        .iter()
+        .find(|c| c.request_id == [1; 16] && &*c.controller == "acme");
+    let first = first.unwrap().clone();
+    assert!(first.verified);
+    assert_eq!(first.webhook_id, "msg_1_acme");
+    assert_eq!(first.kind, RequestType::Delete);
+    assert_eq!(first.received_at, 100);
+    assert_eq!(
+        first.subject.as_ref().unwrap().email.as_deref(),
+        Some("person1@example.com")
+    );
+    assert!(
+        outbox
+            .claim(with_webhooks.clone(), 150, 200, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased deliveries are not claimed twice"
+    );
+
+    // Outcomes need the claim; a retry comes back when due, with the same message id.
+    assert!(
+        !outbox
+            .finish(
+                [1; 16],
+                acme.clone(),
+                first.claim.wrapping_add(1),
+                Attempt::Delivered { at: 151 }
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        outbox
+            .finish(
+                [1; 16],
+                acme.clone(),
+                first.claim,
+                Attempt::Retry {
+                    at: 151,
+                    next: 300,
+                    error: "status 503".into()
+                }
+            )
+            .await
+            .unwrap()
+    );
+    for c in claimed
+        .iter()
+        .filter(|c| c.request_id != [1; 16] || &*c.controller != "acme")
+    {
+        let done = if c.request_id == [2; 16] {
+            Attempt::Dead {
+                at: 152,
+                error: "status 410".into(),
+            }
+        } else {
+            Attempt::Delivered { at: 152 }
+        };
+        assert!(
+            outbox
+                .finish(c.request_id, c.controller.clone(), c.claim, done)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        outbox
+            .claim(with_webhooks.clone(), 299, 400, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = outbox
+        .claim(with_webhooks.clone(), 300, 400, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].webhook_id.as_str(), again[0].attempts),
+        ("msg_1_acme", 2)
+    );
+    // An expired lease is claimed again (the first claimer died).
+    let retaken = outbox
+        .claim(with_webhooks.clone(), 401, 500, 10)
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].attempts, 3);
+    assert!(
+        !outbox
+            .finish(
+                [1; 16],
+                acme.clone(),
+                again[0].claim,
+                Attempt::Delivered { at: 402 }
+            )
+            .await
+            .unwrap(),
+        "the first claimer lost its claim"
+    );
+
+    // Inbox: one controller's deliveries, filtered by status.
+    let inbox = outbox.inbox(acme.clone(), None, 10).await.unwrap();
+    let ids: Vec<_> = inbox.iter().map(|i| (i.request_id[0], i.status)).collect();
+    assert_eq!(
+        ids,
+        vec![(1, DeliveryStatus::Pending), (2, DeliveryStatus::Dead)]
+    );
+    let dead = outbox
+        .inbox(acme.clone(), Some(DeliveryStatus::Dead), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(!dead[0].verified);
+    assert_eq!(
+        outbox.inbox(globex.clone(), None, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(outbox.inbox(acme.clone(), None, 1).await.unwrap().len(), 1);
+
+    // Acknowledgement: idempotent, stops retries, and unknown pairs are refused.
+    assert!(
+        outbox
+            .acknowledge([1; 16], acme.clone(), 450)
+            .await
+            .unwrap()
+    );
+    assert!(
+        outbox
+            .acknowledge([1; 16], acme.clone(), 460)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !outbox
+            .acknowledge([1; 16], initech.clone(), 450)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !outbox
+            .acknowledge([9; 16], acme.clone(), 450)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !outbox
+            .finish(
+                [1; 16],
+                acme.clone(),
+                retaken[0].claim,
+                Attempt::Delivered { at: 470 }
+            )
+            .await
+            .unwrap(),
+        "an acknowledged delivery is not touched by a late attempt"
+    );
+    let state = outbox.state([1; 16]).await.unwrap().unwrap();
+    let mut statuses: Vec<_> = state.deliveries.iter().map(|d| d.status).collect();
+    statuses.sort_by_key(|s| s.as_str());
+    assert_eq!(
+        statuses,
+        vec![DeliveryStatus::Acknowledged, DeliveryStatus::Delivered]
+    );
+    assert_eq!(outbox.backlog().await.unwrap().pending, 1);
+
+    // Retention erases subjects of settled requests only; the audit rows stay.
+    assert_eq!(outbox.expire_subjects(450, 10).await.unwrap(), 0);
+    assert_eq!(outbox.expire_subjects(461, 10).await.unwrap(), 1);
+    let inbox = outbox.inbox(acme.clone(), None, 10).await.unwrap();
+    assert_eq!(inbox[0].subject, None);
+    assert_eq!(inbox[0].status, DeliveryStatus::Acknowledged);
+    assert!(
+        inbox[1].subject.is_some(),
+        "a dead delivery keeps its subject"
+    );
+    assert_eq!(outbox.expire_subjects(10_000, 10).await.unwrap(), 0);
 }

@@ -1,14 +1,43 @@
 //! The `memory` backend: tags in process maps, lost on exit. For tests and single-run demos.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
+use super::outbox::{
+    Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, NewRequest, Outbox,
+    RequestId, RequestState, RequestType, Subject,
+};
 use super::{Deleted, Digest, RecipientTag, RecordTag, Store, StoreFuture, TagWrite};
 
-/// Tags in memory.
+/// Tags and privacy requests in memory.
 #[derive(Default)]
 pub struct MemoryStore {
     tables: Mutex<Tables>,
+    outbox: Mutex<OutboxTables>,
+}
+
+#[derive(Default)]
+struct OutboxTables {
+    requests: HashMap<RequestId, RequestRow>,
+    /// Keyed by (request, controller); ordered so claims are deterministic.
+    deliveries: BTreeMap<(RequestId, Arc<str>), DeliveryRow>,
+}
+
+struct RequestRow {
+    kind: RequestType,
+    received_at: u64,
+    subject: Option<Subject>,
+}
+
+struct DeliveryRow {
+    webhook_id: String,
+    verified: bool,
+    status: DeliveryStatus,
+    attempts: u32,
+    next_attempt: u64,
+    lease_until: u64,
+    claim: u64,
+    settled_at: Option<u64>,
 }
 
 #[derive(Default)]
@@ -155,12 +184,243 @@ impl Store for MemoryStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    fn erase(&self, controller: Arc<str>, recipients: Vec<Digest>) -> StoreFuture<'_, Deleted> {
+        let mut tables = self.tables.lock().expect("not poisoned");
+        let mut deleted = Deleted::default();
+        for digest in &recipients {
+            if let Some(tags) = tables.recipients.get_mut(digest) {
+                let before = tags.len();
+                tags.retain(|t| t.controller != controller);
+                deleted.recipients += (before - tags.len()) as u64;
+                if tags.is_empty() {
+                    tables.recipients.remove(digest);
+                }
+            }
+        }
+        let before = tables.records.len();
+        tables.records.retain(|_, tag| {
+            tag.controller != controller || !tag.recipients.iter().any(|r| recipients.contains(r))
+        });
+        deleted.records = (before - tables.records.len()) as u64;
+        Box::pin(std::future::ready(Ok(deleted)))
+    }
+}
+
+impl Outbox for MemoryStore {
+    fn insert(&self, request: NewRequest) -> StoreFuture<'_, ()> {
+        let mut outbox = self.outbox.lock().expect("not poisoned");
+        for delivery in request.deliveries {
+            outbox.deliveries.insert(
+                (request.id, delivery.controller),
+                DeliveryRow {
+                    webhook_id: delivery.webhook_id,
+                    verified: delivery.verified,
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    next_attempt: request.received_at,
+                    lease_until: 0,
+                    claim: 0,
+                    settled_at: None,
+                },
+            );
+        }
+        outbox.requests.insert(
+            request.id,
+            RequestRow {
+                kind: request.kind,
+                received_at: request.received_at,
+                subject: request.subject,
+            },
+        );
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn state(&self, id: RequestId) -> StoreFuture<'_, Option<RequestState>> {
+        let outbox = self.outbox.lock().expect("not poisoned");
+        let state = outbox.requests.get(&id).map(|request| RequestState {
+            received_at: request.received_at,
+            deliveries: outbox
+                .deliveries
+                .range((id, Arc::from(""))..)
+                .take_while(|((r, _), _)| *r == id)
+                .map(|(_, d)| DeliveryState {
+                    verified: d.verified,
+                    status: d.status,
+                })
+                .collect(),
+        });
+        Box::pin(std::future::ready(Ok(state)))
+    }
+
+    fn claim(
+        &self,
+        controllers: Vec<Arc<str>>,
+        now: u64,
+        lease_until: u64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<Claimed>> {
+        let mut outbox = self.outbox.lock().expect("not poisoned");
+        let OutboxTables {
+            requests,
+            deliveries,
+        } = &mut *outbox;
+        let mut due: Vec<(&(RequestId, Arc<str>), &mut DeliveryRow)> = deliveries
+            .iter_mut()
+            .filter(|((_, controller), d)| {
+                d.status == DeliveryStatus::Pending
+                    && d.next_attempt <= now
+                    && d.lease_until <= now
+                    && controllers.contains(controller)
+            })
+            .collect();
+        due.sort_by_key(|(_, d)| d.next_attempt);
+        let claim: u64 = rand::random();
+        let claimed = due
+            .into_iter()
+            .take(limit as usize)
+            .map(|((request_id, controller), d)| {
+                d.attempts += 1;
+                d.lease_until = lease_until;
+                d.claim = claim;
+                let request = &requests[request_id];
+                Claimed {
+                    request_id: *request_id,
+                    controller: controller.clone(),
+                    webhook_id: d.webhook_id.clone(),
+                    kind: request.kind,
+                    received_at: request.received_at,
+                    verified: d.verified,
+                    subject: request.subject.clone(),
+                    attempts: d.attempts,
+                    claim,
+                }
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(claimed)))
+    }
+
+    fn finish(
+        &self,
+        request_id: RequestId,
+        controller: Arc<str>,
+        claim: u64,
+        attempt: Attempt,
+    ) -> StoreFuture<'_, bool> {
+        let mut outbox = self.outbox.lock().expect("not poisoned");
+        let held = match outbox.deliveries.get_mut(&(request_id, controller)) {
+            Some(d) if d.claim == claim && d.status == DeliveryStatus::Pending => {
+                d.lease_until = 0;
+                match attempt {
+                    Attempt::Delivered { at } => {
+                        d.status = DeliveryStatus::Delivered;
+                        d.settled_at = Some(at);
+                    }
+                    Attempt::Retry { next, .. } => d.next_attempt = next,
+                    Attempt::Dead { .. } => d.status = DeliveryStatus::Dead,
+                }
+                true
+            }
+            _ => false,
+        };
+        Box::pin(std::future::ready(Ok(held)))
+    }
+
+    fn inbox(
+        &self,
+        controller: Arc<str>,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<InboxItem>> {
+        let outbox = self.outbox.lock().expect("not poisoned");
+        let mut items: Vec<InboxItem> = outbox
+            .deliveries
+            .iter()
+            .filter(|((_, c), d)| *c == controller && status.is_none_or(|s| s == d.status))
+            .map(|((id, _), d)| {
+                let request = &outbox.requests[id];
+                InboxItem {
+                    request_id: *id,
+                    kind: request.kind,
+                    status: d.status,
+                    received_at: request.received_at,
+                    verified: d.verified,
+                    subject: request.subject.clone(),
+                }
+            })
+            .collect();
+        items.sort_by_key(|i| (i.received_at, i.request_id));
+        items.truncate(limit as usize);
+        Box::pin(std::future::ready(Ok(items)))
+    }
+
+    fn acknowledge(
+        &self,
+        request_id: RequestId,
+        controller: Arc<str>,
+        at: u64,
+    ) -> StoreFuture<'_, bool> {
+        let mut outbox = self.outbox.lock().expect("not poisoned");
+        let found = match outbox.deliveries.get_mut(&(request_id, controller)) {
+            Some(d) => {
+                if d.status != DeliveryStatus::Acknowledged {
+                    d.status = DeliveryStatus::Acknowledged;
+                    d.settled_at = Some(at);
+                    d.lease_until = 0;
+                }
+                true
+            }
+            None => false,
+        };
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn expire_subjects(&self, before: u64, limit: u32) -> StoreFuture<'_, u64> {
+        let mut outbox = self.outbox.lock().expect("not poisoned");
+        let OutboxTables {
+            requests,
+            deliveries,
+        } = &mut *outbox;
+        let mut erased = 0;
+        for (id, request) in requests.iter_mut() {
+            if erased >= u64::from(limit) {
+                break;
+            }
+            if request.subject.is_none() {
+                continue;
+            }
+            let settled = deliveries
+                .range((*id, Arc::from(""))..)
+                .take_while(|((r, _), _)| r == id)
+                .all(|(_, d)| d.settled_at.is_some_and(|at| at < before));
+            if settled {
+                request.subject = None;
+                erased += 1;
+            }
+        }
+        Box::pin(std::future::ready(Ok(erased)))
+    }
+
+    fn backlog(&self) -> StoreFuture<'_, Backlog> {
+        let outbox = self.outbox.lock().expect("not poisoned");
+        let mut backlog = Backlog::default();
+        for ((id, _), d) in &outbox.deliveries {
+            if d.status == DeliveryStatus::Pending {
+                backlog.pending += 1;
+                let at = outbox.requests[id].received_at;
+                backlog.oldest = Some(backlog.oldest.map_or(at, |o| o.min(at)));
+            }
+        }
+        Box::pin(std::future::ready(Ok(backlog)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[tokio::test]
     async fn conforms() {
-        super::super::conformance::run(&super::MemoryStore::new()).await;
+        let store = super::MemoryStore::new();
+        super::super::conformance::run(&store).await;
+        super::super::conformance::run_outbox(&super::MemoryStore::new()).await;
     }
 }

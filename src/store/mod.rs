@@ -1,17 +1,21 @@
-//! Where tags are kept: the [`Store`] trait and its backends.
+//! Where tags and privacy requests are kept: the [`Store`] and [`Outbox`] traits and their
+//! backends (each backend implements both over one database).
 //!
 //! The request path never talks to a store directly: [`crate::tags::Tags`] keeps an in-memory
 //! cache in front of it, writes behind in batches, and loads on a cache miss. A store only has to
 //! apply batches idempotently (first controller of a record wins), answer lookups, and delete
-//! expired rows in bounded batches, so several gateways may share one.
+//! expired rows in bounded batches, so several gateways may share one. The [`outbox`] holds
+//! privacy requests until every controller has them.
 
 pub mod memory;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 #[doc(hidden)]
 pub mod test_postgres;
 
 use crate::config::StoreBackend;
+pub use outbox::Outbox;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -87,16 +91,35 @@ pub struct Deleted {
     pub recipients: u64,
 }
 
+/// One opened database, seen as a tag store and as the privacy outbox.
+#[derive(Clone)]
+pub struct Opened {
+    /// Tags.
+    pub tags: Arc<dyn Store>,
+    /// Privacy requests and their deliveries.
+    pub outbox: Arc<dyn Outbox>,
+}
+
+impl Opened {
+    fn of<S: Store + Outbox>(store: S) -> Opened {
+        let store = Arc::new(store);
+        Opened {
+            tags: store.clone(),
+            outbox: store,
+        }
+    }
+}
+
 /// Opens the configured backend, creating or migrating its schema as needed.
-pub async fn open(config: &crate::config::Store) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(config: &crate::config::Store) -> Result<Opened, StoreError> {
     match config.backend {
-        StoreBackend::Memory => Ok(Arc::new(memory::MemoryStore::new())),
-        StoreBackend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::open(&config.path)?)),
+        StoreBackend::Memory => Ok(Opened::of(memory::MemoryStore::new())),
+        StoreBackend::Sqlite => Ok(Opened::of(sqlite::SqliteStore::open(&config.path)?)),
         StoreBackend::Postgres => {
             let url = config.url.as_ref().expect("validated: postgres has a URL");
             let url = std::str::from_utf8(url.expose())
                 .map_err(|_| StoreError("the PostgreSQL URL is not UTF-8".into()))?;
-            Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+            Ok(Opened::of(postgres::PostgresStore::open(url).await?))
         }
     }
 }
@@ -125,6 +148,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers (for `/readyz`).
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Erasure on a controller's instruction: deletes `controller`'s tags of these recipients and
+    /// its record tags that list any of them (other controllers' tags stay).
+    fn erase(&self, controller: Arc<str>, recipients: Vec<Digest>) -> StoreFuture<'_, Deleted>;
 }
 
 #[cfg(test)]

@@ -10,12 +10,19 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+use std::sync::Arc;
+
+use super::outbox::{
+    Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, NewRequest, Outbox,
+    RequestId, RequestState, RequestType, Subject,
+};
 use super::{Deleted, Digest, RecipientTag, RecordTag, Store, StoreError, StoreFuture, TagWrite};
 
 /// Versioned schema changes, applied in order at start.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE record_tags (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE record_tags (
          digest BYTEA PRIMARY KEY,
          controller TEXT NOT NULL,
          first_seen BIGINT NOT NULL,
@@ -35,7 +42,34 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          PRIMARY KEY (digest, controller)
      );
      CREATE INDEX recipient_tags_last_seen ON recipient_tags (last_seen);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE privacy_requests (
+         id BYTEA PRIMARY KEY,
+         kind TEXT NOT NULL,
+         received_at BIGINT NOT NULL,
+         subject TEXT
+     );
+     CREATE TABLE privacy_deliveries (
+         request_id BYTEA NOT NULL REFERENCES privacy_requests (id),
+         controller TEXT NOT NULL,
+         webhook_id TEXT NOT NULL,
+         verified BOOLEAN NOT NULL,
+         status TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at BIGINT NOT NULL,
+         lease_until BIGINT NOT NULL DEFAULT 0,
+         claim BIGINT NOT NULL DEFAULT 0,
+         last_error TEXT,
+         updated_at BIGINT NOT NULL,
+         settled_at BIGINT,
+         PRIMARY KEY (request_id, controller)
+     );
+     CREATE INDEX privacy_deliveries_due ON privacy_deliveries (status, next_attempt_at);
+     CREATE INDEX privacy_deliveries_inbox ON privacy_deliveries (controller, status);",
+    ),
+];
 
 /// Key of the advisory lock that serialises migrations ("rg-tags").
 const MIGRATION_LOCK: i64 = 0x0072_672d_7461_6773;
@@ -43,7 +77,7 @@ const MIGRATION_LOCK: i64 = 0x0072_672d_7461_6773;
 /// Longest wait for a pooled connection or a new one.
 const POOL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Tags in PostgreSQL.
+/// Tags and privacy requests in PostgreSQL.
 pub struct PostgresStore {
     pool: Pool,
 }
@@ -407,6 +441,349 @@ impl Store for PostgresStore {
             Ok(())
         })
     }
+
+    fn erase(&self, controller: Arc<str>, recipients: Vec<Digest>) -> StoreFuture<'_, Deleted> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(err)?;
+            let tx = client.transaction().await.map_err(err)?;
+            let keys: Vec<&[u8]> = recipients.iter().map(|d| &d[..]).collect();
+            let gone: Vec<Vec<u8>> = tx
+                .query(
+                    "DELETE FROM record_tags WHERE controller = $1 AND digest IN (
+                         SELECT record FROM record_recipients WHERE recipient = ANY($2))
+                     RETURNING digest",
+                    &[&&*controller, &keys],
+                )
+                .await
+                .map_err(err)?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+            tx.execute(
+                "DELETE FROM record_recipients WHERE record = ANY($1)",
+                &[&gone],
+            )
+            .await
+            .map_err(err)?;
+            let recipients = tx
+                .execute(
+                    "DELETE FROM recipient_tags WHERE controller = $1 AND digest = ANY($2)",
+                    &[&&*controller, &keys],
+                )
+                .await
+                .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            Ok(Deleted {
+                records: gone.len() as u64,
+                recipients,
+            })
+        })
+    }
+}
+
+fn request_id_from(bytes: Vec<u8>) -> Result<RequestId, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| err("a stored request id is not 16 bytes"))
+}
+
+fn subject_from(text: Option<String>) -> Result<Option<Subject>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(err))
+        .transpose()
+}
+
+fn kind_from(name: &str) -> Result<RequestType, StoreError> {
+    RequestType::parse(name).ok_or_else(|| err("a stored request has an unknown type"))
+}
+
+fn status_from(name: &str) -> Result<DeliveryStatus, StoreError> {
+    DeliveryStatus::parse(name).ok_or_else(|| err("a stored delivery has an unknown status"))
+}
+
+impl Outbox for PostgresStore {
+    fn insert(&self, request: NewRequest) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let subject = request
+                .subject
+                .as_ref()
+                .map(|s| serde_json::to_string(s).map_err(err))
+                .transpose()?;
+            let mut client = self.pool.get().await.map_err(err)?;
+            let tx = client.transaction().await.map_err(err)?;
+            let received_at = request.received_at as i64;
+            tx.execute(
+                "INSERT INTO privacy_requests (id, kind, received_at, subject)
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &&request.id[..],
+                    &request.kind.as_str(),
+                    &received_at,
+                    &subject,
+                ],
+            )
+            .await
+            .map_err(err)?;
+            let controllers: Vec<&str> =
+                request.deliveries.iter().map(|d| &*d.controller).collect();
+            let webhook_ids: Vec<&str> = request
+                .deliveries
+                .iter()
+                .map(|d| d.webhook_id.as_str())
+                .collect();
+            let verified: Vec<bool> = request.deliveries.iter().map(|d| d.verified).collect();
+            tx.execute(
+                "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
+                     status, next_attempt_at, updated_at)
+                 SELECT $1, c, w, v, 'pending', $5, $5
+                 FROM unnest($2::TEXT[], $3::TEXT[], $4::BOOLEAN[]) AS d(c, w, v)",
+                &[
+                    &&request.id[..],
+                    &controllers,
+                    &webhook_ids,
+                    &verified,
+                    &received_at,
+                ],
+            )
+            .await
+            .map_err(err)?;
+            tx.commit().await.map_err(err)
+        })
+    }
+
+    fn state(&self, id: RequestId) -> StoreFuture<'_, Option<RequestState>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let Some(row) = client
+                .query_opt(
+                    "SELECT received_at FROM privacy_requests WHERE id = $1",
+                    &[&&id[..]],
+                )
+                .await
+                .map_err(err)?
+            else {
+                return Ok(None);
+            };
+            let deliveries = client
+                .query(
+                    "SELECT verified, status FROM privacy_deliveries WHERE request_id = $1",
+                    &[&&id[..]],
+                )
+                .await
+                .map_err(err)?
+                .into_iter()
+                .map(|r| {
+                    Ok(DeliveryState {
+                        verified: r.get(0),
+                        status: status_from(r.get(1))?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+            Ok(Some(RequestState {
+                received_at: row.get::<_, i64>(0) as u64,
+                deliveries,
+            }))
+        })
+    }
+
+    fn claim(
+        &self,
+        controllers: Vec<Arc<str>>,
+        now: u64,
+        lease_until: u64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<Claimed>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let names: Vec<&str> = controllers.iter().map(|c| &**c).collect();
+            let claim: u64 = rand::random();
+            // SKIP LOCKED: replicas claiming at once each get different rows, never the same.
+            let rows = client
+                .query(
+                    "UPDATE privacy_deliveries d
+                     SET attempts = d.attempts + 1, lease_until = $3, claim = $4, updated_at = $2
+                     FROM privacy_requests r
+                     WHERE r.id = d.request_id AND (d.request_id, d.controller) IN (
+                         SELECT request_id, controller FROM privacy_deliveries
+                         WHERE status = 'pending' AND next_attempt_at <= $2
+                           AND lease_until <= $2 AND controller = ANY($1)
+                         ORDER BY next_attempt_at LIMIT $5
+                         FOR UPDATE SKIP LOCKED)
+                     RETURNING d.request_id, d.controller, d.webhook_id, d.verified, d.attempts,
+                         r.kind, r.received_at, r.subject",
+                    &[
+                        &names,
+                        &(now as i64),
+                        &(lease_until as i64),
+                        &(claim as i64),
+                        &i64::from(limit),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            let mut claimed = rows
+                .into_iter()
+                .map(|r| {
+                    Ok(Claimed {
+                        request_id: request_id_from(r.get(0))?,
+                        controller: r.get::<_, String>(1).into(),
+                        webhook_id: r.get(2),
+                        verified: r.get(3),
+                        attempts: r.get::<_, i32>(4) as u32,
+                        kind: kind_from(r.get(5))?,
+                        received_at: r.get::<_, i64>(6) as u64,
+                        subject: subject_from(r.get(7))?,
+                        claim,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            claimed.sort_by_key(|c| c.received_at);
+            Ok(claimed)
+        })
+    }
+
+    fn finish(
+        &self,
+        request_id: RequestId,
+        controller: Arc<str>,
+        claim: u64,
+        attempt: Attempt,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let (status, next, error, at, settled) = match &attempt {
+                Attempt::Delivered { at } => ("delivered", None, None, *at, Some(*at as i64)),
+                Attempt::Retry { at, next, error } => (
+                    "pending",
+                    Some(*next as i64),
+                    Some(error.as_str()),
+                    *at,
+                    None,
+                ),
+                Attempt::Dead { at, error } => ("dead", None, Some(error.as_str()), *at, None),
+            };
+            let client = self.pool.get().await.map_err(err)?;
+            let changed = client
+                .execute(
+                    "UPDATE privacy_deliveries
+                     SET status = $4, next_attempt_at = COALESCE($5, next_attempt_at),
+                         last_error = $6, updated_at = $7, settled_at = $8, lease_until = 0
+                     WHERE request_id = $1 AND controller = $2 AND claim = $3
+                       AND status = 'pending'",
+                    &[
+                        &&request_id[..],
+                        &&*controller,
+                        &(claim as i64),
+                        &status,
+                        &next,
+                        &error,
+                        &(at as i64),
+                        &settled,
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn inbox(
+        &self,
+        controller: Arc<str>,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<InboxItem>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let rows = client
+                .query(
+                    "SELECT r.id, r.kind, d.status, r.received_at, d.verified, r.subject
+                     FROM privacy_deliveries d JOIN privacy_requests r ON r.id = d.request_id
+                     WHERE d.controller = $1 AND ($2::TEXT IS NULL OR d.status = $2)
+                     ORDER BY r.received_at, r.id LIMIT $3",
+                    &[
+                        &&*controller,
+                        &status.map(DeliveryStatus::as_str),
+                        &i64::from(limit),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(InboxItem {
+                        request_id: request_id_from(r.get(0))?,
+                        kind: kind_from(r.get(1))?,
+                        status: status_from(r.get(2))?,
+                        received_at: r.get::<_, i64>(3) as u64,
+                        verified: r.get(4),
+                        subject: subject_from(r.get(5))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn acknowledge(
+        &self,
+        request_id: RequestId,
+        controller: Arc<str>,
+        at: u64,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let row = client
+                .query_opt(
+                    "WITH acked AS (
+                         UPDATE privacy_deliveries
+                         SET status = 'acknowledged', settled_at = $3, updated_at = $3,
+                             lease_until = 0
+                         WHERE request_id = $1 AND controller = $2 AND status <> 'acknowledged'
+                         RETURNING 1)
+                     SELECT 1 FROM privacy_deliveries WHERE request_id = $1 AND controller = $2",
+                    &[&&request_id[..], &&*controller, &(at as i64)],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.is_some())
+        })
+    }
+
+    fn expire_subjects(&self, before: u64, limit: u32) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            client
+                .execute(
+                    "UPDATE privacy_requests SET subject = NULL WHERE id IN (
+                         SELECT r.id FROM privacy_requests r
+                         WHERE r.subject IS NOT NULL AND NOT EXISTS (
+                             SELECT 1 FROM privacy_deliveries d
+                             WHERE d.request_id = r.id
+                               AND (d.settled_at IS NULL OR d.settled_at >= $1))
+                         LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    &[&(before as i64), &i64::from(limit)],
+                )
+                .await
+                .map_err(err)
+        })
+    }
+
+    fn backlog(&self) -> StoreFuture<'_, Backlog> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let row = client
+                .query_one(
+                    "SELECT COUNT(*), MIN(r.received_at)
+                     FROM privacy_deliveries d JOIN privacy_requests r ON r.id = d.request_id
+                     WHERE d.status = 'pending'",
+                    &[],
+                )
+                .await
+                .map_err(err)?;
+            Ok(Backlog {
+                pending: row.get::<_, i64>(0) as u64,
+                oldest: row.get::<_, Option<i64>>(1).map(|o| o as u64),
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +798,7 @@ mod tests {
         };
         let store = PostgresStore::open(&url).await.unwrap();
         super::super::conformance::run(&store).await;
+        super::super::conformance::run_outbox(&store).await;
     }
 
     #[tokio::test]

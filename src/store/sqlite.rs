@@ -8,12 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::outbox::{
+    Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, NewRequest, Outbox,
+    RequestId, RequestState, RequestType, Subject,
+};
 use super::{Deleted, Digest, RecipientTag, RecordTag, Store, StoreError, StoreFuture, TagWrite};
 
 /// Versioned schema changes, applied in order at start; each runs once per database.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE record_tags (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE record_tags (
          digest BLOB PRIMARY KEY,
          controller TEXT NOT NULL,
          first_seen INTEGER NOT NULL,
@@ -33,9 +38,36 @@ const MIGRATIONS: &[(i64, &str)] = &[(
          PRIMARY KEY (digest, controller)
      );
      CREATE INDEX recipient_tags_last_seen ON recipient_tags (last_seen);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE privacy_requests (
+         id BLOB PRIMARY KEY,
+         kind TEXT NOT NULL,
+         received_at INTEGER NOT NULL,
+         subject TEXT
+     );
+     CREATE TABLE privacy_deliveries (
+         request_id BLOB NOT NULL REFERENCES privacy_requests (id),
+         controller TEXT NOT NULL,
+         webhook_id TEXT NOT NULL,
+         verified INTEGER NOT NULL,
+         status TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at INTEGER NOT NULL,
+         lease_until INTEGER NOT NULL DEFAULT 0,
+         claim INTEGER NOT NULL DEFAULT 0,
+         last_error TEXT,
+         updated_at INTEGER NOT NULL,
+         settled_at INTEGER,
+         PRIMARY KEY (request_id, controller)
+     );
+     CREATE INDEX privacy_deliveries_due ON privacy_deliveries (status, next_attempt_at);
+     CREATE INDEX privacy_deliveries_inbox ON privacy_deliveries (controller, status);",
+    ),
+];
 
-/// Tags in a SQLite file.
+/// Tags and privacy requests in a SQLite file.
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
@@ -51,7 +83,9 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    // FULL: a commit (a privacy request answered 202) survives power loss, not only a crash.
+    // Tags are written in batches at most ten times a second, so the fsync per commit is cheap.
+    conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err)?;
     Ok(conn)
 }
@@ -359,6 +393,376 @@ impl Store for SqliteStore {
             conn.query_row("SELECT 1", [], |_| Ok(())).map_err(err)
         })
     }
+
+    fn erase(&self, controller: Arc<str>, recipients: Vec<Digest>) -> StoreFuture<'_, Deleted> {
+        SqliteStore::run(&self.writer, move |conn| {
+            let tx = conn.transaction().map_err(err)?;
+            let mut deleted = Deleted::default();
+            {
+                let mut records = tx
+                    .prepare_cached(
+                        "DELETE FROM record_tags WHERE controller = ?1 AND digest IN (
+                             SELECT record FROM record_recipients WHERE recipient = ?2)
+                         RETURNING digest",
+                    )
+                    .map_err(err)?;
+                let mut unlink = tx
+                    .prepare_cached("DELETE FROM record_recipients WHERE record = ?1")
+                    .map_err(err)?;
+                let mut recipient = tx
+                    .prepare_cached(
+                        "DELETE FROM recipient_tags WHERE digest = ?1 AND controller = ?2",
+                    )
+                    .map_err(err)?;
+                for digest in &recipients {
+                    let gone: Vec<Vec<u8>> = records
+                        .query_map(params![&*controller, &digest[..]], |r| r.get(0))
+                        .map_err(err)?
+                        .collect::<Result<_, _>>()
+                        .map_err(err)?;
+                    for record in &gone {
+                        unlink.execute(params![record]).map_err(err)?;
+                    }
+                    deleted.records += gone.len() as u64;
+                    deleted.recipients += recipient
+                        .execute(params![&digest[..], &*controller])
+                        .map_err(err)? as u64;
+                }
+            }
+            tx.commit().map_err(err)?;
+            Ok(deleted)
+        })
+    }
+}
+
+fn request_id_from(bytes: Vec<u8>) -> Result<RequestId, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| err("a stored request id is not 16 bytes"))
+}
+
+fn subject_from(text: Option<String>) -> Result<Option<Subject>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(err))
+        .transpose()
+}
+
+fn kind_from(name: &str) -> Result<RequestType, StoreError> {
+    RequestType::parse(name).ok_or_else(|| err("a stored request has an unknown type"))
+}
+
+fn status_from(name: &str) -> Result<DeliveryStatus, StoreError> {
+    DeliveryStatus::parse(name).ok_or_else(|| err("a stored delivery has an unknown status"))
+}
+
+impl Outbox for SqliteStore {
+    fn insert(&self, request: NewRequest) -> StoreFuture<'_, ()> {
+        SqliteStore::run(&self.writer, move |conn| {
+            let subject = request
+                .subject
+                .as_ref()
+                .map(|s| serde_json::to_string(s).map_err(err))
+                .transpose()?;
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute(
+                "INSERT INTO privacy_requests (id, kind, received_at, subject)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    &request.id[..],
+                    request.kind.as_str(),
+                    request.received_at as i64,
+                    subject
+                ],
+            )
+            .map_err(err)?;
+            for delivery in &request.deliveries {
+                tx.execute(
+                    "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
+                         status, next_attempt_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+                    params![
+                        &request.id[..],
+                        &*delivery.controller,
+                        delivery.webhook_id,
+                        delivery.verified,
+                        request.received_at as i64
+                    ],
+                )
+                .map_err(err)?;
+            }
+            tx.commit().map_err(err)
+        })
+    }
+
+    fn state(&self, id: RequestId) -> StoreFuture<'_, Option<RequestState>> {
+        SqliteStore::run(&self.reader, move |conn| {
+            let received_at: Option<i64> = conn
+                .prepare_cached("SELECT received_at FROM privacy_requests WHERE id = ?1")
+                .map_err(err)?
+                .query_row(params![&id[..]], |r| r.get(0))
+                .optional()
+                .map_err(err)?;
+            let Some(received_at) = received_at else {
+                return Ok(None);
+            };
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT verified, status FROM privacy_deliveries WHERE request_id = ?1",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![&id[..]], |r| {
+                    Ok((r.get::<_, bool>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            let deliveries = rows
+                .into_iter()
+                .map(|(verified, status)| {
+                    Ok(DeliveryState {
+                        verified,
+                        status: status_from(&status)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?;
+            Ok(Some(RequestState {
+                received_at: received_at as u64,
+                deliveries,
+            }))
+        })
+    }
+
+    fn claim(
+        &self,
+        controllers: Vec<Arc<str>>,
+        now: u64,
+        lease_until: u64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<Claimed>> {
+        SqliteStore::run(&self.writer, move |conn| {
+            let names: Vec<&str> = controllers.iter().map(|c| &**c).collect();
+            let names = serde_json::to_string(&names).map_err(err)?;
+            let claim: u64 = rand::random();
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let mut claimed = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE privacy_deliveries
+                         SET attempts = attempts + 1, lease_until = ?3, claim = ?4, updated_at = ?2
+                         WHERE rowid IN (
+                             SELECT rowid FROM privacy_deliveries
+                             WHERE status = 'pending' AND next_attempt_at <= ?2
+                               AND lease_until <= ?2
+                               AND controller IN (SELECT value FROM json_each(?1))
+                             ORDER BY next_attempt_at LIMIT ?5)
+                         RETURNING request_id, controller, webhook_id, verified, attempts",
+                    )
+                    .map_err(err)?;
+                let rows = stmt
+                    .query_map(
+                        params![names, now as i64, lease_until as i64, claim as i64, limit],
+                        |r| {
+                            Ok((
+                                r.get::<_, Vec<u8>>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, bool>(3)?,
+                                r.get::<_, u32>(4)?,
+                            ))
+                        },
+                    )
+                    .map_err(err)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                let mut request = tx
+                    .prepare_cached(
+                        "SELECT kind, received_at, subject FROM privacy_requests WHERE id = ?1",
+                    )
+                    .map_err(err)?;
+                let mut claimed = Vec::with_capacity(rows.len());
+                for (id, controller, webhook_id, verified, attempts) in rows {
+                    let (kind, received_at, subject) = request
+                        .query_row(params![&id], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, Option<String>>(2)?,
+                            ))
+                        })
+                        .map_err(err)?;
+                    claimed.push(Claimed {
+                        request_id: request_id_from(id)?,
+                        controller: controller.into(),
+                        webhook_id,
+                        kind: kind_from(&kind)?,
+                        received_at: received_at as u64,
+                        verified,
+                        subject: subject_from(subject)?,
+                        attempts,
+                        claim,
+                    });
+                }
+                claimed
+            };
+            tx.commit().map_err(err)?;
+            claimed.sort_by_key(|c| c.received_at);
+            Ok(claimed)
+        })
+    }
+
+    fn finish(
+        &self,
+        request_id: RequestId,
+        controller: Arc<str>,
+        claim: u64,
+        attempt: Attempt,
+    ) -> StoreFuture<'_, bool> {
+        SqliteStore::run(&self.writer, move |conn| {
+            let (status, next, error, at, settled) = match &attempt {
+                Attempt::Delivered { at } => ("delivered", None, None, *at, Some(*at)),
+                Attempt::Retry { at, next, error } => {
+                    ("pending", Some(*next), Some(error.as_str()), *at, None)
+                }
+                Attempt::Dead { at, error } => ("dead", None, Some(error.as_str()), *at, None),
+            };
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE privacy_deliveries
+                     SET status = ?4, next_attempt_at = COALESCE(?5, next_attempt_at),
+                         last_error = ?6, updated_at = ?7, settled_at = ?8, lease_until = 0
+                     WHERE request_id = ?1 AND controller = ?2 AND claim = ?3
+                       AND status = 'pending'",
+                )
+                .map_err(err)?
+                .execute(params![
+                    &request_id[..],
+                    &*controller,
+                    claim as i64,
+                    status,
+                    next.map(|n| n as i64),
+                    error,
+                    at as i64,
+                    settled.map(|s| s as i64)
+                ])
+                .map_err(err)?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn inbox(
+        &self,
+        controller: Arc<str>,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<InboxItem>> {
+        SqliteStore::run(&self.reader, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT r.id, r.kind, d.status, r.received_at, d.verified, r.subject
+                     FROM privacy_deliveries d JOIN privacy_requests r ON r.id = d.request_id
+                     WHERE d.controller = ?1 AND (?2 IS NULL OR d.status = ?2)
+                     ORDER BY r.received_at, r.id LIMIT ?3",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(
+                    params![&*controller, status.map(DeliveryStatus::as_str), limit],
+                    |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, bool>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                        ))
+                    },
+                )
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            rows.into_iter()
+                .map(|(id, kind, status, received_at, verified, subject)| {
+                    Ok(InboxItem {
+                        request_id: request_id_from(id)?,
+                        kind: kind_from(&kind)?,
+                        status: status_from(&status)?,
+                        received_at: received_at as u64,
+                        verified,
+                        subject: subject_from(subject)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn acknowledge(
+        &self,
+        request_id: RequestId,
+        controller: Arc<str>,
+        at: u64,
+    ) -> StoreFuture<'_, bool> {
+        SqliteStore::run(&self.writer, move |conn| {
+            let tx = conn.transaction().map_err(err)?;
+            let found = tx
+                .query_row(
+                    "SELECT 1 FROM privacy_deliveries WHERE request_id = ?1 AND controller = ?2",
+                    params![&request_id[..], &*controller],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(err)?
+                .is_some();
+            tx.execute(
+                "UPDATE privacy_deliveries
+                 SET status = 'acknowledged', settled_at = ?3, updated_at = ?3, lease_until = 0
+                 WHERE request_id = ?1 AND controller = ?2 AND status <> 'acknowledged'",
+                params![&request_id[..], &*controller, at as i64],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(found)
+        })
+    }
+
+    fn expire_subjects(&self, before: u64, limit: u32) -> StoreFuture<'_, u64> {
+        SqliteStore::run(&self.writer, move |conn| {
+            let erased = conn
+                .prepare_cached(
+                    "UPDATE privacy_requests SET subject = NULL WHERE id IN (
+                         SELECT r.id FROM privacy_requests r
+                         WHERE r.subject IS NOT NULL AND NOT EXISTS (
+                             SELECT 1 FROM privacy_deliveries d
+                             WHERE d.request_id = r.id
+                               AND (d.settled_at IS NULL OR d.settled_at >= ?1))
+                         LIMIT ?2)",
+                )
+                .map_err(err)?
+                .execute(params![before as i64, limit])
+                .map_err(err)?;
+            Ok(erased as u64)
+        })
+    }
+
+    fn backlog(&self) -> StoreFuture<'_, Backlog> {
+        SqliteStore::run(&self.reader, |conn| {
+            let (pending, oldest) = conn
+                .query_row(
+                    "SELECT COUNT(*), MIN(r.received_at)
+                     FROM privacy_deliveries d JOIN privacy_requests r ON r.id = d.request_id
+                     WHERE d.status = 'pending'",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
+                )
+                .map_err(err)?;
+            Ok(Backlog {
+                pending: pending as u64,
+                oldest: oldest.map(|o| o as u64),
+            })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -370,6 +774,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("tags.db")).unwrap();
         super::super::conformance::run(&store).await;
+        super::super::conformance::run_outbox(&store).await;
     }
 
     #[tokio::test]

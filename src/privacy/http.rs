@@ -1,0 +1,464 @@
+//! The privacy endpoints on the main listener (SPEC §5).
+//!
+//! Public: `POST {privacy.path}` (intake) and `GET {privacy.path}/{id}` (status). Customers, with
+//! their API key (the gateway authenticates before calling in here): `GET /v1/privacy/requests`
+//! (inbox), `POST /v1/privacy/requests/{id}/ack`, `POST /v1/privacy/erasures`. These paths are
+//! answered by the gateway itself and never reach an upstream.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::body::{self, BodyError};
+use super::limit::retry_after_secs;
+use super::{Desk, format_id, parse_id, rfc3339};
+use crate::config::{Client, ClientKind, Config};
+use crate::proxy::body::{BoxBody, full};
+use crate::proxy::error::error_response;
+use crate::store::outbox::{DeliveryStatus, InboxItem, RequestId};
+
+/// Path of the customers' inbox.
+pub const INBOX_PATH: &str = "/v1/privacy/requests";
+/// Path of the customers' erasure instruction.
+pub const ERASURE_PATH: &str = "/v1/privacy/erasures";
+/// Largest privacy body accepted (bytes).
+const MAX_BODY: usize = 16 * 1024;
+/// Every intake answer takes at least this long, so its timing does not tell whether the
+/// requester's data was found (the work behind it is a few store round trips either way).
+pub const INTAKE_FLOOR: Duration = Duration::from_millis(100);
+/// Inbox entries per answer when the caller does not say.
+const INBOX_DEFAULT: u32 = 100;
+/// Most inbox entries per answer.
+const INBOX_MAX: u32 = 1000;
+/// The same words for every intake answer: they say what happens, not what was found.
+pub const RECEIVED_MESSAGE: &str = "Your request has been received. If a customer of this \
+     platform holds data about you, it has been forwarded to them; they will answer you.";
+
+/// A privacy endpoint, recognised by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST {privacy.path}`
+    Intake,
+    /// `GET {privacy.path}/{id}` (`None`: not a well-formed id).
+    Status(Option<RequestId>),
+    /// `GET /v1/privacy/requests`
+    Inbox,
+    /// `POST /v1/privacy/requests/{id}/ack`
+    Ack(Option<RequestId>),
+    /// `POST /v1/privacy/erasures`
+    Erasure,
+}
+
+impl Endpoint {
+    /// The endpoint at `path`, if it is one.
+    pub fn of(intake_path: &str, path: &str) -> Option<Endpoint> {
+        if path == intake_path {
+            return Some(Endpoint::Intake);
+        }
+        if path == INBOX_PATH {
+            return Some(Endpoint::Inbox);
+        }
+        if path == ERASURE_PATH {
+            return Some(Endpoint::Erasure);
+        }
+        if let Some(rest) = path
+            .strip_prefix(INBOX_PATH)
+            .and_then(|r| r.strip_prefix('/'))
+            && let Some(id) = rest.strip_suffix("/ack")
+            && !id.contains('/')
+        {
+            return Some(Endpoint::Ack(parse_id(id)));
+        }
+        if let Some(id) = path
+            .strip_prefix(intake_path)
+            .and_then(|r| r.strip_prefix('/'))
+            .filter(|id| !id.contains('/'))
+        {
+            return Some(Endpoint::Status(parse_id(id)));
+        }
+        None
+    }
+
+    /// The `route` label of its metrics and log lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Intake => "privacy_intake",
+            Endpoint::Status(_) => "privacy_status",
+            Endpoint::Inbox => "privacy_inbox",
+            Endpoint::Ack(_) => "privacy_ack",
+            Endpoint::Erasure => "privacy_erasure",
+        }
+    }
+
+    /// Whether it needs a customer's API key.
+    pub fn for_customers(self) -> bool {
+        matches!(self, Endpoint::Inbox | Endpoint::Ack(_) | Endpoint::Erasure)
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Endpoint::Status(_) | Endpoint::Inbox => Method::GET,
+            Endpoint::Intake | Endpoint::Ack(_) | Endpoint::Erasure => Method::POST,
+        }
+    }
+}
+
+/// A refusal: status, stable code, message (never personal data).
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn store(error: crate::store::StoreError) -> Refusal {
+        tracing::error!(msg = "privacy store failed", error = %error);
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "The request could not be recorded; nothing was kept. Try again later.",
+        )
+    }
+
+    fn not_found() -> Refusal {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such privacy request.",
+        )
+    }
+}
+
+impl From<BodyError> for Refusal {
+    fn from(error: BodyError) -> Refusal {
+        Refusal::new(StatusCode::BAD_REQUEST, "invalid_body", error.0)
+    }
+}
+
+/// What an endpoint call needs besides the request.
+pub struct Call<'a> {
+    /// The desk.
+    pub desk: &'a Desk,
+    /// The config the request started on.
+    pub config: &'a Config,
+    /// The client's address (rate limit).
+    pub ip: IpAddr,
+    /// The authenticated customer, for customer endpoints.
+    pub caller: Option<Arc<Client>>,
+    /// The gateway's request id, for error bodies.
+    pub request_id: &'a str,
+}
+
+impl Call<'_> {
+    /// Answers `request` at `endpoint`.
+    pub async fn serve(self, endpoint: Endpoint, request: Request<Incoming>) -> Response<BoxBody> {
+        let request_id = self.request_id;
+        match self.answer(endpoint, request).await {
+            Ok(response) => response,
+            Err(refusal) => {
+                let mut response =
+                    error_response(refusal.status, refusal.code, &refusal.message, request_id);
+                if let Some(secs) = refusal.retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
+                    let allow = HeaderValue::from_static(if endpoint.method() == Method::GET {
+                        "GET"
+                    } else {
+                        "POST"
+                    });
+                    response.headers_mut().insert(header::ALLOW, allow);
+                }
+                response
+            }
+        }
+    }
+
+    async fn answer(
+        &self,
+        endpoint: Endpoint,
+        request: Request<Incoming>,
+    ) -> Result<Response<BoxBody>, Refusal> {
+        if request.method() != endpoint.method() {
+            return Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("This endpoint accepts {} only.", endpoint.method()),
+            ));
+        }
+        if endpoint.for_customers()
+            && self
+                .caller
+                .as_ref()
+                .is_none_or(|c| c.kind != ClientKind::Customer)
+        {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "customers_only",
+                "Only customers (controllers) have privacy requests and erasures.",
+            ));
+        }
+        match endpoint {
+            Endpoint::Intake => self.intake(request).await,
+            Endpoint::Status(id) => self.status(id.ok_or_else(Refusal::not_found)?).await,
+            Endpoint::Inbox => self.inbox(request.uri().query().unwrap_or("")).await,
+            Endpoint::Ack(id) => self.ack(id.ok_or_else(Refusal::not_found)?).await,
+            Endpoint::Erasure => self.erasure(request).await,
+        }
+    }
+
+    fn caller_id(&self) -> Arc<str> {
+        self.caller
+            .as_ref()
+            .expect("checked: a customer")
+            .id
+            .clone()
+    }
+
+    async fn intake(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, Refusal> {
+        let started = Instant::now();
+        let per_minute = self.config.privacy.rate_limit_per_minute;
+        if let Err(wait) = self.desk.limiter().check(self.ip, per_minute, started) {
+            let mut refusal = Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "Too many privacy requests from this address (limit {per_minute} per minute)."
+                ),
+            );
+            refusal.retry_after = Some(retry_after_secs(wait));
+            return Err(refusal);
+        }
+        let bytes = read_json(request, self.config.limits.body_read_timeout).await?;
+        let intake = body::intake(&bytes)?;
+        let filed = self.desk.file(intake).await.map_err(Refusal::store)?;
+        let mut answer = json!({
+            "request_id": format_id(&filed.id),
+            "status": "received",
+            "message": RECEIVED_MESSAGE,
+        });
+        if !filed.verified.is_empty() {
+            let controllers: Vec<Value> = filed
+                .verified
+                .iter()
+                .filter_map(|id| self.config.clients.iter().find(|c| c.id == *id))
+                .map(|c| json!({ "name": c.name, "privacy_contact": c.privacy_contact }))
+                .collect();
+            answer["controllers"] = Value::Array(controllers);
+        }
+        tokio::time::sleep_until((started + INTAKE_FLOOR).into()).await;
+        Ok(json_response(StatusCode::ACCEPTED, &answer))
+    }
+
+    async fn status(&self, id: RequestId) -> Result<Response<BoxBody>, Refusal> {
+        let (received_at, status) = self
+            .desk
+            .status(id)
+            .await
+            .map_err(Refusal::store)?
+            .ok_or_else(Refusal::not_found)?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "request_id": format_id(&id),
+                "status": status.as_str(),
+                "received_at": rfc3339(received_at),
+            }),
+        ))
+    }
+
+    async fn inbox(&self, query: &str) -> Result<Response<BoxBody>, Refusal> {
+        let mut status = None;
+        let mut limit = INBOX_DEFAULT;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad =
+                |message: &str| Refusal::new(StatusCode::BAD_REQUEST, "invalid_query", message);
+            match name {
+                "status" => {
+                    status = Some(DeliveryStatus::parse(value).ok_or_else(|| {
+                        bad("`status` must be one of pending, delivered, dead, acknowledged")
+                    })?);
+                }
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=INBOX_MAX).contains(n))
+                        .ok_or_else(|| bad("`limit` must be a number from 1 to 1000"))?;
+                }
+                _ => return Err(bad("unknown query parameter (allowed: status, limit)")),
+            }
+        }
+        let items = self
+            .desk
+            .inbox(self.caller_id(), status, limit)
+            .await
+            .map_err(Refusal::store)?;
+        let requests: Vec<Value> = items.iter().map(inbox_entry).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "requests": requests }),
+        ))
+    }
+
+    async fn ack(&self, id: RequestId) -> Result<Response<BoxBody>, Refusal> {
+        let found = self
+            .desk
+            .acknowledge(id, self.caller_id())
+            .await
+            .map_err(Refusal::store)?;
+        if !found {
+            return Err(Refusal::not_found());
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "request_id": format_id(&id), "status": "acknowledged" }),
+        ))
+    }
+
+    async fn erasure(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, Refusal> {
+        let bytes = read_json(request, self.config.limits.body_read_timeout).await?;
+        let (email, phone) = body::erasure(&bytes)?;
+        let identifiers: Vec<String> = email.into_iter().chain(phone).collect();
+        let deleted = self
+            .desk
+            .erase(self.caller_id(), &identifiers)
+            .await
+            .map_err(Refusal::store)?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "recipients_deleted": deleted.recipients,
+                "records_deleted": deleted.records,
+            }),
+        ))
+    }
+}
+
+/// One inbox entry (SPEC §5).
+fn inbox_entry(item: &InboxItem) -> Value {
+    let subject = item.subject.clone().unwrap_or_default();
+    json!({
+        "request_id": format_id(&item.request_id),
+        "request_type": item.kind.as_str(),
+        "status": item.status.as_str(),
+        "received_at": rfc3339(item.received_at),
+        "verified": item.verified,
+        "subject": { "email": subject.email, "phone": subject.phone },
+        "tracking_number": subject.tracking_number,
+        "details": subject.details,
+        "reply_to": subject.reply_to,
+    })
+}
+
+/// Reads a small JSON body: `application/json`, at most [`MAX_BODY`] bytes, within `timeout`.
+async fn read_json(request: Request<Incoming>, timeout: Duration) -> Result<Bytes, Refusal> {
+    let media = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if !media.as_deref().is_some_and(crate::config::is_json_media) {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "The body must be JSON (Content-Type: application/json).",
+        ));
+    }
+    let collected = tokio::time::timeout(
+        timeout,
+        Limited::new(request.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    .map_err(|_| {
+        Refusal::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_body_timeout",
+            "The request body did not arrive in time.",
+        )
+    })?;
+    match collected {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("The body is larger than {MAX_BODY} bytes."),
+        )),
+        Err(_) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request_body",
+            "The request body could not be read (malformed or cut off).",
+        )),
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<BoxBody> {
+    let mut response = Response::new(full(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_recognised_by_path() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let parsed = parse_id(id);
+        let cases: &[(&str, Option<Endpoint>)] = &[
+            ("/privacy/requests", Some(Endpoint::Intake)),
+            (
+                &format!("/privacy/requests/{id}"),
+                Some(Endpoint::Status(parsed)),
+            ),
+            ("/privacy/requests/nope", Some(Endpoint::Status(None))),
+            ("/privacy/requests/a/b", None),
+            ("/privacy/requestsx", None),
+            ("/v1/privacy/requests", Some(Endpoint::Inbox)),
+            (
+                &format!("/v1/privacy/requests/{id}/ack"),
+                Some(Endpoint::Ack(parsed)),
+            ),
+            ("/v1/privacy/requests/x/ack", Some(Endpoint::Ack(None))),
+            (&format!("/v1/privacy/requests/{id}"), None),
+            ("/v1/privacy/erasures", Some(Endpoint::Erasure)),
+            ("/v1/privacy/erasures/1", None),
+            ("/v1/shipments", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(Endpoint::of("/privacy/requests", path), *want, "{path}");
+        }
+    }
+}

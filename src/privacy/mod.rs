@@ -1,0 +1,365 @@
+//! Privacy requests from shipment recipients, routed to the customers who control their data.
+//!
+//! The platform is a processor: it does not answer a recipient's request itself, it hands it to
+//! every controller that holds the person's data, reliably, and it never tells a stranger whose
+//! data it holds. The parts:
+//!
+//! - [`body`]: the strict request bodies;
+//! - [`Desk`]: filing (verification against tags, one delivery per controller, committed before
+//!   the `202`), public status, the customers' inbox and acknowledgement, erasure;
+//! - [`delivery`]: the webhook worker (claims, Standard Webhooks signatures, retries, dead letters);
+//! - [`http`]: the endpoints on the main listener;
+//! - [`limit`]: the per-IP intake rate limit; [`signature`]: signing and verifying deliveries.
+//!
+//! Nothing here logs or returns personal data: logs carry request ids (random), controller ids
+//! and outcomes; the subject is stored for delivery and erased by retention once settled.
+
+pub mod body;
+pub mod delivery;
+pub mod http;
+pub mod limit;
+pub mod signature;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::admin::metrics;
+use crate::store::outbox::{
+    Backlog, DeliveryState, DeliveryStatus, InboxItem, NewDelivery, NewRequest, Outbox, RequestId,
+};
+use crate::store::{Deleted, Digest, Opened, Store, StoreError};
+use crate::tags::Tags;
+use body::Intake;
+use limit::RateLimiter;
+
+/// Wall-clock time in unix seconds, with an offset tests can move forward to reach retry and
+/// expiry deadlines without waiting for them.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset: Arc<AtomicU64>,
+}
+
+impl Clock {
+    /// Unix seconds now (plus any offset).
+    pub fn now(&self) -> u64 {
+        crate::tags::now() + self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves this clock (and its clones) forward.
+    pub fn advance(&self, by: Duration) {
+        self.offset.fetch_add(by.as_secs(), Ordering::Relaxed);
+    }
+}
+
+/// The outcome of filing a request.
+#[derive(Debug, Clone)]
+pub struct Filed {
+    /// The new request's id.
+    pub id: RequestId,
+    /// Controllers of the record the tracking number names, when it proves the requester's
+    /// shipment: the only ones the requester may be told about.
+    pub verified: Vec<Arc<str>>,
+}
+
+/// Where a request stands for the public (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicStatus {
+    /// Filed; deliveries pending, or unverified (which never says more).
+    Received,
+    /// Every delivery delivered or acknowledged.
+    Forwarded,
+    /// Every delivery acknowledged.
+    Acknowledged,
+    /// A delivery is dead.
+    Dead,
+}
+
+impl PublicStatus {
+    /// The status of a request from its deliveries. An unverified request stays `received`:
+    /// anything else would say whether anyone held the requester's data.
+    pub fn of(deliveries: &[DeliveryState]) -> PublicStatus {
+        if !deliveries.iter().any(|d| d.verified) {
+            return PublicStatus::Received;
+        }
+        let all = |s: DeliveryStatus| deliveries.iter().all(|d| d.status == s);
+        if deliveries.iter().any(|d| d.status == DeliveryStatus::Dead) {
+            PublicStatus::Dead
+        } else if all(DeliveryStatus::Acknowledged) {
+            PublicStatus::Acknowledged
+        } else if deliveries
+            .iter()
+            .any(|d| d.status == DeliveryStatus::Pending)
+        {
+            PublicStatus::Received
+        } else {
+            PublicStatus::Forwarded
+        }
+    }
+
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublicStatus::Received => "received",
+            PublicStatus::Forwarded => "forwarded",
+            PublicStatus::Acknowledged => "acknowledged",
+            PublicStatus::Dead => "dead",
+        }
+    }
+}
+
+/// Rows per subject-retention statement.
+const RETENTION_BATCH: u32 = 1_000;
+
+/// The privacy desk: everything about requests except HTTP and webhooks.
+pub struct Desk {
+    /// Requests and deliveries.
+    outbox: Arc<dyn Outbox>,
+    /// Tags, read directly (not through the cache) when verifying, so the time an answer takes
+    /// does not depend on whether the requester's tags happen to be cached.
+    store: Arc<dyn Store>,
+    /// The tag cache: its key digests identifiers, its queue is flushed before verifying (this
+    /// gateway's latest sightings count) and its entries are dropped on erasure.
+    tags: Arc<Tags>,
+    /// Time for intake, retries and retention.
+    clock: Clock,
+    /// Intake requests per client IP.
+    limiter: RateLimiter,
+    /// Wakes the delivery worker when a request is filed.
+    wake: Notify,
+}
+
+impl Desk {
+    /// A desk over an opened store and its tag cache.
+    pub fn new(store: &Opened, tags: Arc<Tags>, clock: Clock) -> Desk {
+        Desk {
+            outbox: store.outbox.clone(),
+            store: store.tags.clone(),
+            tags,
+            clock,
+            limiter: RateLimiter::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The desk's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The per-IP intake limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// Verifies and commits a request; returns once it is durable.
+    pub async fn file(&self, intake: Intake) -> Result<Filed, StoreError> {
+        self.tags.flush().await?;
+        let key = self.tags.key();
+        let subject = intake.subject;
+        let identifiers: Vec<Digest> = [&subject.email, &subject.phone]
+            .into_iter()
+            .flatten()
+            .map(|v| key.recipient(v))
+            .collect();
+        let mut controllers = BTreeSet::new();
+        for digest in &identifiers {
+            for tag in self.store.recipient(*digest).await? {
+                controllers.insert(tag.controller);
+            }
+        }
+        let mut verified = BTreeSet::new();
+        if let Some(tracking) = &subject.tracking_number {
+            let record = self.store.record(key.record(tracking.trim())).await?;
+            if let Some(tag) = record
+                && tag.recipients.iter().any(|r| identifiers.contains(r))
+            {
+                controllers.insert(tag.controller.clone());
+                verified.insert(tag.controller);
+            }
+        }
+        let id: RequestId = rand::random();
+        let deliveries: Vec<NewDelivery> = controllers
+            .into_iter()
+            .map(|controller| NewDelivery {
+                verified: verified.contains(&controller),
+                webhook_id: format!("msg_{}", hex::encode(rand::random::<[u8; 16]>())),
+                controller,
+            })
+            .collect();
+        let request = NewRequest {
+            id,
+            kind: intake.kind,
+            received_at: self.clock.now(),
+            // With no controller there is nobody to hand the data to, so it is not kept.
+            subject: (!deliveries.is_empty()).then_some(subject),
+            deliveries,
+        };
+        self.outbox.insert(request).await?;
+        ::metrics::counter!(
+            metrics::PRIVACY_REQUESTS,
+            "type" => intake.kind.as_str(),
+            "verified" => if verified.is_empty() { "false" } else { "true" }
+        )
+        .increment(1);
+        self.wake.notify_one();
+        Ok(Filed {
+            id,
+            verified: verified.into_iter().collect(),
+        })
+    }
+
+    /// A request's intake time and public status.
+    pub async fn status(&self, id: RequestId) -> Result<Option<(u64, PublicStatus)>, StoreError> {
+        Ok(self
+            .outbox
+            .state(id)
+            .await?
+            .map(|state| (state.received_at, PublicStatus::of(&state.deliveries))))
+    }
+
+    /// A customer's deliveries.
+    pub async fn inbox(
+        &self,
+        controller: Arc<str>,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        self.outbox.inbox(controller, status, limit).await
+    }
+
+    /// Marks a customer's delivery acknowledged; false when the customer has none for `id`.
+    pub async fn acknowledge(
+        &self,
+        id: RequestId,
+        controller: Arc<str>,
+    ) -> Result<bool, StoreError> {
+        self.outbox
+            .acknowledge(id, controller, self.clock.now())
+            .await
+    }
+
+    /// Erasure on `controller`'s instruction: its tags of the person, in the store and the cache.
+    pub async fn erase(
+        &self,
+        controller: Arc<str>,
+        identifiers: &[String],
+    ) -> Result<Deleted, StoreError> {
+        // Queued sightings first, or they would write the erased tags back.
+        self.tags.flush().await?;
+        let key = self.tags.key();
+        let digests: Vec<Digest> = identifiers.iter().map(|v| key.recipient(v)).collect();
+        let deleted = self
+            .store
+            .erase(controller.clone(), digests.clone())
+            .await?;
+        self.tags.forget(&controller, &digests);
+        Ok(deleted)
+    }
+
+    /// Erases the subjects of requests settled before `cutoff`; returns how many.
+    pub async fn expire(&self, cutoff: u64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let erased = self.outbox.expire_subjects(cutoff, RETENTION_BATCH).await?;
+            total += erased;
+            if erased < u64::from(RETENTION_BATCH) {
+                break;
+            }
+        }
+        ::metrics::counter!(metrics::RETENTION_DELETED, "kind" => "privacy_subject")
+            .increment(total);
+        Ok(total)
+    }
+
+    /// Sets the outbox gauges from the store.
+    pub async fn report_backlog(&self) -> Result<Backlog, StoreError> {
+        let backlog = self.outbox.backlog().await?;
+        ::metrics::gauge!(metrics::PRIVACY_OUTBOX_PENDING).set(backlog.pending as f64);
+        let age = backlog
+            .oldest
+            .map_or(0, |oldest| self.clock.now().saturating_sub(oldest));
+        ::metrics::gauge!(metrics::PRIVACY_OUTBOX_OLDEST_AGE).set(age as f64);
+        Ok(backlog)
+    }
+}
+
+/// A request id as the API shows it.
+pub fn format_id(id: &RequestId) -> String {
+    hex::encode(id)
+}
+
+/// Reads an id from a path segment: exactly 32 lower-case hex digits.
+pub fn parse_id(text: &str) -> Option<RequestId> {
+    if text.len() != 32 || text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut id = [0; 16];
+    hex::decode_to_slice(text, &mut id).ok()?;
+    Some(id)
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-29T18:32:02Z`).
+pub fn rfc3339(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(verified: bool, status: DeliveryStatus) -> DeliveryState {
+        DeliveryState { verified, status }
+    }
+
+    #[test]
+    fn public_status_follows_the_deliveries_and_hides_unverified_ones() {
+        use DeliveryStatus::*;
+        let cases: &[(&[DeliveryState], PublicStatus)] = &[
+            (&[], PublicStatus::Received),
+            (&[d(false, Delivered)], PublicStatus::Received),
+            (
+                &[d(false, Dead), d(false, Acknowledged)],
+                PublicStatus::Received,
+            ),
+            (&[d(true, Pending)], PublicStatus::Received),
+            (
+                &[d(true, Delivered), d(false, Pending)],
+                PublicStatus::Received,
+            ),
+            (
+                &[d(true, Delivered), d(false, Acknowledged)],
+                PublicStatus::Forwarded,
+            ),
+            (
+                &[d(true, Acknowledged), d(false, Acknowledged)],
+                PublicStatus::Acknowledged,
+            ),
+            (&[d(true, Acknowledged), d(false, Dead)], PublicStatus::Dead),
+            (&[d(true, Dead)], PublicStatus::Dead),
+        ];
+        for (deliveries, want) in cases {
+            assert_eq!(PublicStatus::of(deliveries), *want, "{deliveries:?}");
+        }
+    }
+
+    #[test]
+    fn ids_and_times_have_one_spelling() {
+        let id = [0xab; 16];
+        assert_eq!(parse_id(&format_id(&id)), Some(id));
+        assert_eq!(parse_id(&format_id(&id).to_uppercase()), None);
+        assert_eq!(parse_id("abc"), None);
+        assert_eq!(parse_id(&"g".repeat(32)), None);
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_977_122), "2026-11-29T18:32:02Z");
+    }
+}
