@@ -120,10 +120,7 @@ impl Deliverer {
 
     /// One attempt, recorded.
     async fn deliver(self: Arc<Self>, delivery: Claimed) {
-        let failure = match self.post(&delivery).await {
-            Ok(()) => None,
-            Err(failure) => Some(failure),
-        };
+        let failure = self.post(&delivery).await.err();
         let now = self.desk.clock.now();
         let privacy = &self.config.privacy;
         let deadline = delivery.received_at + privacy.delivery_max_age.as_secs();

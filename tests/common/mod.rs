@@ -176,6 +176,8 @@ pub fn unused_addr() -> SocketAddr {
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The gateway's privacy clock: tests move it to reach retry and expiry deadlines.
+    pub clock: recipient_gateway::privacy::Clock,
     pub dir: TestDir,
     pub upstream: MockUpstream,
     shutdown: Option<oneshot::Sender<()>>,
@@ -200,6 +202,7 @@ impl TestGateway {
         let config = Config::load_with_env(&path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
         let server = Server::bind(Arc::new(config)).await.expect("bind");
         let (addr, admin) = (server.local_addr(), server.admin_addr());
+        let clock = server.clock();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
             let _ = rx.await;
@@ -207,6 +210,7 @@ impl TestGateway {
         TestGateway {
             addr,
             admin,
+            clock,
             dir,
             upstream,
             shutdown: Some(tx),
@@ -789,4 +793,161 @@ impl Drop for GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One webhook request as the receiver got it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub webhook_id: String,
+    pub timestamp: u64,
+    pub signature: String,
+    /// Whether the signature verifies with the receiver's secret (as a Standard Webhooks library
+    /// checks it, the timestamp tolerance aside: tests move the gateway's clock).
+    pub signed: bool,
+    pub body: Value,
+    /// The status the receiver answered.
+    pub answered: u16,
+}
+
+/// A planned receiver answer: status, `Retry-After`, `Location`.
+type Planned = (u16, Option<String>, Option<String>);
+
+/// An in-process webhook receiver that verifies signatures and answers as planned.
+pub struct WebhookReceiver {
+    pub addr: SocketAddr,
+    pub deliveries: Arc<std::sync::Mutex<Vec<Delivery>>>,
+    /// Answers to give, in order; 200 once empty.
+    plan: Arc<std::sync::Mutex<std::collections::VecDeque<Planned>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl WebhookReceiver {
+    /// Starts on a free port.
+    pub async fn start(secret: &str) -> WebhookReceiver {
+        WebhookReceiver::start_on("127.0.0.1:0".parse().unwrap(), secret).await
+    }
+
+    /// Starts on `addr` (a port a gateway already points at).
+    pub async fn start_on(addr: SocketAddr, secret: &str) -> WebhookReceiver {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let deliveries = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let plan = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let secret = secret.to_string();
+        let (seen, planned) = (deliveries.clone(), plan.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (seen, planned, secret) = (seen.clone(), planned.clone(), secret.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (seen, planned, secret) =
+                            (seen.clone(), planned.clone(), secret.clone());
+                        async move {
+                            let header = |name: &str| {
+                                req.headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_string()
+                            };
+                            let (id, ts, sig) = (
+                                header("webhook-id"),
+                                header("webhook-timestamp"),
+                                header("webhook-signature"),
+                            );
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let timestamp: u64 = ts.parse().unwrap_or(0);
+                            let signed = recipient_gateway::privacy::signature::verify(
+                                &secret, &id, &ts, &sig, &body, timestamp, 0,
+                            )
+                            .is_ok();
+                            let (status, retry_after, location) = planned
+                                .lock()
+                                .unwrap()
+                                .pop_front()
+                                .unwrap_or((200, None, None));
+                            seen.lock().unwrap().push(Delivery {
+                                webhook_id: id,
+                                timestamp,
+                                signature: sig,
+                                signed,
+                                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                                answered: status,
+                            });
+                            let mut response = Response::builder().status(status);
+                            if let Some(wait) = retry_after {
+                                response = response.header("retry-after", wait);
+                            }
+                            if let Some(location) = location {
+                                response = response.header("location", location);
+                            }
+                            Ok::<_, Infallible>(response.body(Full::<Bytes>::default()).unwrap())
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        WebhookReceiver {
+            addr,
+            deliveries,
+            plan,
+            task,
+        }
+    }
+
+    /// Queues answers for the next deliveries.
+    pub fn answer(&self, status: u16, retry_after: Option<&str>, location: Option<&str>) {
+        self.plan.lock().unwrap().push_back((
+            status,
+            retry_after.map(str::to_string),
+            location.map(str::to_string),
+        ));
+    }
+
+    pub fn got(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` deliveries arrived (or panics after `timeout`).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Delivery> {
+        let started = std::time::Instant::now();
+        loop {
+            let got = self.got();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{} of {n} deliveries after {timeout:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A `whsec_` secret for test receivers.
+pub const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC1ieXRlcw==";
+
+/// Sends a JSON POST with an optional API key.
+pub async fn post_json(client: &mut Client, path: &str, key: Option<&str>, body: &Value) -> Answer {
+    let mut request = Request::post(path).header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    client
+        .send(request.body(self::body(body.to_string())).unwrap())
+        .await
 }

@@ -1,0 +1,634 @@
+//! Privacy requests over real TLS sockets: intake, verification without an enumeration oracle,
+//! signed webhook delivery with retries and dead letters, the customers' inbox, public status,
+//! erasure and the intake rate limit. Tags come from real traffic through the demo API.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Request, StatusCode};
+use recipient_gateway::demo::{SampleApi, start_sample_api};
+use serde_json::{Value, json};
+
+const JANE: &str = "jane.doe@example.com";
+const JANE_TRACKING: &str = "1ZACME0000000001";
+
+struct Setup {
+    gw: TestGateway,
+    receiver: WebhookReceiver,
+    _sample: SampleApi,
+}
+
+/// A gateway whose `acme` has a webhook at a receiver and `globex` only an inbox, in front of the
+/// demo API (controllers named by `customer_id`), with `privacy` as its `[privacy]` section.
+async fn setup(privacy: &str) -> Setup {
+    let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await;
+    let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (hook, api) = (receiver.addr, sample.addr);
+    let privacy = privacy.to_string();
+    let gw = TestGateway::start_with(MockUpstream::start().await, move |base| {
+        let base = base
+            .replace(
+                "name = \"Acme\"\n",
+                &format!(
+                    "name = \"Acme\"\nprivacy_contact = \"privacy@acme.example\"\n\
+                     webhook_url = \"http://{hook}/hooks/privacy\"\n\
+                     webhook_secret = \"{WEBHOOK_SECRET}\"\n"
+                ),
+            )
+            .replace(
+                "name = \"Globex\"\n",
+                "name = \"Globex\"\nprivacy_contact = \"dpo@globex.example\"\n",
+            );
+        let route = shipments_route(
+            api,
+            &format!(
+                "controller_member = \"customer_id\"\nrules = [\"{SHIPPED_RULES}/recipient.toml\"]"
+            ),
+        );
+        format!("{base}{route}\n[privacy]\n{privacy}\n")
+    })
+    .await;
+    Setup {
+        gw,
+        receiver,
+        _sample: sample,
+    }
+}
+
+/// Lists the shipments once, so the gateway tags every record and recipient.
+async fn seed(gw: &TestGateway) {
+    let answer = gw.h1().await.get("/v1/shipments", Some(KEY_ACME)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+}
+
+async fn file(gw: &TestGateway, body: Value) -> Answer {
+    post_json(&mut gw.h1().await, "/privacy/requests", None, &body).await
+}
+
+fn id_of(answer: &Answer) -> String {
+    answer.json()["request_id"].as_str().unwrap().to_string()
+}
+
+/// Every key of a JSON object, sorted.
+fn shape(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
+async fn inbox(gw: &TestGateway, key: &str, query: &str) -> Vec<Value> {
+    let answer = gw
+        .h1()
+        .await
+        .get(&format!("/v1/privacy/requests{query}"), Some(key))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    answer.json()["requests"].as_array().unwrap().clone()
+}
+
+async fn public_status(gw: &TestGateway, id: &str) -> Value {
+    let answer = gw
+        .h1()
+        .await
+        .get(&format!("/privacy/requests/{id}"), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    answer.json()
+}
+
+/// Waits until the gateway has recorded the receiver's answers (the outbox settles after the
+/// response is read).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+#[tokio::test]
+async fn unverified_answers_do_not_tell_whether_data_is_held() {
+    let Setup {
+        gw,
+        receiver: _receiver,
+        _sample,
+    } = setup("rate_limit_per_minute = 1000").await;
+    seed(&gw).await;
+
+    let verified = file(
+        &gw,
+        json!({"type": "access", "email": JANE, "tracking_number": JANE_TRACKING}),
+    )
+    .await;
+    assert_eq!(verified.status, StatusCode::ACCEPTED);
+    let verified = verified.json();
+    assert_eq!(verified["status"], "received");
+    assert_eq!(
+        verified["controllers"],
+        json!([{"name": "Acme", "privacy_contact": "privacy@acme.example"}])
+    );
+
+    // Held without proof, held with the wrong proof, not held at all: one answer.
+    let cases = [
+        json!({"type": "access", "email": JANE}),
+        json!({"type": "access", "email": JANE, "tracking_number": "1ZGLBX0000000002"}),
+        json!({"type": "access", "email": "nobody@example.com", "tracking_number": JANE_TRACKING}),
+        json!({"type": "access", "email": "nobody@example.com"}),
+    ];
+    let mut answers = Vec::new();
+    for case in &cases {
+        let answer = file(&gw, case.clone()).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        answers.push(answer.json());
+    }
+    for answer in &answers {
+        assert_eq!(
+            shape(answer),
+            ["message", "request_id", "status"],
+            "{answer}"
+        );
+        assert_eq!(answer["status"], answers[0]["status"]);
+        assert_eq!(answer["message"], answers[0]["message"]);
+        assert_eq!(answer["request_id"].as_str().unwrap().len(), 32);
+    }
+    assert_eq!(verified["message"], answers[0]["message"]);
+
+    // Timing: held vs not held, unverified, 8 requests each, interleaved.
+    let (mut held, mut absent) = (Vec::new(), Vec::new());
+    for i in 0..8 {
+        let mut client = gw.h1().await;
+        let started = Instant::now();
+        let answer = post_json(
+            &mut client,
+            "/privacy/requests",
+            None,
+            &json!({"type": "delete", "email": JANE}),
+        )
+        .await;
+        held.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        let mut client = gw.h1().await;
+        let started = Instant::now();
+        let body = json!({"type": "delete", "email": format!("n{i}@example.com")});
+        let answer = post_json(&mut client, "/privacy/requests", None, &body).await;
+        absent.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (held, absent) = (mean(&held), mean(&absent));
+    eprintln!(
+        "intake timing: data held {held:.2} ms, not held {absent:.2} ms, difference {:.2} ms",
+        (held - absent).abs()
+    );
+    assert!(
+        held >= 100.0 && absent >= 100.0,
+        "the floor applies to both"
+    );
+    assert!(
+        (held - absent).abs() < 10.0,
+        "held {held:.2} ms vs absent {absent:.2} ms"
+    );
+
+    // Nothing personal reaches the public status; unverified requests stay `received`.
+    let status = public_status(&gw, answers[0]["request_id"].as_str().unwrap()).await;
+    assert_eq!(shape(&status), ["received_at", "request_id", "status"]);
+    assert_eq!(status["status"], "received");
+}
+
+#[tokio::test]
+async fn each_controller_gets_one_signed_delivery() {
+    let Setup {
+        gw,
+        receiver,
+        _sample,
+    } = setup("").await;
+    seed(&gw).await;
+    // Jane also ships with globex (created through the gateway: globex now holds her too).
+    let created = post_json(
+        &mut gw.h1().await,
+        "/v1/shipments",
+        Some(KEY_GLOBEX),
+        &json!({"recipient": {"name": "Jane Doe", "email": JANE}}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+
+    let filed = file(
+        &gw,
+        json!({"type": "delete", "email": " Jane.Doe@Example.com ", "tracking_number": JANE_TRACKING,
+               "details": "Please delete everything.", "reply_to": JANE}),
+    )
+    .await;
+    let id = id_of(&filed);
+    assert_eq!(filed.json()["controllers"].as_array().unwrap().len(), 1);
+
+    let got = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "only acme has a webhook");
+    let delivery = &got[0];
+    assert!(
+        delivery.signed,
+        "signature verifies: {}",
+        delivery.signature
+    );
+    assert!(delivery.webhook_id.starts_with("msg_"));
+    assert!(
+        delivery.timestamp.abs_diff(recipient_gateway::tags::now()) <= 5,
+        "fresh timestamp"
+    );
+    let body = &delivery.body;
+    assert_eq!(body["type"], "privacy_request.created");
+    assert_eq!(body["request_id"], id.as_str());
+    assert_eq!(body["request_type"], "delete");
+    assert_eq!(body["verified"], true);
+    assert_eq!(
+        body["subject"],
+        json!({"email": " Jane.Doe@Example.com ", "phone": null})
+    );
+    assert_eq!(body["tracking_number"], JANE_TRACKING);
+    assert_eq!(body["details"], "Please delete everything.");
+    assert_eq!(body["reply_to"], JANE);
+    assert!(body["received_at"].as_str().unwrap().ends_with('Z'));
+
+    settle().await;
+    let acme = inbox(&gw, KEY_ACME, "").await;
+    assert_eq!(acme.len(), 1);
+    assert_eq!(acme[0]["status"], "delivered");
+    assert_eq!(acme[0]["verified"], true);
+    // Globex has no webhook: its copy waits in its inbox, unverified (the tracking number is
+    // acme's record).
+    let globex = inbox(&gw, KEY_GLOBEX, "?status=pending").await;
+    assert_eq!(globex.len(), 1);
+    assert_eq!(globex[0]["request_id"], id.as_str());
+    assert_eq!(globex[0]["verified"], false);
+    assert_eq!(globex[0]["subject"]["email"], " Jane.Doe@Example.com ");
+    assert_eq!(
+        shape(&globex[0]),
+        [
+            "details",
+            "received_at",
+            "reply_to",
+            "request_id",
+            "request_type",
+            "status",
+            "subject",
+            "tracking_number",
+            "verified"
+        ]
+    );
+
+    // Verified: `received` until every copy is delivered or acknowledged.
+    assert_eq!(public_status(&gw, &id).await["status"], "received");
+    let ack = post_json(
+        &mut gw.h1().await,
+        &format!("/v1/privacy/requests/{id}/ack"),
+        Some(KEY_GLOBEX),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(ack.status, StatusCode::OK);
+    assert_eq!(
+        ack.json(),
+        json!({"request_id": id, "status": "acknowledged"})
+    );
+    assert_eq!(public_status(&gw, &id).await["status"], "forwarded");
+    let ack = post_json(
+        &mut gw.h1().await,
+        &format!("/v1/privacy/requests/{id}/ack"),
+        Some(KEY_ACME),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(ack.status, StatusCode::OK);
+    assert_eq!(public_status(&gw, &id).await["status"], "acknowledged");
+
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains(r#"gateway_privacy_requests_total{type="delete",verified="true"}"#));
+    assert!(metrics.contains(r#"gateway_webhook_deliveries_total{outcome="delivered"}"#));
+}
+
+#[tokio::test]
+async fn failed_deliveries_are_retried_with_the_same_id_until_delivered() {
+    let Setup {
+        gw,
+        receiver,
+        _sample,
+    } = setup("").await;
+    seed(&gw).await;
+    receiver.answer(503, Some("7200"), None);
+    receiver.answer(500, None, None);
+    receiver.answer(302, None, Some("http://127.0.0.1:9/elsewhere"));
+    let id = id_of(&file(&gw, json!({"type": "access", "email": JANE})).await);
+
+    let first = receiver.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(first[0].answered, 503);
+    // Retry-After: 7200 is honoured: an hour later nothing is attempted, past two hours it is.
+    gw.clock.advance(Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(receiver.got().len(), 1, "Retry-After honoured");
+    gw.clock.advance(Duration::from_secs(3601));
+    receiver.wait_for(2, Duration::from_secs(5)).await;
+    // Backoff after the 500 is at most 10 s; after the redirect (not followed) at most 20 s.
+    gw.clock.advance(Duration::from_secs(11));
+    receiver.wait_for(3, Duration::from_secs(5)).await;
+    gw.clock.advance(Duration::from_secs(21));
+    let got = receiver.wait_for(4, Duration::from_secs(5)).await;
+
+    assert_eq!(
+        got.iter().map(|d| d.answered).collect::<Vec<_>>(),
+        [503, 500, 302, 200]
+    );
+    assert!(got.iter().all(|d| d.signed));
+    assert!(
+        got.iter().all(|d| d.webhook_id == got[0].webhook_id),
+        "same webhook-id"
+    );
+    let mut stamps: Vec<u64> = got.iter().map(|d| d.timestamp).collect();
+    stamps.dedup();
+    assert_eq!(stamps.len(), 4, "a fresh timestamp per attempt");
+    assert!(got.iter().all(|d| d.body["request_id"] == id.as_str()));
+    settle().await;
+    assert_eq!(inbox(&gw, KEY_ACME, "?status=delivered").await.len(), 1);
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains(r#"gateway_webhook_deliveries_total{outcome="retry"}"#));
+}
+
+#[tokio::test]
+async fn deliveries_die_after_the_attempt_limit() {
+    let Setup {
+        gw,
+        receiver,
+        _sample,
+    } = setup("delivery_max_attempts = 3").await;
+    seed(&gw).await;
+    for _ in 0..5 {
+        receiver.answer(500, None, None);
+    }
+    let id = id_of(
+        &file(
+            &gw,
+            json!({"type": "access", "email": JANE, "tracking_number": JANE_TRACKING}),
+        )
+        .await,
+    );
+    receiver.wait_for(1, Duration::from_secs(5)).await;
+    for n in 2..=3 {
+        gw.clock.advance(Duration::from_secs(3600));
+        receiver.wait_for(n, Duration::from_secs(5)).await;
+    }
+    settle().await;
+    gw.clock.advance(Duration::from_secs(48 * 3600));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(receiver.got().len(), 3, "no attempt after the third");
+    let dead = inbox(&gw, KEY_ACME, "?status=dead").await;
+    assert_eq!(dead.len(), 1, "dead letters stay in the inbox");
+    assert_eq!(dead[0]["request_id"], id.as_str());
+    assert_eq!(public_status(&gw, &id).await["status"], "dead");
+    assert!(
+        gw.metrics()
+            .await
+            .contains(r#"gateway_webhook_deliveries_total{outcome="dead"}"#)
+    );
+}
+
+#[tokio::test]
+async fn deliveries_die_after_the_age_limit() {
+    let Setup {
+        gw,
+        receiver,
+        _sample,
+    } = setup("delivery_max_age_hours = 1").await;
+    seed(&gw).await;
+    for _ in 0..5 {
+        receiver.answer(500, None, None);
+    }
+    id_of(&file(&gw, json!({"type": "access", "email": JANE})).await);
+    receiver.wait_for(1, Duration::from_secs(5)).await;
+    // Two hours on: one last attempt at the deadline, then dead.
+    gw.clock.advance(Duration::from_secs(2 * 3600));
+    receiver.wait_for(2, Duration::from_secs(5)).await;
+    settle().await;
+    gw.clock.advance(Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(receiver.got().len(), 2);
+    assert_eq!(inbox(&gw, KEY_ACME, "?status=dead").await.len(), 1);
+}
+
+#[tokio::test]
+async fn customers_see_only_their_own_requests() {
+    let Setup {
+        gw,
+        receiver: _receiver,
+        _sample,
+    } = setup("").await;
+    seed(&gw).await;
+    // Rahul ships with globex only.
+    let id = id_of(
+        &file(
+            &gw,
+            json!({"type": "opt_out", "email": "rahul@example.org", "tracking_number": "1ZGLBX0000000002"}),
+        )
+        .await,
+    );
+    assert_eq!(inbox(&gw, KEY_GLOBEX, "").await.len(), 1);
+    assert!(inbox(&gw, KEY_ACME, "").await.is_empty());
+    // Acme cannot acknowledge globex's request; unknown and malformed ids are 404 too.
+    for (path, key) in [
+        (format!("/v1/privacy/requests/{id}/ack"), KEY_ACME),
+        (
+            "/v1/privacy/requests/00000000000000000000000000000000/ack".to_string(),
+            KEY_GLOBEX,
+        ),
+        ("/v1/privacy/requests/nope/ack".to_string(), KEY_GLOBEX),
+    ] {
+        let answer = post_json(&mut gw.h1().await, &path, Some(key), &json!({})).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(answer.error_code(), "not_found");
+    }
+    let mut client = gw.h1().await;
+    let answer = client.get("/v1/privacy/requests", None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let answer = client.get("/v1/privacy/requests", Some("wrong-key")).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let answer = client
+        .get("/v1/privacy/requests", Some(KEY_ANALYTICS))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.error_code(), "customers_only");
+    let answer = client
+        .get("/v1/privacy/requests?status=lost", Some(KEY_GLOBEX))
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.error_code(), "invalid_query");
+    // Unknown and malformed status ids: 404, with nothing else said.
+    for path in [
+        "/privacy/requests/00000000000000000000000000000000",
+        "/privacy/requests/not-an-id",
+    ] {
+        let answer = client.get(path, None).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn erasure_removes_only_the_instructing_customers_tags() {
+    let Setup {
+        gw,
+        receiver,
+        _sample,
+    } = setup("").await;
+    seed(&gw).await;
+    let created = post_json(
+        &mut gw.h1().await,
+        "/v1/shipments",
+        Some(KEY_GLOBEX),
+        &json!({"recipient": {"name": "Jane Doe", "email": JANE}}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+
+    let erased = post_json(
+        &mut gw.h1().await,
+        "/v1/privacy/erasures",
+        Some(KEY_ACME),
+        &json!({"email": JANE}),
+    )
+    .await;
+    assert_eq!(erased.status, StatusCode::OK);
+    assert_eq!(
+        erased.json(),
+        json!({"recipients_deleted": 1, "records_deleted": 2}),
+        "jane's tag and acme's record, by id and by tracking number"
+    );
+    // Jane's request now reaches globex only, and acme's tracking number no longer verifies.
+    let filed = file(
+        &gw,
+        json!({"type": "access", "email": JANE, "tracking_number": JANE_TRACKING}),
+    )
+    .await;
+    assert!(filed.json().get("controllers").is_none());
+    assert_eq!(inbox(&gw, KEY_GLOBEX, "").await.len(), 1);
+    assert!(inbox(&gw, KEY_ACME, "").await.is_empty());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(receiver.got().is_empty(), "nothing for acme");
+    // Again: nothing left to delete. Internal clients cannot erase.
+    let again = post_json(
+        &mut gw.h1().await,
+        "/v1/privacy/erasures",
+        Some(KEY_ACME),
+        &json!({"email": JANE}),
+    )
+    .await;
+    assert_eq!(
+        again.json(),
+        json!({"recipients_deleted": 0, "records_deleted": 0})
+    );
+    let internal = post_json(
+        &mut gw.h1().await,
+        "/v1/privacy/erasures",
+        Some(KEY_ANALYTICS),
+        &json!({"email": JANE}),
+    )
+    .await;
+    assert_eq!(internal.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn intake_is_rate_limited_per_address() {
+    let Setup {
+        gw,
+        receiver: _receiver,
+        _sample,
+    } = setup("rate_limit_per_minute = 3").await;
+    for _ in 0..3 {
+        let answer = file(&gw, json!({"type": "access", "email": "a@example.com"})).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+    }
+    let limited = file(&gw, json!({"type": "access", "email": "a@example.com"})).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.error_code(), "rate_limited");
+    let wait: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&wait), "{wait}");
+    // Status lookups are not intake: still answered.
+    let answer = gw
+        .h1()
+        .await
+        .get("/privacy/requests/00000000000000000000000000000000", None)
+        .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_intake_requests_get_clear_errors_and_nothing_is_kept() {
+    let Setup {
+        gw,
+        receiver: _receiver,
+        _sample,
+    } = setup("").await;
+    let mut client = gw.h1().await;
+    let cases: Vec<(Request<TestBody>, StatusCode, &str)> = vec![
+        (
+            Request::post("/privacy/requests")
+                .header("content-type", "application/json")
+                .body(body(r#"{"type": "access"}"#))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Request::post("/privacy/requests")
+                .header("content-type", "application/json")
+                .body(body(
+                    r#"{"type": "access", "email": "a@b.co", "name": "Jane"}"#,
+                ))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            Request::post("/privacy/requests")
+                .header("content-type", "text/plain")
+                .body(body(r#"{"type": "access", "email": "a@b.co"}"#))
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            Request::post("/privacy/requests")
+                .header("content-type", "application/json")
+                .body(body(vec![b' '; 17 * 1024]))
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            Request::get("/privacy/requests").body(empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let answer = client.send(request).await;
+        assert_eq!(answer.status, status, "{:?}", answer.body);
+        assert_eq!(answer.error_code(), code);
+        assert!(
+            !String::from_utf8_lossy(&answer.body).contains("Jane"),
+            "errors never echo values"
+        );
+    }
+    let answer = client
+        .send(Request::get("/privacy/requests").body(empty()).unwrap())
+        .await;
+    assert_eq!(answer.header("allow"), Some("POST"));
+    let metrics = gw.metrics().await;
+    for status in ["400", "405", "413", "415"] {
+        let status = format!(r#"status="{status}""#);
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("gateway_requests_total{")
+                    && l.contains(r#"route="privacy_intake""#)
+                    && l.contains(&status)),
+            "{status}"
+        );
+    }
+}
