@@ -29,7 +29,7 @@ use crate::store::outbox::{Attempt, Claimed};
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claim is held: past it, another worker (or gateway) may retry. Well above the
 /// attempt timeout, so a live attempt is never duplicated.
-const LEASE: Duration = Duration::from_secs(60);
+const LEASE: Duration = Duration::from_secs(30);
 /// How often the outbox is polled when nothing wakes the worker (other gateways' requests, due
 /// retries).
 const POLL: Duration = Duration::from_secs(1);
