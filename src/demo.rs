@@ -10,6 +10,9 @@
 //! | `POST /v1/shipments` | creates a shipment for `X-Gateway-Client`; 201 with the record |
 //! | `GET /v1/analytics/shipments` | the same list, for the analytics route |
 //! | `GET /v1/labels/{id}` | a PDF label (a passthrough media type) |
+//!
+//! It also has a webhook receiver standing in for a customer's privacy endpoint: it checks each
+//! delivery's Standard Webhooks signature and prints one line per delivery.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -181,4 +184,97 @@ fn seed() -> Vec<Value> {
             }
         }),
     ]
+}
+
+/// A running webhook receiver; stops when dropped.
+pub struct WebhookReceiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a receiver on `addr` that verifies deliveries with `secret` (`whsec_…`), answers 204
+/// to valid ones (401 otherwise) and prints a line per delivery to stderr: request id, type,
+/// whether it is verified and whether the signature checks. The subject is not printed.
+pub async fn start_webhook_receiver(
+    addr: SocketAddr,
+    secret: String,
+) -> std::io::Result<WebhookReceiver> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let secret = Arc::new(secret);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let secret = secret.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let secret = secret.clone();
+                    async move { Ok::<_, Infallible>(receive(&secret, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(WebhookReceiver { addr, task })
+}
+
+async fn receive(secret: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (id, timestamp, signature) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    );
+    let Ok(body) = Limited::new(req.into_body(), 1 << 20).collect().await else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "unreadable body"}),
+        );
+    };
+    let body = body.to_bytes();
+    let checked = crate::privacy::signature::verify(
+        secret,
+        &id,
+        &timestamp,
+        &signature,
+        &body,
+        crate::tags::now(),
+        300,
+    );
+    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    eprintln!(
+        "webhook: privacy request {} ({}, verified: {}) delivered; signature {}",
+        payload["request_id"].as_str().unwrap_or("?"),
+        payload["request_type"].as_str().unwrap_or("?"),
+        payload["verified"],
+        match checked {
+            Ok(()) => "valid".to_string(),
+            Err(error) => format!("INVALID: {error}"),
+        }
+    );
+    let status = if checked.is_ok() {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
 }

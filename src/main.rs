@@ -210,6 +210,32 @@ fn run_demo(mut config: Config, config_path: &Path) -> anyhow::Result<()> {
         for upstream in config.upstreams.clone() {
             config.set_upstream_url(&upstream.name, &format!("http://{}", api.addr));
         }
+        // One receiver per distinct loopback webhook address, standing in for the customers.
+        let mut receivers = Vec::new();
+        for client in &config.clients {
+            let Some(webhook) = &client.webhook else {
+                continue;
+            };
+            let Some(addr) = webhook
+                .url
+                .authority()
+                .and_then(|a| a.as_str().parse::<std::net::SocketAddr>().ok())
+                .filter(|a| a.ip().is_loopback())
+            else {
+                continue;
+            };
+            let secret = format!(
+                "whsec_{}",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    webhook.key.expose()
+                )
+            );
+            let receiver = demo::start_webhook_receiver(addr, secret)
+                .await
+                .with_context(|| format!("cannot start the demo webhook receiver on {addr}"))?;
+            receivers.push(receiver);
+        }
         let tls = config.listen.tls.is_some();
         let server = server::Server::bind(Arc::new(config)).await?;
         let base = format!(
@@ -249,6 +275,13 @@ fn run_demo(mut config: Config, config_path: &Path) -> anyhow::Result<()> {
              \x20   -d '{{\"recipient\":{{\"name\":\"Ada\",\"email\":\"ada@example.com\",\"date_of_birth\":\"1990-01-01\"}}}}' {base}/v1/shipments\n\
              Without a key:\n\
              \x20 curl {cacert}{base}/v1/shipments\n\
+             A recipient files a privacy request, proven by her tracking number (after Acme's list\n\
+             above has tagged the records); it is delivered, signed, to Acme's webhook below:\n\
+             \x20 curl {cacert}-H 'Content-Type: application/json' \\\n\
+             \x20   -d '{{\"type\":\"delete\",\"email\":\"jane.doe@example.com\",\"tracking_number\":\"1ZACME0000000001\"}}' {base}/privacy/requests\n\
+             Its public status, and Acme's privacy inbox:\n\
+             \x20 curl {cacert}{base}/privacy/requests/<request_id>\n\
+             \x20 curl {cacert}-H 'Authorization: Bearer {acme}' {base}/v1/privacy/requests\n\
              Metrics:\n\
              \x20 curl http://{admin}/metrics\n\n\
              Ctrl-C stops the demo.\n",
@@ -259,6 +292,7 @@ fn run_demo(mut config: Config, config_path: &Path) -> anyhow::Result<()> {
             analytics = key("analytics"),
         );
         server.serve(shutdown_signal()?).await;
+        drop(receivers);
         Ok(())
     })
 }
