@@ -34,6 +34,19 @@ pub const DEMO_KEYS: &[(&str, &str)] = &[
     ("analytics", "demo-key-analytics"),
 ];
 
+/// Development values of the secrets `config/gateway.toml` names (`config/dev.env`).
+const DEV_ENV: &str = include_str!("../config/dev.env");
+
+/// The development value of the environment variable `name`, if `config/dev.env` has one.
+pub fn dev_secret(name: &str) -> Option<String> {
+    DEV_ENV
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .find(|(key, _)| key.trim() == name)
+        .map(|(_, value)| value.trim().to_string())
+}
+
 /// A running sample API; stops when dropped.
 pub struct SampleApi {
     /// Where it listens.

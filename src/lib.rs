@@ -31,7 +31,7 @@
 //! | [`tags`] | controller resolution, HMAC tags, the tag cache with write-behind and retention |
 //! | [`store`] | the `Store` and `Outbox` traits: memory, sqlite (default), postgres |
 //! | [`privacy`] | privacy requests: intake, verification, the outbox, signed webhook delivery, inbox, erasure |
-//! | [`review`] | reviewer tools: the `redact` dry run |
+//! | [`review`] | reviewer tools: the `check` report, coverage from samples, `test-rules`, the `redact` dry run |
 //! | [`admin`] | metric names and recorder, `/metrics`, `/healthz`, `/readyz` |
 //! | [`logging`] | the JSON-lines log format |
 //! | [`demo`] | the sample shipping API behind `recipient-gateway demo` (also the tests' upstream) |

@@ -28,8 +28,25 @@ enum Command {
     Run,
     /// Start the sample shipping API on loopback and the gateway in front of it.
     Demo,
-    /// Validate the configuration (every rule compiled) and print a summary.
-    Check,
+    /// Validate the configuration (every rule compiled) and print the review report.
+    Check {
+        /// Report format.
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: FormatArg,
+        /// Folder of sample bodies (`<route>/*.json`; `*.request.json` are request bodies):
+        /// adds dead rules and uncovered personal-data candidates.
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        /// Exit 2 on any warning or coverage finding.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run rule test cases: each `*.json` in DIR is one case (name, route, direction, caller,
+    /// controller, input, expect).
+    TestRules {
+        /// Folder of case files.
+        dir: PathBuf,
+    },
     /// Dry run: read a JSON body on stdin, apply a route's rules as the gateway would, print it.
     Redact {
         /// The route whose rules apply.
@@ -57,6 +74,12 @@ enum Command {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Markdown,
+    Json,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum DirectionArg {
     Request,
     Response,
@@ -68,11 +91,16 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check => match Config::load(&cli.config) {
-            Ok(config) => {
-                print_summary(&config);
-                ExitCode::SUCCESS
-            }
+        Command::Check {
+            format,
+            samples,
+            strict,
+        } => match Config::load(&cli.config) {
+            Ok(config) => check(&config, &cli.config, format, samples.as_deref(), strict),
+            Err(error) => config_error(&error),
+        },
+        Command::TestRules { dir } => match Config::load(&cli.config) {
+            Ok(config) => test_rules(&config, &dir),
             Err(error) => config_error(&error),
         },
         Command::Redact {
@@ -124,7 +152,17 @@ fn main() -> ExitCode {
             runtime_result(serve(config))
         }
         Command::Demo => {
-            let config = match Config::load(&cli.config) {
+            // The demo runs on development secrets where the environment has none.
+            let env = |name: &str| {
+                std::env::var(name).ok().or_else(|| {
+                    let value = demo::dev_secret(name)?;
+                    eprintln!(
+                        "demo: {name} is not set; using its development value from config/dev.env"
+                    );
+                    Some(value)
+                })
+            };
+            let config = match Config::load_with_env(&cli.config, &env) {
                 Ok(config) => config,
                 Err(error) => return config_error(&error),
             };
@@ -310,41 +348,58 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn print_summary(config: &Config) {
-    println!("configuration {} is valid", config.source.display());
-    println!(
-        "  listen {} ({}), admin {}",
-        config.listen.address,
-        if config.listen.tls.is_some() {
-            "TLS"
-        } else {
-            "plaintext"
-        },
-        config.admin.address
-    );
-    println!(
-        "  {} clients, {} upstreams, {} routes",
-        config.clients.len(),
-        config.upstreams.len(),
-        config.routes.len()
-    );
-    for route in &config.routes {
-        println!(
-            "  route {:<16} {:<28} -> {:<12} auth={:?} purpose={} {} ({} rules)",
-            route.name,
-            route.path_prefix,
-            route.upstream,
-            route.auth,
-            route.purpose.as_str(),
-            if route.inspected() {
-                "inspected"
-            } else {
-                "streamed"
-            },
-            route.rules.len()
-        );
+fn check(
+    config: &Config,
+    path: &Path,
+    format: FormatArg,
+    samples: Option<&Path>,
+    strict: bool,
+) -> ExitCode {
+    if let Some(dir) = samples
+        && !dir.is_dir()
+    {
+        eprintln!("error: --samples {}: not a folder.", dir.display());
+        return ExitCode::from(EXIT_CONFIG);
     }
-    for warning in &config.warnings {
-        println!("warning: {warning}");
+    let report = match review::report::Report::build(config, &path.display().to_string(), samples) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: cannot read the samples: {error}.");
+            return ExitCode::FAILURE;
+        }
+    };
+    match format {
+        FormatArg::Markdown => print!("{}", report.to_markdown()),
+        FormatArg::Json => println!("{}", report.to_json()),
+    }
+    if strict && report.has_findings() {
+        eprintln!(
+            "error: --strict: {} (warnings and findings fail a strict check).",
+            report.summary_line()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    ExitCode::SUCCESS
+}
+
+fn test_rules(config: &Config, dir: &Path) -> ExitCode {
+    let results = match review::rule_tests::run_dir(config, dir) {
+        Ok(results) => results,
+        Err(error) => {
+            eprintln!(
+                "error: cannot read rule tests in {}: {error}.",
+                dir.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    print!("{}", review::rule_tests::render(&results));
+    if results
+        .iter()
+        .all(|r| r.outcome == review::rule_tests::Outcome::Passed)
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -285,6 +285,16 @@ pub enum RouteAuth {
     None,
 }
 
+impl RouteAuth {
+    /// The name used in config files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteAuth::Client => "client",
+            RouteAuth::None => "none",
+        }
+    }
+}
+
 /// Why a route's callers use recipient data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -329,6 +339,16 @@ pub enum UnknownController {
     NotController,
     /// The caller is treated as the controller.
     Caller,
+}
+
+impl UnknownController {
+    /// The name used in config files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownController::NotController => "not_controller",
+            UnknownController::Caller => "caller",
+        }
+    }
 }
 
 /// A rule file: `[[rule]]` entries.

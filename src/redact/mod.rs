@@ -32,6 +32,17 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// Both, request first.
+    pub const ALL: [Direction; 2] = [Direction::Request, Direction::Response];
+
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Direction::Request => 0,
@@ -50,6 +61,17 @@ pub enum Relation {
 }
 
 impl Relation {
+    /// Both, controller first.
+    pub const ALL: [Relation; 2] = [Relation::Controller, Relation::NotController];
+
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Relation::Controller => "controller",
+            Relation::NotController => "not_controller",
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Relation::Controller => 0,
@@ -140,17 +162,12 @@ impl Plan {
                     DirectionFilter::Response => direction == Direction::Response,
                 }
         };
-        let admits = |rule: &Rule, relation: Relation| match rule.caller {
-            CallerFilter::Any => true,
-            CallerFilter::Controller => relation == Relation::Controller,
-            CallerFilter::NotController => relation == Relation::NotController,
-        };
         let set = |direction: Direction, relation: Option<Relation>, scope: RuleScope| {
             RuleSet::new(
                 rules
                     .iter()
                     .filter(|r| r.scope == scope && applies(r, direction))
-                    .filter(|r| relation.is_none_or(|rel| admits(r, rel)))
+                    .filter(|r| relation.is_none_or(|rel| admits(r.caller, rel)))
                     .cloned()
                     .collect(),
             )
@@ -173,6 +190,17 @@ impl Plan {
                 set(Direction::Response, None, RuleScope::Body),
             ],
         }
+    }
+
+    /// The rules that apply in `direction` to a caller with `relation`: record-scoped rules, then
+    /// body-scoped ones that admit the relation. What the review report lists.
+    pub fn rules_for(&self, direction: Direction, relation: Relation) -> Vec<Arc<Rule>> {
+        let record = &self.record_rules[direction.index()][relation.index()].rules;
+        let body = self.body_rules[direction.index()]
+            .rules
+            .iter()
+            .filter(|rule| admits(rule.caller, relation));
+        record.iter().chain(body).cloned().collect()
     }
 
     /// Finds the records of a body (objects selected by `records`, in document order) and checks
@@ -234,12 +262,7 @@ impl Plan {
                 let rule = &body.rules[rule];
                 let owner = enclosing_record(doc, node, &is_record, records);
                 let relation = owner.map_or(outside, |i| records[i as usize].relation);
-                let admitted = match rule.caller {
-                    CallerFilter::Any => true,
-                    CallerFilter::Controller => relation == Relation::Controller,
-                    CallerFilter::NotController => relation == Relation::NotController,
-                };
-                if admitted {
+                if admits(rule.caller, relation) {
                     hits.push((node, strength(rule.action), rule, owner.unwrap_or(NONE)));
                 }
             });
@@ -306,6 +329,15 @@ pub fn redact_records(
         .collect();
     let outside = relation(caller, None, route.unknown_controller);
     route.plan.apply(doc, direction, &records, outside, keys)
+}
+
+/// Whether a rule's caller filter admits `relation`.
+fn admits(filter: CallerFilter, relation: Relation) -> bool {
+    match filter {
+        CallerFilter::Any => true,
+        CallerFilter::Controller => relation == Relation::Controller,
+        CallerFilter::NotController => relation == Relation::NotController,
+    }
 }
 
 /// Remove beats redact beats hash beats mask: the most protective action wins a tie.

@@ -1,8 +1,19 @@
-//! Tools for security reviewers: the `redact` dry run.
+//! Tools for security reviewers: the `check` report, coverage from samples, rule tests and the
+//! `redact` dry run.
+//!
+//! - [`report`]: which caller sees which field, per route, direction and relation (SPEC §7.1);
+//! - [`coverage`] with [`detect`]: dead rules and personal data no rule covers in samples (§7.2);
+//! - [`rule_tests`]: `test-rules` cases (§7.3);
+//! - [`dry_run`]: one body through a route's rules.
 //!
 //! The dry run takes the same path as the proxy once a body is decoded: strict parse, record
 //! selection and shape checks, relations, the route's compiled plan, rendering. Only the
-//! controllers come from the command line instead of tags.
+//! controllers come from the command line instead of tags. `test-rules` runs through it.
+
+pub mod coverage;
+pub mod detect;
+pub mod report;
+pub mod rule_tests;
 
 use std::sync::Arc;
 

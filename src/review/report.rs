@@ -1,0 +1,505 @@
+//! The `check` report (SPEC §7.1): for each route, which rules apply to which caller, in which
+//! direction, at which concrete paths, and why; then warnings and, with samples, coverage.
+//!
+//! The tables come from each route's compiled plan ([`crate::redact::Plan::rules_for`]), the
+//! same object the proxy applies, so the report cannot disagree with the traffic. The JSON form
+//! (`--format json`) has a stable shape, documented in `docs/reviewing-redaction.md`; its
+//! `format_version` changes only when a field is removed or changes meaning.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::coverage::{self, RouteCoverage};
+use crate::config::{Config, Route, Rule, RuleScope};
+use crate::redact::{Direction, HashKeys, Relation};
+
+/// Version of the JSON shape.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Shape version.
+    pub format_version: u32,
+    /// The config file, as given.
+    pub config: String,
+    /// One entry per route, in config order.
+    pub routes: Vec<RouteReport>,
+    /// Things that work but deserve a reviewer's attention.
+    pub warnings: Vec<String>,
+    /// Counts.
+    pub summary: Summary,
+}
+
+/// One route.
+#[derive(Debug, Serialize)]
+pub struct RouteReport {
+    /// Route name.
+    pub name: String,
+    /// Path prefix.
+    pub path_prefix: String,
+    /// Upstream name.
+    pub upstream: String,
+    /// Purpose.
+    pub purpose: &'static str,
+    /// `client` or `none`.
+    pub auth: &'static str,
+    /// Whether bodies are inspected.
+    pub inspected: bool,
+    /// Record selectors.
+    pub records: Vec<String>,
+    /// Record key members.
+    pub record_keys: Vec<String>,
+    /// Recipient member.
+    pub recipient: Option<String>,
+    /// Recipient identifier members.
+    pub recipient_identifiers: Vec<String>,
+    /// Controller member.
+    pub controller_member: Option<String>,
+    /// `not_controller` or `caller`.
+    pub unknown_controller: &'static str,
+    /// Media types passed uninspected.
+    pub passthrough_content_types: Vec<String>,
+    /// Four tables: request/controller, request/not_controller, response/controller,
+    /// response/not_controller (empty for plain routes).
+    pub tables: Vec<Table>,
+    /// Coverage findings, with `--samples`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<RouteCoverage>,
+}
+
+/// The rules that apply in one direction to one caller relation.
+#[derive(Debug, Serialize)]
+pub struct Table {
+    /// `request` or `response`.
+    pub direction: &'static str,
+    /// `controller` or `not_controller`.
+    pub relation: &'static str,
+    /// In the order the plan holds them (file order).
+    pub rules: Vec<RuleRow>,
+}
+
+/// One applicable rule.
+#[derive(Debug, Serialize)]
+pub struct RuleRow {
+    /// Rule id.
+    pub id: String,
+    /// The path as written in the rule file.
+    pub path: String,
+    /// Concrete paths from the body root (one per record selector for record-scoped rules).
+    pub paths: Vec<String>,
+    /// `remove`, `redact`, `mask` or `hash`.
+    pub action: &'static str,
+    /// For `mask`: characters kept at each end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Mask>,
+    /// Data category.
+    pub category: String,
+    /// Why the rule exists.
+    pub reason: String,
+    /// The rule file.
+    pub file: String,
+}
+
+/// A mask's kept characters.
+#[derive(Debug, Serialize)]
+pub struct Mask {
+    /// Kept at the start.
+    pub keep_first: usize,
+    /// Kept at the end.
+    pub keep_last: usize,
+}
+
+/// Counts for the closing line.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Routes.
+    pub routes: usize,
+    /// Inspected routes.
+    pub inspected_routes: usize,
+    /// Distinct rules.
+    pub rules: usize,
+    /// Warnings.
+    pub warnings: usize,
+    /// Coverage findings (dead rules, uncovered candidates, refused samples).
+    pub findings: usize,
+}
+
+impl Report {
+    /// Builds the report; with `samples`, runs each route's samples too.
+    pub fn build(
+        config: &Config,
+        shown_as: &str,
+        samples: Option<&Path>,
+    ) -> std::io::Result<Report> {
+        let keys = HashKeys::for_config(config);
+        // Rule files are shown relative to the config's folder, as the config names them.
+        let base = config
+            .source
+            .parent()
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        let mut warnings = config.warnings.clone();
+        let mut routes = Vec::new();
+        for route in &config.routes {
+            let coverage = match samples {
+                Some(dir) if route.inspected() => {
+                    let samples = coverage::load_samples(dir, &route.name)?;
+                    Some(coverage::analyse(route, &samples, &keys))
+                }
+                _ => None,
+            };
+            routes.push(route_report(route, coverage, &base));
+        }
+        warnings.extend(rule_warnings(config));
+        if let Some(dir) = samples {
+            let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+            for folder in coverage::unknown_folders(dir, &names)? {
+                warnings.push(format!(
+                    "samples folder `{folder}` names no route; its samples were not checked"
+                ));
+            }
+            for route in config.routes.iter().filter(|r| r.inspected()) {
+                if coverage::load_samples(dir, &route.name)?.is_empty() {
+                    warnings.push(format!(
+                        "inspected route `{}` has no samples in {}",
+                        route.name,
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        let rules: BTreeSet<&str> = config
+            .routes
+            .iter()
+            .flat_map(|r| r.rules.iter().map(|rule| rule.id.as_str()))
+            .collect();
+        let summary = Summary {
+            routes: routes.len(),
+            inspected_routes: config.routes.iter().filter(|r| r.inspected()).count(),
+            rules: rules.len(),
+            warnings: warnings.len(),
+            findings: routes
+                .iter()
+                .filter_map(|r| r.coverage.as_ref())
+                .map(RouteCoverage::findings)
+                .sum(),
+        };
+        Ok(Report {
+            format_version: FORMAT_VERSION,
+            config: shown_as.to_string(),
+            routes,
+            warnings,
+            summary,
+        })
+    }
+
+    /// Whether `--strict` fails: any warning or finding.
+    pub fn has_findings(&self) -> bool {
+        self.summary.warnings > 0 || self.summary.findings > 0
+    }
+
+    /// The closing line.
+    pub fn summary_line(&self) -> String {
+        let s = &self.summary;
+        format!(
+            "{} routes ({} inspected), {} rules, {} warnings, {} coverage findings.",
+            s.routes, s.inspected_routes, s.rules, s.warnings, s.findings
+        )
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the report serialises")
+    }
+
+    /// The markdown form.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# Redaction review: `{}`\n", self.config);
+        for route in &self.routes {
+            route_markdown(&mut out, route);
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(out, "## Warnings\n");
+            for warning in &self.warnings {
+                let _ = writeln!(out, "- {warning}");
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(out, "**Summary:** {}", self.summary_line());
+        out
+    }
+}
+
+fn route_report(route: &Route, coverage: Option<RouteCoverage>, base: &Path) -> RouteReport {
+    let tables = if route.inspected() {
+        Direction::ALL
+            .into_iter()
+            .flat_map(|direction| Relation::ALL.into_iter().map(move |r| (direction, r)))
+            .map(|(direction, relation)| Table {
+                direction: direction.as_str(),
+                relation: relation.as_str(),
+                rules: route
+                    .plan
+                    .rules_for(direction, relation)
+                    .iter()
+                    .map(|rule| rule_row(route, rule, base))
+                    .collect(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    RouteReport {
+        name: route.name.clone(),
+        path_prefix: route.path_prefix.clone(),
+        upstream: route.upstream.clone(),
+        purpose: route.purpose.as_str(),
+        auth: route.auth.as_str(),
+        inspected: route.inspected(),
+        records: route.records.iter().map(|p| p.source.clone()).collect(),
+        record_keys: route.record_keys.clone(),
+        recipient: route.recipient.clone(),
+        recipient_identifiers: route.recipient_identifiers.clone(),
+        controller_member: route.controller_member.clone(),
+        unknown_controller: route.unknown_controller.as_str(),
+        passthrough_content_types: route.passthrough_content_types.clone(),
+        tables,
+        coverage,
+    }
+}
+
+fn rule_row(route: &Route, rule: &Rule, base: &Path) -> RuleRow {
+    RuleRow {
+        id: rule.id.clone(),
+        path: rule.path.source.clone(),
+        paths: concrete_paths(route, rule),
+        action: rule.action.as_str(),
+        mask: (rule.action == crate::config::Action::Mask).then_some(Mask {
+            keep_first: rule.mask.0,
+            keep_last: rule.mask.1,
+        }),
+        category: rule.category.clone(),
+        reason: rule.reason.clone(),
+        file: rule
+            .file
+            .strip_prefix(base)
+            .unwrap_or(&rule.file)
+            .display()
+            .to_string(),
+    }
+}
+
+/// A record-scoped rule's path below each record selector; a body-scoped rule's path as is.
+pub fn concrete_paths(route: &Route, rule: &Rule) -> Vec<String> {
+    if rule.scope == RuleScope::Body {
+        return vec![rule.path.source.clone()];
+    }
+    let relative = rule
+        .path
+        .source
+        .trim_start()
+        .strip_prefix('$')
+        .unwrap_or("");
+    let mut paths: Vec<String> = route
+        .records
+        .iter()
+        .map(|selector| format!("{}{relative}", selector.source))
+        .collect();
+    paths.dedup();
+    paths
+}
+
+/// Rules that can never apply: on no route of theirs does the plan admit them, or they are
+/// record-scoped on a route that selects no records.
+fn rule_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut reported = BTreeSet::new();
+    let all: Vec<&std::sync::Arc<Rule>> = config.routes.iter().flat_map(|r| &r.rules).collect();
+    for rule in all {
+        if !reported.insert(rule.id.clone()) {
+            continue;
+        }
+        let carrying: Vec<&Route> = config
+            .routes
+            .iter()
+            .filter(|route| route.rules.iter().any(|r| r.id == rule.id))
+            .map(|r| &**r)
+            .collect();
+        let applies = |route: &Route| {
+            Direction::ALL.iter().any(|d| {
+                Relation::ALL
+                    .iter()
+                    .any(|r| route.plan.rules_for(*d, *r).iter().any(|x| x.id == rule.id))
+            }) && (rule.scope == RuleScope::Body || !route.records.is_empty())
+        };
+        if !carrying.iter().any(|route| applies(route)) {
+            let names: Vec<&str> = carrying.iter().map(|r| r.name.as_str()).collect();
+            let purposes: Vec<&str> = rule.purposes.iter().map(|p| p.as_str()).collect();
+            warnings.push(format!(
+                "rule `{}` can never apply: no route that lists it ({}) matches its `when` \
+                 (purposes: {}) and selects records for it",
+                rule.id,
+                names.join(", "),
+                purposes.join(", ")
+            ));
+        }
+    }
+    warnings
+}
+
+fn route_markdown(out: &mut String, route: &RouteReport) {
+    let code = |v: &str| format!("`{v}`");
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "—".to_string()
+        } else {
+            v.iter().map(|s| code(s)).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let _ = writeln!(out, "## Route `{}`\n", route.name);
+    let _ = writeln!(out, "| setting | value |\n| --- | --- |");
+    let _ = writeln!(out, "| prefix | {} |", code(&route.path_prefix));
+    let _ = writeln!(out, "| upstream | {} |", code(&route.upstream));
+    let _ = writeln!(out, "| purpose | {} |", route.purpose);
+    let _ = writeln!(out, "| auth | {} |", route.auth);
+    if !route.inspected {
+        let _ = writeln!(
+            out,
+            "\nNot inspected: bodies stream through unchanged in both directions.\n"
+        );
+        return;
+    }
+    let _ = writeln!(out, "| records | {} |", list(&route.records));
+    let _ = writeln!(out, "| record keys | {} |", list(&route.record_keys));
+    let recipient = route.recipient.as_deref().map_or("—".to_string(), |r| {
+        format!(
+            "{} (identified by {})",
+            code(r),
+            list(&route.recipient_identifiers)
+        )
+    });
+    let _ = writeln!(out, "| recipient | {recipient} |");
+    let member = route
+        .controller_member
+        .as_deref()
+        .map_or("—".to_string(), code);
+    let _ = writeln!(out, "| controller member | {member} |");
+    let _ = writeln!(out, "| unknown controller | {} |", route.unknown_controller);
+    let _ = writeln!(
+        out,
+        "| passed uninspected | {} |\n",
+        list(&route.passthrough_content_types)
+    );
+    for table in &route.tables {
+        let who = if table.relation == "controller" {
+            "the caller controls the record"
+        } else {
+            "the caller does not control the record"
+        };
+        let _ = writeln!(out, "### {}, {who}\n", capitalised(table.direction));
+        if table.rules.is_empty() {
+            let _ = writeln!(out, "No rule applies: these bodies pass unchanged.\n");
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| rule | path | action | category | reason |\n| --- | --- | --- | --- | --- |"
+        );
+        for rule in &table.rules {
+            let action = match &rule.mask {
+                Some(mask) => format!(
+                    "mask (keep first {}, last {})",
+                    mask.keep_first, mask.keep_last
+                ),
+                None => rule.action.to_string(),
+            };
+            let paths: Vec<String> = rule.paths.iter().map(|p| code(p)).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {action} | {} | {} |",
+                code(&rule.id),
+                paths.join("<br>"),
+                rule.category,
+                rule.reason.replace('|', "\\|")
+            );
+        }
+        out.push('\n');
+    }
+    if let Some(coverage) = &route.coverage {
+        coverage_markdown(out, coverage);
+    }
+}
+
+fn coverage_markdown(out: &mut String, coverage: &RouteCoverage) {
+    let directions = if coverage.sampled_directions.is_empty() {
+        "none".to_string()
+    } else {
+        coverage.sampled_directions.join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "### Coverage ({} samples; directions: {directions})\n",
+        coverage.samples
+    );
+    let ids = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if coverage.dead_rules.is_empty() {
+        let _ = writeln!(out, "- Dead rules: none.");
+    } else {
+        let _ = writeln!(
+            out,
+            "- Dead rules (changed nothing in any sample): {}",
+            ids(&coverage.dead_rules)
+        );
+    }
+    if !coverage.not_exercised.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Not exercised (no samples for their direction): {}",
+            ids(&coverage.not_exercised)
+        );
+    }
+    for refused in &coverage.refused {
+        let _ = writeln!(
+            out,
+            "- Sample `{}` would be refused by the gateway ({}).",
+            refused.sample, refused.reason
+        );
+    }
+    if coverage.uncovered.is_empty() {
+        let _ = writeln!(out, "- Uncovered personal-data candidates: none.\n");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "- Uncovered personal-data candidates (a non-controller receives them unchanged):\n\n\
+         | sample | path | looks like |\n| --- | --- | --- |"
+    );
+    for found in &coverage.uncovered {
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} |",
+            found.sample,
+            found.path,
+            found.kind.as_str()
+        );
+    }
+    out.push('\n');
+}
+
+fn capitalised(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,335 @@
+//! The reviewer's tools as the binary runs them: the `check` report (golden files, markdown and
+//! JSON), coverage findings and `--strict`, `test-rules` output and exit codes, the shipped config
+//! and rule tests, and `test-rules` agreeing with the proxy on the same cases.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use http::{Request, StatusCode};
+use recipient_gateway::config::Config;
+use recipient_gateway::redact::Direction;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_recipient-gateway");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn fixture() -> PathBuf {
+    Path::new(ROOT).join("tests/fixtures/review")
+}
+
+/// Runs the binary in `dir` with the shipped config's development secrets set.
+fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .envs(["GATEWAY_TAG_KEY", "ACME_WEBHOOK_SECRET"].map(|name| {
+            let value = recipient_gateway::demo::dev_secret(name).expect("in config/dev.env");
+            (name, value)
+        }))
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// Compares `got` with the golden file; `UPDATE_GOLDEN=1` rewrites it instead.
+fn golden(name: &str, got: &str) {
+    let path = Path::new(ROOT).join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert_eq!(got, want, "{name} differs from the golden file");
+}
+
+#[test]
+fn the_report_matches_its_golden_files_in_markdown_and_json() {
+    let args = ["check", "--config", "gateway.toml", "--samples", "samples"];
+    let (code, markdown, stderr) = run(&fixture(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    golden("review-report.md", &markdown);
+    let (code, json, _) = run(&fixture(), &[&args[..], &["--format", "json"]].concat());
+    assert_eq!(code, 0);
+    golden("review-report.json", &json);
+
+    // The JSON shape reviewers' tooling relies on.
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["format_version"], 1);
+    let orders = &report["routes"][0];
+    assert_eq!(orders["name"], "orders");
+    let tables = orders["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 4);
+    let response_other = &tables[3];
+    assert_eq!(
+        (&response_other["direction"], &response_other["relation"]),
+        (&Value::from("response"), &Value::from("not_controller"))
+    );
+    let email = &response_other["rules"][0];
+    assert_eq!(email["id"], "consignee-email");
+    assert_eq!(email["paths"][0], "$.data[*].consignee.email");
+    assert_eq!(email["action"], "redact");
+    assert_eq!(email["category"], "user.contact.email");
+    assert_eq!(email["file"], "rules/orders.toml");
+    let coverage = &orders["coverage"];
+    assert_eq!(coverage["dead_rules"], serde_json::json!(["legacy-fax"]));
+    let kinds: Vec<(&str, &str)> = coverage["uncovered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["path"].as_str().unwrap(), u["kind"].as_str().unwrap()))
+        .collect();
+    // The phone, the `a@b` in a free-text note and the street in another are found; the zip is
+    // masked, the reference number and the date are not phones.
+    assert_eq!(
+        kinds,
+        [
+            ("$['data'][0]['consignee']['phone']", "phone"),
+            ("$['data'][0]['instructions']", "street_address"),
+            ("$['data'][0]['note']", "email")
+        ]
+    );
+    assert_eq!(coverage["refused"][0]["reason"], "duplicate_key");
+    assert!(
+        !json.contains("jane.doe@example.com"),
+        "values are never reported"
+    );
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with("rule `support-notes` can never apply")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("inline secret"))
+    );
+    assert_eq!(report["summary"]["findings"], 5);
+}
+
+#[test]
+fn strict_fails_on_findings_and_warnings() {
+    let (code, _, stderr) = run(
+        &fixture(),
+        &[
+            "check",
+            "--config",
+            "gateway.toml",
+            "--samples",
+            "samples",
+            "--strict",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("4 warnings, 5 coverage findings"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(
+        &fixture(),
+        &["check", "--config", "gateway.toml", "--samples", "missing"],
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not a folder"), "{stderr}");
+}
+
+#[test]
+fn the_shipped_config_passes_a_strict_check_and_its_rule_tests() {
+    let root = Path::new(ROOT);
+    let (code, stdout, stderr) = run(root, &["check", "--samples", "config/samples", "--strict"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("0 warnings, 0 coverage findings"),
+        "{stdout}"
+    );
+    let cases = std::fs::read_dir(root.join("config/rules/tests"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert!(cases >= 7);
+    let (code, stdout, stderr) = run(root, &["test-rules", "config/rules/tests"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(stdout, format!("{cases} passed, 0 failed\n"));
+}
+
+#[test]
+fn test_rules_prints_a_diff_per_failure_and_exits_1() {
+    let dir = TestDir::new();
+    let case = |name: &str, expect: &str| {
+        format!(
+            r#"{{"name": "{name}", "route": "orders", "direction": "response", "caller": "reports",
+                "controller": "acme",
+                "input": {{"data": [{{"id": "o1", "consignee": {{"email": "jane@example.com", "zip": "94105"}}}}]}},
+                "expect": {expect}}}"#
+        )
+    };
+    dir.write(
+        "cases/a-pass.json",
+        &case(
+            "redacted for reports",
+            r#"{"data": [{"id": "o1", "consignee": {"email": "[REDACTED]", "zip": "94***"}}]}"#,
+        ),
+    );
+    dir.write(
+        "cases/b-fail.json",
+        &case(
+            "a wrong expectation",
+            r#"{"data": [{"id": "o1", "consignee": {"email": "jane@example.com", "zip": "94***", "fax": null}}]}"#,
+        ),
+    );
+    dir.write(
+        "cases/c-broken.json",
+        r#"{"name": "typo", "route": "orders", "direction": "response", "caller": "reports", "controller": null, "input": {}, "expected": {}}"#,
+    );
+    dir.write(
+        "cases/d-unknown-route.json",
+        &case("no such route", "{}").replace(r#""route": "orders""#, r#""route": "nope""#),
+    );
+    let config = fixture().join("gateway.toml");
+    let (code, stdout, _) = run(
+        dir.path(),
+        &["test-rules", "--config", config.to_str().unwrap(), "cases"],
+    );
+    assert_eq!(code, 1);
+    let expected = "\
+FAIL b-fail.json (a wrong expectation)
+  at $.data[0].consignee.email: expected \"jane@example.com\", got \"[REDACTED]\"
+  at $.data[0].consignee.fax: expected null, got nothing
+FAIL c-broken.json (c-broken.json): unknown member `expected` (a case has name, route, direction, caller, controller, input, expect)
+FAIL d-unknown-route.json (no such route): no route is named `nope`
+1 passed, 3 failed
+";
+    assert_eq!(stdout, expected);
+
+    let (code, _, stderr) = run(
+        dir.path(),
+        &[
+            "test-rules",
+            "--config",
+            config.to_str().unwrap(),
+            "missing",
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// Routes named like the shipped ones, in front of the mock upstream's canned answers.
+fn shipped_routes() -> String {
+    let rules = format!(
+        r#"rules = ["{SHIPPED_RULES}/recipient.toml", "{SHIPPED_RULES}/sensitive.toml", "{SHIPPED_RULES}/analytics.toml"]"#
+    );
+    format!(
+        r#"
+[[route]]
+name = "shipments"
+path_prefix = "/canned/shipments"
+upstream = "mock"
+records = ["$", "$.shipments[*]"]
+record_keys = ["id", "tracking_number"]
+recipient = "recipient"
+recipient_identifiers = ["email", "phone"]
+controller_member = "customer_id"
+{rules}
+
+[[route]]
+name = "analytics"
+path_prefix = "/canned/analytics"
+upstream = "mock"
+purpose = "analytics"
+records = ["$.shipments[*]"]
+record_keys = ["id", "tracking_number"]
+recipient = "recipient"
+recipient_identifiers = ["email", "phone"]
+controller_member = "customer_id"
+{rules}
+"#
+    )
+}
+
+/// Every shipped rule test, run through the real proxy (controllers from `customer_id`) and
+/// through the `test-rules` path with the same config: the bodies are identical.
+#[tokio::test]
+async fn test_rules_and_the_proxy_agree_on_every_shipped_case() {
+    let gw = TestGateway::start(&shipped_routes()).await;
+    let config = Config::load_with_env(&gw.dir.path().join("gateway.toml"), &|_| None).unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join("config/rules/tests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let case: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let (route, caller) = (
+            case["route"].as_str().unwrap(),
+            case["caller"].as_str().unwrap(),
+        );
+        let controller = case["controller"].as_str();
+        let input = serde_json::to_vec(&case["input"]).unwrap();
+        // The proxy learns the controller from `customer_id`; the case must say the same.
+        let named: Vec<Option<&str>> = match case["input"].get("shipments") {
+            Some(list) => list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["customer_id"].as_str())
+                .collect(),
+            None => vec![case["input"]["customer_id"].as_str()],
+        };
+        assert!(named.iter().all(|n| *n == controller), "{}", file.display());
+
+        let direction = match case["direction"].as_str().unwrap() {
+            "request" => Direction::Request,
+            _ => Direction::Response,
+        };
+        let offline = recipient_gateway::review::dry_run(
+            &config, route, direction, caller, controller, &input,
+        )
+        .unwrap();
+        let offline: Value = serde_json::from_slice(&offline.body).unwrap();
+        let key = match caller {
+            "acme" => KEY_ACME,
+            "globex" => KEY_GLOBEX,
+            _ => KEY_ANALYTICS,
+        };
+        let path = format!("/canned/{route}");
+        let mut client = gw.h1().await;
+        let proxied: Value = match direction {
+            Direction::Response => {
+                gw.upstream.set_canned(Canned::json(input.clone()));
+                let answer = client.get(&path, Some(key)).await;
+                assert_eq!(answer.status, StatusCode::OK, "{}", file.display());
+                answer.json()
+            }
+            Direction::Request => {
+                gw.upstream.set_canned(Canned::json(b"{}".to_vec()));
+                let request = Request::post(&path)
+                    .header("authorization", format!("Bearer {key}"))
+                    .header("content-type", "application/json")
+                    .body(body(input.clone()))
+                    .unwrap();
+                assert_eq!(client.send(request).await.status, StatusCode::OK);
+                serde_json::from_str(gw.upstream.last()["body"].as_str().unwrap()).unwrap()
+            }
+        };
+        assert_eq!(proxied, offline, "{}", file.display());
+    }
+}
