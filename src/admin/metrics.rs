@@ -44,6 +44,8 @@ pub const WEBHOOK_DELIVERIES: &str = "gateway_webhook_deliveries_total";
 pub const PRIVACY_OUTBOX_PENDING: &str = "gateway_privacy_outbox_pending";
 /// Age in seconds of the oldest pending delivery (0 when none): what the outbox-age alert watches.
 pub const PRIVACY_OUTBOX_OLDEST_AGE: &str = "gateway_privacy_outbox_oldest_age_seconds";
+/// Config reloads, by `outcome` (ok, error).
+pub const CONFIG_RELOADS: &str = "gateway_config_reloads_total";
 
 /// Latency buckets from 100 µs to 30 s: proxying adds sub-millisecond, upstreams take seconds.
 const DURATION_BUCKETS: &[f64] = &[
@@ -106,6 +108,7 @@ fn describe() {
         "Tag sightings dropped because the store fell behind."
     );
     describe_counter!(PRIVACY_REQUESTS, "Privacy requests filed.");
+    describe_counter!(CONFIG_RELOADS, "Config reloads by outcome.");
     describe_counter!(WEBHOOK_DELIVERIES, "Webhook delivery attempts by outcome.");
     describe_gauge!(
         PRIVACY_OUTBOX_PENDING,

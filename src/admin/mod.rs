@@ -1,12 +1,16 @@
 //! The operators' listener: `/metrics`, `/healthz`, `/readyz` (listeners bound, not draining, tag
-//! store answering).
+//! store answering) and `POST /admin/reload`.
 //!
 //! Plain HTTP/1.1 on its own address so that it can stay on a private interface while the main
-//! listener faces customers.
+//! listener faces customers. With `[admin] token_env` set, `/admin/*` requires
+//! `Authorization: Bearer <token>` (compared in constant time); the read-only endpoints stay open
+//! for probes and scrapers.
 
 pub mod metrics;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -36,10 +40,20 @@ impl Default for Health {
     }
 }
 
+/// What `/admin/*` acts on: the running server's config.
+pub trait Control: Send + Sync + 'static {
+    /// The bearer token `/admin/*` requires now, if any.
+    fn admin_token(&self) -> Option<crate::config::Secret>;
+
+    /// Reloads the config; the error is one sentence safe to show an operator.
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
 /// Serves the admin listener until `stop` resolves; open admin connections are dropped then.
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
+    control: Arc<dyn Control>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut connections = JoinSet::new();
@@ -55,11 +69,11 @@ pub async fn serve(
             },
             _ = &mut stop => break,
         };
-        let health = health.clone();
+        let (health, control) = (health.clone(), control.clone());
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let health = health.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &health)) }
+                let (health, control) = (health.clone(), control.clone());
+                async move { Ok::<_, Infallible>(respond(&req, &health, &*control).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -69,8 +83,38 @@ pub async fn serve(
     }
 }
 
-fn respond(req: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
+async fn respond(
+    req: &Request<Incoming>,
+    health: &Health,
+    control: &dyn Control,
+) -> Response<Full<Bytes>> {
+    if req.uri().path().starts_with("/admin/") && !authorized(req, control) {
+        let mut response = json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":{"code":"unauthorized","message":"/admin/* requires Authorization: Bearer <admin token>."}}"#,
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"recipient-gateway-admin\""),
+        );
+        return response;
+    }
     match (req.method(), req.uri().path()) {
+        (&Method::POST, "/admin/reload") => match control.reload().await {
+            Ok(()) => json(StatusCode::OK, r#"{"status":"reloaded"}"#),
+            Err(error) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "application/json",
+                serde_json::json!({
+                    "error": {"code": "reload_rejected", "message": error}
+                })
+                .to_string(),
+            ),
+        },
+        (_, "/admin/reload") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":{"code":"method_not_allowed","message":"Use POST."}}"#,
+        ),
         (&Method::GET, "/metrics") => {
             let body = metrics::handle().render();
             text(
@@ -93,9 +137,21 @@ fn respond(req: &Request<Incoming>, health: &Health) -> Response<Full<Bytes>> {
         ),
         _ => json(
             StatusCode::NOT_FOUND,
-            r#"{"error":{"code":"not_found","message":"The admin listener serves /metrics, /healthz and /readyz."}}"#,
+            r#"{"error":{"code":"not_found","message":"The admin listener serves /metrics, /healthz, /readyz and POST /admin/reload."}}"#,
         ),
     }
+}
+
+/// Whether the request carries the admin token (always, when none is configured).
+fn authorized(req: &Request<Incoming>, control: &dyn Control) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(token) = control.admin_token() else {
+        return true;
+    };
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|given| bool::from(given.ct_eq(token.expose())))
 }
 
 fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

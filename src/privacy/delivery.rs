@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
 use http_body_util::Full;
@@ -40,16 +41,17 @@ const BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// Longest delay between attempts (from backoff; `Retry-After` may ask for more).
 const BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
 
-/// Posts deliveries for one config.
+/// Posts deliveries to the webhooks of the current config.
 pub struct Deliverer {
     desk: Arc<Desk>,
-    config: Arc<Config>,
+    /// The current config (webhook URLs, secrets and limits follow reloads).
+    config: Arc<ArcSwap<Config>>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Deliverer {
-    /// A worker for `config`'s webhooks over `desk`'s outbox.
-    pub fn new(desk: Arc<Desk>, config: Arc<Config>) -> Deliverer {
+    /// A worker for the webhooks of the config in `config` over `desk`'s outbox.
+    pub fn new(desk: Arc<Desk>, config: Arc<ArcSwap<Config>>) -> Deliverer {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
@@ -85,6 +87,7 @@ impl Deliverer {
     pub async fn round(self: Arc<Self>) {
         let controllers: Vec<Arc<str>> = self
             .config
+            .load()
             .clients
             .iter()
             .filter(|c| c.webhook.is_some())
@@ -122,7 +125,8 @@ impl Deliverer {
     async fn deliver(self: Arc<Self>, delivery: Claimed) {
         let failure = self.post(&delivery).await.err();
         let now = self.desk.clock.now();
-        let privacy = &self.config.privacy;
+        let config = self.config.load();
+        let privacy = &config.privacy;
         let deadline = delivery.received_at + privacy.delivery_max_age.as_secs();
         let (attempt, outcome) = match failure {
             None => (Attempt::Delivered { at: now }, "delivered"),
@@ -191,8 +195,8 @@ impl Deliverer {
 
     /// POSTs the signed payload; `Err` for anything but a 2xx in time.
     async fn post(&self, delivery: &Claimed) -> Result<(), Failure> {
-        let Some(webhook) = self
-            .config
+        let config = self.config.load_full();
+        let Some(webhook) = config
             .clients
             .iter()
             .find(|c| c.id == delivery.controller)

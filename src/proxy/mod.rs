@@ -290,14 +290,16 @@ fn loggable_path(path: &str) -> String {
 /// The tower service hyper calls for each request on one connection.
 #[derive(Clone)]
 pub struct ProxyService {
-    gateway: Arc<Gateway>,
+    /// The current gateway; each request takes the one current when it arrives and keeps it
+    /// until answered, so a reload never changes a request's config midway.
+    gateways: Arc<arc_swap::ArcSwap<Gateway>>,
     peer: Peer,
 }
 
 impl ProxyService {
     /// A service for one client connection.
-    pub fn new(gateway: Arc<Gateway>, peer: Peer) -> ProxyService {
-        ProxyService { gateway, peer }
+    pub fn new(gateways: Arc<arc_swap::ArcSwap<Gateway>>, peer: Peer) -> ProxyService {
+        ProxyService { gateways, peer }
     }
 }
 
@@ -311,7 +313,7 @@ impl tower::Service<Request<Incoming>> for ProxyService {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let gateway = self.gateway.clone();
+        let gateway = self.gateways.load_full();
         let peer = self.peer.clone();
         Box::pin(async move { Ok(gateway.handle(request, peer).await) })
     }

@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 mod framing;
+pub mod live;
 
 use crate::admin::{self, Health, metrics};
 use crate::config::{Config, Limits};
@@ -30,7 +31,9 @@ use crate::privacy::{Clock, Desk};
 use crate::proxy::headers::Peer;
 use crate::proxy::{Gateway, ProxyService};
 use crate::tags::Tags;
+use arc_swap::ArcSwap;
 use framing::FramingWatch;
+use live::Live;
 
 /// A failure to start serving.
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +132,18 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let health = Arc::new(Health::default());
         let (local_addr, admin_addr) = (self.local_addr(), self.admin_addr());
+        let live = Arc::new(Live::new(
+            self.config.clone(),
+            self.tags.clone(),
+            self.desk.clone(),
+        ));
         let admin_task = tokio::spawn(admin::serve(
             self.admin,
             health.clone(),
+            live.clone(),
             wait_for_stop(stop_rx.clone()),
         ));
+        let _hangup = AbortOnDrop(tokio::spawn(reload_on_hangup(live.clone())));
 
         let tags = self.tags.clone();
         let _writer = AbortOnDrop(tokio::spawn(tags.clone().run_writer()));
@@ -141,28 +151,18 @@ impl Server {
             tags.clone(),
             self.desk.clone(),
             health.clone(),
-            self.config.store.retention,
+            live.config_cell(),
         )));
-        let deliverer = Arc::new(Deliverer::new(self.desk.clone(), self.config.clone()));
+        let deliverer = Arc::new(Deliverer::new(self.desk.clone(), live.config_cell()));
         // Stopped with the process: an attempt cut short is retried when its lease runs out.
         let _deliverer = AbortOnDrop(tokio::spawn(deliverer.run()));
-        let gateway = Arc::new(Gateway::new(
-            self.config.clone(),
-            tags.clone(),
-            self.desk.clone(),
-        ));
+        let gateways = live.gateway_cell();
         let graceful = GracefulShutdown::new();
-        let acceptor = Acceptor {
-            tls: self.config.listen.tls.clone().map(TlsAcceptor::from),
-            builder: http_builder(&self.config.limits),
-            handshake_timeout: self.config.limits.header_read_timeout,
-            max_header_bytes: self.config.limits.max_header_bytes,
-        };
         tracing::info!(
             msg = "listening",
             address = %local_addr,
             admin = %admin_addr,
-            tls = acceptor.tls.is_some(),
+            tls = live.acceptor().tls.is_some(),
         );
         health.ready.store(true, Ordering::Release);
 
@@ -186,9 +186,8 @@ impl Server {
                 _ = &mut shutdown => break,
             };
             let connection =
-                acceptor
-                    .clone()
-                    .serve(stream, peer, gateway.clone(), graceful.watcher());
+                live.acceptor()
+                    .serve(stream, peer, gateways.clone(), graceful.watcher());
             tokio::spawn(async move {
                 let _permit = permit;
                 let _active = ActiveConnection::open();
@@ -230,8 +229,26 @@ const STORE_SIZE_INTERVAL: Duration = Duration::from_secs(30);
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Background store care: health for `/readyz`, the size and outbox gauges, and retention.
-async fn store_upkeep(tags: Arc<Tags>, desk: Arc<Desk>, health: Arc<Health>, retention: Duration) {
+/// Reloads the config on every SIGHUP (errors are logged and counted by [`Live::reload`]).
+async fn reload_on_hangup(live: Arc<Live>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(msg = "cannot watch SIGHUP; reload with POST /admin/reload");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let _ = live.reload().await;
+    }
+}
+
+/// Background store care: health for `/readyz`, the size and outbox gauges, and retention
+/// (`retention_days` as currently configured).
+async fn store_upkeep(
+    tags: Arc<Tags>,
+    desk: Arc<Desk>,
+    health: Arc<Health>,
+    config: Arc<ArcSwap<Config>>,
+) {
     let mut check = tokio::time::interval(STORE_CHECK_INTERVAL);
     let mut size = tokio::time::interval(STORE_SIZE_INTERVAL);
     let mut expire = tokio::time::interval(RETENTION_INTERVAL);
@@ -245,6 +262,7 @@ async fn store_upkeep(tags: Arc<Tags>, desk: Arc<Desk>, health: Arc<Health>, ret
             }
             _ = size.tick() => tags.report_size().await,
             _ = expire.tick() => {
+                let retention = config.load().store.retention;
                 let cutoff = desk.clock().now().saturating_sub(retention.as_secs());
                 match tags.expire(cutoff).await {
                     Ok(deleted) => tracing::info!(msg = "retention", records = deleted.records, recipients = deleted.recipients),
@@ -263,8 +281,7 @@ async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-/// Per-listener connection settings shared by all connections.
-#[derive(Clone)]
+/// Connection settings of one config generation, shared by the connections accepted under it.
 struct Acceptor {
     tls: Option<TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
@@ -273,12 +290,22 @@ struct Acceptor {
 }
 
 impl Acceptor {
-    /// Handshakes (when TLS) and serves one connection; returns when it closes.
+    fn for_config(config: &Config) -> Acceptor {
+        Acceptor {
+            tls: config.listen.tls.clone().map(TlsAcceptor::from),
+            builder: http_builder(&config.limits),
+            handshake_timeout: config.limits.header_read_timeout,
+            max_header_bytes: config.limits.max_header_bytes,
+        }
+    }
+
+    /// Handshakes (when TLS) and serves one connection; returns when it closes. Each request
+    /// on it is handled by the gateway current when the request arrives.
     async fn serve(
-        self,
+        self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        gateway: Arc<Gateway>,
+        gateways: Arc<ArcSwap<Gateway>>,
         graceful: Watcher,
     ) {
         let _ = stream.set_nodelay(true);
@@ -288,9 +315,9 @@ impl Acceptor {
             tls: self.tls.is_some(),
             ambiguous_framing: ambiguous.clone(),
         };
-        let service = TowerToHyperService::new(ProxyService::new(gateway, peer));
+        let service = TowerToHyperService::new(ProxyService::new(gateways, peer));
         let max_head = self.max_header_bytes;
-        match self.tls {
+        match &self.tls {
             Some(tls) => {
                 let stream =
                     match tokio::time::timeout(self.handshake_timeout, tls.accept(stream)).await {

@@ -274,6 +274,11 @@ impl TestGateway {
     pub async fn metrics(&self) -> String {
         self.admin("/metrics").await.1
     }
+
+    /// `POST /admin/reload`, with a bearer token if given: status and body.
+    pub async fn reload(&self, token: Option<&str>) -> (u16, Value) {
+        admin_post(self.admin, "/admin/reload", token).await
+    }
 }
 
 impl Drop for TestGateway {
@@ -725,6 +730,8 @@ pub struct GatewayProcess {
     child: std::process::Child,
     /// The main listener, read from the `listening` log line.
     pub addr: SocketAddr,
+    /// The admin listener, from the same line.
+    pub admin: SocketAddr,
     logs: std::sync::mpsc::Receiver<Value>,
     seen: Vec<Value>,
 }
@@ -753,18 +760,22 @@ impl GatewayProcess {
             }
         });
         let mut seen = Vec::new();
-        let addr = loop {
+        let (addr, admin) = loop {
             let line = logs
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the gateway logs `listening`");
             seen.push(line.clone());
             if line["msg"] == "listening" {
-                break line["address"].as_str().unwrap().parse().unwrap();
+                break (
+                    line["address"].as_str().unwrap().parse().unwrap(),
+                    line["admin"].as_str().unwrap().parse().unwrap(),
+                );
             }
         };
         GatewayProcess {
             child,
             addr,
+            admin,
             logs,
             seen,
         }
@@ -777,6 +788,22 @@ impl GatewayProcess {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Waits (up to 10 s) for the next log line whose `msg` is `msg`; earlier lines are kept.
+    pub fn wait_for_log(&mut self, msg: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .logs
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no `{msg}` log line within 10 s"));
+            self.seen.push(line.clone());
+            if line["msg"] == msg {
+                return line;
+            }
+        }
     }
 
     /// Waits for exit; returns the status and every log line.
@@ -950,4 +977,24 @@ pub async fn post_json(client: &mut Client, path: &str, key: Option<&str>, body:
     client
         .send(request.body(self::body(body.to_string())).unwrap())
         .await
+}
+
+/// A POST to an admin listener: status and JSON body.
+pub async fn admin_post(admin: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
+    let stream = TcpStream::connect(admin).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut request = Request::post(path).header("host", "admin");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = sender
+        .send_request(request.body(Full::<Bytes>::default()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }

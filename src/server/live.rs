@@ -1,0 +1,158 @@
+//! Hot reload: the config generation new requests and connections use, swapped atomically.
+//!
+//! A reload (SIGHUP or `POST /admin/reload`) reads and validates the whole config file again,
+//! exactly as at start. Only a config that loads without error, and changes nothing that needs a
+//! restart, replaces the current one; otherwise the error is logged, counted and returned, and the
+//! old config keeps serving. A request holds the generation it started on until it is answered,
+//! so in-flight requests finish on their config; a connection keeps the TLS settings it was
+//! accepted with, and new connections get the new certificates.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::Acceptor;
+use crate::admin::metrics;
+use crate::config::{Config, ConfigError};
+use crate::privacy::Desk;
+use crate::proxy::Gateway;
+use crate::tags::Tags;
+
+/// Why a reload was refused (the old config keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// The new config changes settings only a restart can apply.
+    #[error("the new config changes {0}, which only a restart can apply; nothing was reloaded")]
+    RestartRequired(String),
+}
+
+/// The current generation, and what a reload needs to build the next.
+pub struct Live {
+    /// The config new requests see (the delivery worker and store upkeep read it too).
+    config: Arc<ArcSwap<Config>>,
+    /// The request handler new requests use.
+    gateway: Arc<ArcSwap<Gateway>>,
+    /// TLS and HTTP settings new connections get.
+    acceptor: ArcSwap<Acceptor>,
+    /// Tags and privacy requests outlive generations.
+    tags: Arc<Tags>,
+    desk: Arc<Desk>,
+    /// One reload at a time: two triggers at once must not interleave their swaps.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    /// The first generation.
+    pub(super) fn new(config: Arc<Config>, tags: Arc<Tags>, desk: Arc<Desk>) -> Live {
+        let gateway = Gateway::new(config.clone(), tags.clone(), desk.clone());
+        Live {
+            acceptor: ArcSwap::from_pointee(Acceptor::for_config(&config)),
+            gateway: Arc::new(ArcSwap::from_pointee(gateway)),
+            config: Arc::new(ArcSwap::new(config)),
+            tags,
+            desk,
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current config.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The shared cell holding the current config.
+    pub fn config_cell(&self) -> Arc<ArcSwap<Config>> {
+        self.config.clone()
+    }
+
+    /// The shared cell holding the current request handler.
+    pub fn gateway_cell(&self) -> Arc<ArcSwap<Gateway>> {
+        self.gateway.clone()
+    }
+
+    /// The connection settings for a connection accepted now.
+    pub(super) fn acceptor(&self) -> Arc<Acceptor> {
+        self.acceptor.load_full()
+    }
+
+    /// Reads the config file again and swaps it in if valid; logs and counts the outcome.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let result = self.try_reload().await;
+        let outcome = match &result {
+            Ok(()) => {
+                tracing::info!(msg = "config reloaded", config = %self.config().source.display());
+                "ok"
+            }
+            Err(error) => {
+                tracing::error!(msg = "config reload rejected; the old config keeps serving", error = %error);
+                "error"
+            }
+        };
+        ::metrics::counter!(metrics::CONFIG_RELOADS, "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn try_reload(&self) -> Result<(), ReloadError> {
+        let old = self.config();
+        let source = old.source.clone();
+        let new = tokio::task::spawn_blocking(move || Config::load(&source))
+            .await
+            .map_err(|e| {
+                ConfigError::file(&old.source, format!("the reload task failed: {e}"))
+            })??;
+        let changed = restart_only_changes(&old, &new);
+        if !changed.is_empty() {
+            return Err(ReloadError::RestartRequired(changed.join(", ")));
+        }
+        for warning in &new.warnings {
+            tracing::warn!(msg = "config warning", warning = %warning);
+        }
+        let new = Arc::new(new);
+        let gateway = Gateway::new(new.clone(), self.tags.clone(), self.desk.clone());
+        self.acceptor.store(Arc::new(Acceptor::for_config(&new)));
+        self.config.store(new);
+        self.gateway.store(Arc::new(gateway));
+        Ok(())
+    }
+}
+
+/// Keys whose new values a running gateway cannot take: bound sockets, the open store, the tag
+/// key every stored digest depends on, the connection semaphore.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.listen.address != new.listen.address {
+        changed.push("listen.address");
+    }
+    if old.admin.address != new.admin.address {
+        changed.push("admin.address");
+    }
+    if old.store.backend != new.store.backend
+        || old.store.path != new.store.path
+        || old.store.url != new.store.url
+    {
+        changed.push("store");
+    }
+    if old.tag_key != new.tag_key {
+        changed.push("keys.tag_key");
+    }
+    if old.limits.max_connections != new.limits.max_connections {
+        changed.push("limits.max_connections");
+    }
+    changed
+}
+
+impl crate::admin::Control for Live {
+    fn admin_token(&self) -> Option<crate::config::Secret> {
+        self.config().admin.token.clone()
+    }
+
+    fn reload(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move { Live::reload(self).await.map_err(|e| e.to_string()) })
+    }
+}

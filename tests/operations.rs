@@ -1,0 +1,441 @@
+//! What operators rely on: every contract metric with its labels, hot reload by both triggers
+//! (good, bad, restart-only, token, in-flight requests, certificates), and logs that never carry
+//! bodies, query strings, credentials or recipient identifiers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::{Request, StatusCode};
+use recipient_gateway::demo::start_sample_api;
+use serde_json::json;
+
+fn config_path(gw: &TestGateway) -> std::path::PathBuf {
+    gw.dir.path().join("gateway.toml")
+}
+
+fn edit_config(gw: &TestGateway, edit: impl FnOnce(String) -> String) {
+    let path = config_path(gw);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
+}
+
+const EXTRA_ROUTE: &str = r#"
+[[route]]
+name = "added"
+path_prefix = "/added"
+upstream = "mock"
+"#;
+
+#[tokio::test]
+async fn a_valid_reload_applies_and_an_invalid_one_keeps_the_old_config() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let mut client = gw.h1().await;
+    assert_eq!(
+        client.get("/added/x", Some(KEY_ACME)).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    edit_config(&gw, |text| format!("{text}{EXTRA_ROUTE}"));
+    let (status, body) = gw.reload(None).await;
+    assert_eq!((status, &body), (200, &json!({"status": "reloaded"})));
+    assert_eq!(
+        client.get("/added/x", Some(KEY_ACME)).await.status,
+        StatusCode::OK,
+        "the open connection serves the new route"
+    );
+
+    // Invalid: the old config keeps serving; the error names the file, key and line.
+    edit_config(&gw, |text| {
+        text.replace("name = \"added\"", "name = \"added\"\nupsteam = \"x\"")
+    });
+    let (status, body) = gw.reload(None).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "reload_rejected");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("gateway.toml:") && message.contains("upsteam"),
+        "{message}"
+    );
+    assert_eq!(
+        client.get("/added/x", Some(KEY_ACME)).await.status,
+        StatusCode::OK
+    );
+
+    // A change that needs a restart is refused as a whole.
+    edit_config(&gw, |text| {
+        text.replace("upsteam = \"x\"\n", "")
+            .replace("max_body_bytes", "max_body_bytes")
+            .replacen("[limits]\n", "[limits]\nmax_connections = 7\n", 1)
+            .replace(EXTRA_ROUTE, "")
+    });
+    let (status, body) = gw.reload(None).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_connections, which only a restart can apply"),
+        "{body}"
+    );
+    assert_eq!(
+        client.get("/added/x", Some(KEY_ACME)).await.status,
+        StatusCode::OK,
+        "nothing of the refused config was applied"
+    );
+
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains(r#"gateway_config_reloads_total{outcome="ok"}"#));
+    assert!(metrics.contains(r#"gateway_config_reloads_total{outcome="error"}"#));
+}
+
+#[tokio::test]
+async fn admin_endpoints_require_the_token_when_one_is_set() {
+    let upstream = MockUpstream::start().await;
+    let gw = TestGateway::start_with(upstream, |base| {
+        let base = base.replacen(
+            "[admin]\naddress = \"127.0.0.1:0\"\n",
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"admin-secret-token\"\n",
+            1,
+        );
+        format!("{base}{PLAIN_ROUTES}")
+    })
+    .await;
+    assert_eq!(gw.reload(None).await.0, 401);
+    assert_eq!(gw.reload(Some("wrong")).await.0, 401);
+    assert_eq!(gw.reload(Some("admin-secret-token")).await.0, 200);
+    // Probes and scrapers need no token.
+    assert_eq!(gw.admin("/metrics").await.0, 200);
+    assert_eq!(gw.admin("/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_on_the_config_they_started_with() {
+    let upstream = MockUpstream::start().await;
+    let gw = TestGateway::start_with(upstream, |base| {
+        format!(
+            "{}{PLAIN_ROUTES}",
+            base.replace("request_timeout_ms = 1500", "request_timeout_ms = 8000")
+        )
+    })
+    .await;
+    let mut slow = gw.h1().await;
+    let in_flight = tokio::spawn(async move { slow.get("/api/slow", Some(KEY_ACME)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new config sends /api to an upstream that is down.
+    edit_config(&gw, |text| {
+        text.replace(
+            "name = \"api\"\npath_prefix = \"/api\"\nupstream = \"mock\"",
+            "name = \"api\"\npath_prefix = \"/api\"\nupstream = \"down\"",
+        )
+    });
+    assert_eq!(gw.reload(None).await.0, 200);
+    let fresh = gw.h1().await.get("/api/now", Some(KEY_ACME)).await;
+    assert_eq!(
+        fresh.status,
+        StatusCode::BAD_GATEWAY,
+        "new requests use the new config"
+    );
+    let answer = in_flight.await.unwrap();
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "the in-flight request finished on its config"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_picks_up_new_certificates_for_new_connections() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    let old_ca = gw.dir.path().join("old-ca.crt");
+    std::fs::copy(gw.dir.ca(), &old_ca).unwrap();
+    let kept = gw.h1().await;
+    // New key pair from a new CA, written over the configured files.
+    recipient_gateway::tls::write_dev_certs(&gw.dir.path().join("certs")).unwrap();
+    assert_eq!(gw.reload(None).await.0, 200);
+
+    let mut fresh = Client::connect(gw.addr, &gw.dir.ca(), Alpn::Http1).await;
+    assert_eq!(
+        fresh.get("/api/x", Some(KEY_ACME)).await.status,
+        StatusCode::OK
+    );
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let refused = tokio_rustls::TlsConnector::from(tls_client_config(&old_ca, vec![]))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await;
+    assert!(
+        refused.is_err(),
+        "new connections present the new certificate"
+    );
+    drop(kept);
+}
+
+#[test]
+fn sighup_reloads_the_binary_and_a_bad_config_keeps_serving() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = TestDir::new();
+    let upstream = runtime.block_on(MockUpstream::start());
+    let text = format!(
+        "{}{PLAIN_ROUTES}",
+        base_config(upstream.addr, unused_addr())
+    );
+    let path = dir.write("gateway.toml", &text);
+    let mut gateway = GatewayProcess::spawn(&path);
+    let addr = gateway.addr;
+    let get = |path: &str| {
+        runtime.block_on(async {
+            let mut client = Client::connect(addr, &dir.ca(), Alpn::Http1).await;
+            client.get(path, Some(KEY_ACME)).await.status
+        })
+    };
+    assert_eq!(get("/added/x"), StatusCode::NOT_FOUND);
+
+    std::fs::write(&path, format!("{text}{EXTRA_ROUTE}")).unwrap();
+    gateway.signal("-HUP");
+    gateway.wait_for_log("config reloaded");
+    assert_eq!(get("/added/x"), StatusCode::OK);
+
+    std::fs::write(
+        &path,
+        format!("{text}{EXTRA_ROUTE}\n[[route]]\nname = \"broken\"\n"),
+    )
+    .unwrap();
+    gateway.signal("-HUP");
+    let rejected = gateway.wait_for_log("config reload rejected; the old config keeps serving");
+    assert!(
+        rejected["error"].as_str().unwrap().contains("gateway.toml"),
+        "{rejected}"
+    );
+    assert_eq!(get("/added/x"), StatusCode::OK);
+    gateway.signal("-TERM");
+    assert!(gateway.wait().0.success());
+}
+
+/// Every metric of SPEC §6, with exactly its labels, after traffic that exercises each.
+#[tokio::test]
+async fn every_contract_metric_is_exported_with_its_labels() {
+    let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await;
+    let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (hook, api) = (receiver.addr, sample.addr);
+    let gw = TestGateway::start_with(MockUpstream::start().await, move |base| {
+        let base = base.replace(
+            "name = \"Acme\"\n",
+            &format!(
+                "name = \"Acme\"\nwebhook_url = \"http://{hook}/h\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n"
+            ),
+        );
+        let route = shipments_route(
+            api,
+            &format!("controller_member = \"customer_id\"\nrules = [\"{SHIPPED_RULES}/recipient.toml\"]"),
+        );
+        format!("{base}{PLAIN_ROUTES}{route}")
+    })
+    .await;
+    let mut client = gw.h1().await;
+    client.get("/api/x", Some(KEY_ACME)).await;
+    client.get("/api/x", None).await;
+    client.get("/broken/x", Some(KEY_ACME)).await;
+    client.get("/v1/shipments", Some(KEY_GLOBEX)).await;
+    let blocked = client
+        .send(
+            Request::post("/v1/shipments")
+                .header("authorization", format!("Bearer {KEY_ACME}"))
+                .header("content-type", "text/plain")
+                .body(body("hello"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(blocked.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let filed = post_json(
+        &mut gw.h1().await,
+        "/privacy/requests",
+        None,
+        &json!({"type": "access", "email": "jane.doe@example.com"}),
+    )
+    .await;
+    assert_eq!(filed.status, StatusCode::ACCEPTED);
+    receiver.wait_for(1, Duration::from_secs(5)).await;
+    // A TLS handshake that fails.
+    let mut raw = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    write_all(&mut raw, b"GET / HTTP/1.1\r\n\r\n").await;
+    read_until_close(&mut raw, Duration::from_secs(2)).await;
+    assert_eq!(gw.reload(None).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let metrics = gw.metrics().await;
+    let expected: &[(&str, &[&str])] = &[
+        ("gateway_requests_total", &["route", "client", "status"]),
+        ("gateway_request_duration_seconds_bucket", &["route", "le"]),
+        (
+            "gateway_upstream_duration_seconds_bucket",
+            &["upstream", "le"],
+        ),
+        ("gateway_upstream_errors_total", &["upstream", "kind"]),
+        ("gateway_auth_failures_total", &["route"]),
+        ("gateway_redactions_total", &["route", "rule", "action"]),
+        ("gateway_blocked_total", &["route", "reason"]),
+        ("gateway_tags_written_total", &["kind"]),
+        ("gateway_tag_store_entries", &["kind"]),
+        ("gateway_retention_deleted_total", &["kind"]),
+        ("gateway_privacy_requests_total", &["type", "verified"]),
+        ("gateway_webhook_deliveries_total", &["outcome"]),
+        ("gateway_privacy_outbox_pending", &[]),
+        ("gateway_config_reloads_total", &["outcome"]),
+        ("gateway_tls_handshake_errors_total", &[]),
+        ("gateway_connections_active", &[]),
+    ];
+    for (name, labels) in expected {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"));
+        let found: Vec<&str> = match line.split_once('{') {
+            Some((_, rest)) => rest
+                .split_once('}')
+                .unwrap()
+                .0
+                .split(',')
+                .map(|pair| pair.split_once('=').unwrap().0)
+                .collect(),
+            None => Vec::new(),
+        };
+        assert_eq!(&found, labels, "{line}");
+    }
+    // Histograms are in seconds, with sub-millisecond and multi-second buckets.
+    assert!(
+        metrics.contains(r#"gateway_request_duration_seconds_bucket{route="api",le="0.0001"}"#)
+    );
+    assert!(metrics.contains(r#"gateway_request_duration_seconds_bucket{route="api",le="10"}"#));
+    // Label values come from config and fixed words, never from paths.
+    assert!(!metrics.contains("/api/x"));
+}
+
+/// A run of the binary that sends bodies, query strings, credentials and recipient identifiers:
+/// none of them reaches stdout, and every request has one access line with the §6 fields.
+#[test]
+fn logs_carry_no_body_query_credential_or_identifier() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = TestDir::new();
+    let sample = runtime
+        .block_on(start_sample_api("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    let route = shipments_route(
+        sample.addr,
+        &format!(
+            "controller_member = \"customer_id\"\nrules = [\"{SHIPPED_RULES}/recipient.toml\"]"
+        ),
+    );
+    let text = format!(
+        "{}{PLAIN_ROUTES}{route}",
+        base_config(sample.addr, unused_addr())
+    );
+    let path = dir.write("gateway.toml", &text);
+    let gateway = GatewayProcess::spawn(&path);
+    let canaries = [
+        "canary-query-value",
+        "canary.person@example.com",
+        "+1 555 0100 4242",
+        "15550100424",
+        "Canary Person",
+        "canary-body-text",
+        "jane.doe@example.com",
+        KEY_ACME,
+        KEY_GLOBEX,
+    ];
+    let requests = runtime.block_on(async {
+        let mut client = Client::connect(gateway.addr, &dir.ca(), Alpn::Http1).await;
+        let mut sent = 0;
+        let mut send = |request: Request<TestBody>| {
+            sent += 1;
+            request
+        };
+        let requests = vec![
+            send(
+                Request::get("/api/x?email=canary.person@example.com&q=canary-query-value")
+                    .header("authorization", format!("Bearer {KEY_ACME}"))
+                    .body(empty())
+                    .unwrap(),
+            ),
+            send(
+                Request::post("/v1/shipments")
+                    .header("x-api-key", KEY_ACME)
+                    .header("content-type", "application/json")
+                    .body(body(
+                        json!({"recipient": {"name": "Canary Person", "email": "canary.person@example.com",
+                                             "phone": "+1 555 0100 4242"}, "note": "canary-body-text"})
+                        .to_string(),
+                    ))
+                    .unwrap(),
+            ),
+            send(
+                Request::get("/v1/shipments")
+                    .header("authorization", format!("Bearer {KEY_GLOBEX}"))
+                    .body(empty())
+                    .unwrap(),
+            ),
+            send(
+                Request::post("/v1/shipments")
+                    .header("authorization", format!("Bearer {KEY_ACME}"))
+                    .header("content-type", "application/json")
+                    .body(body("{\"recipient\": {\"email\": \"canary.person@example.com\"}, \"x\": 1, \"x\": 2}"))
+                    .unwrap(),
+            ),
+            send(
+                Request::post("/privacy/requests")
+                    .header("content-type", "application/json")
+                    .body(body(
+                        json!({"type": "delete", "email": "canary.person@example.com",
+                               "phone": "+1 555 0100 4242", "details": "canary-body-text"})
+                        .to_string(),
+                    ))
+                    .unwrap(),
+            ),
+            send(
+                Request::get("/v1/recipients/canary.person@example.com")
+                    .header("authorization", "Bearer wrong-key-canary-query-value")
+                    .body(empty())
+                    .unwrap(),
+            ),
+        ];
+        for request in requests {
+            client.send(request).await;
+        }
+        sent
+    });
+    gateway.signal("-TERM");
+    let (status, lines) = gateway.wait();
+    assert!(status.success());
+    let all = lines
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for canary in canaries {
+        assert!(!all.contains(canary), "`{canary}` reached the log:\n{all}");
+    }
+    let access: Vec<_> = lines.iter().filter(|l| l["msg"] == "request").collect();
+    assert_eq!(access.len(), requests, "one access line per request");
+    for line in access {
+        for field in [
+            "ts",
+            "level",
+            "request_id",
+            "route",
+            "client",
+            "method",
+            "path",
+            "status",
+            "duration_ms",
+            "redactions",
+        ] {
+            assert!(line.get(field).is_some(), "`{field}` missing: {line}");
+        }
+        assert!(!line["path"].as_str().unwrap().contains('?'));
+    }
+}
