@@ -66,7 +66,6 @@ async fn a_valid_reload_applies_and_an_invalid_one_keeps_the_old_config() {
     // A change that needs a restart is refused as a whole.
     edit_config(&gw, |text| {
         text.replace("upsteam = \"x\"\n", "")
-            .replace("max_body_bytes", "max_body_bytes")
             .replacen("[limits]\n", "[limits]\nmax_connections = 7\n", 1)
             .replace(EXTRA_ROUTE, "")
     });
