@@ -44,6 +44,8 @@ pub const WEBHOOK_DELIVERIES: &str = "gateway_webhook_deliveries_total";
 pub const PRIVACY_OUTBOX_PENDING: &str = "gateway_privacy_outbox_pending";
 /// Age in seconds of the oldest pending delivery (0 when none): what the outbox-age alert watches.
 pub const PRIVACY_OUTBOX_OLDEST_AGE: &str = "gateway_privacy_outbox_oldest_age_seconds";
+/// 1 while the store answers its health pings, 0 otherwise (what the store alert watches).
+pub const STORE_UP: &str = "gateway_store_up";
 /// Config reloads, by `outcome` (ok, error).
 pub const CONFIG_RELOADS: &str = "gateway_config_reloads_total";
 
@@ -109,6 +111,10 @@ fn describe() {
     );
     describe_counter!(PRIVACY_REQUESTS, "Privacy requests filed.");
     describe_counter!(CONFIG_RELOADS, "Config reloads by outcome.");
+    describe_gauge!(
+        STORE_UP,
+        "1 while the tag and privacy store answers, else 0."
+    );
     describe_counter!(WEBHOOK_DELIVERIES, "Webhook delivery attempts by outcome.");
     describe_gauge!(
         PRIVACY_OUTBOX_PENDING,

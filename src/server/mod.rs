@@ -255,7 +255,9 @@ async fn store_upkeep(
     loop {
         tokio::select! {
             _ = check.tick() => {
-                health.store_ok.store(tags.check().await, Ordering::Release);
+                let up = tags.check().await;
+                health.store_ok.store(up, Ordering::Release);
+                ::metrics::gauge!(metrics::STORE_UP).set(if up { 1.0 } else { 0.0 });
                 if let Err(error) = desk.report_backlog().await {
                     tracing::error!(msg = "outbox backlog unreadable", error = %error);
                 }
