@@ -84,6 +84,10 @@ pub enum JsonError {
     /// The same member name twice in one object (compared after unescaping).
     #[error("the body has a duplicate member name (at byte {0})")]
     DuplicateKey(usize),
+    /// A member name with a control character (U+0000 to U+001F) once unescaped: no API has
+    /// one, and a reader that stops at NUL would see another name than the rules did.
+    #[error("the body has a control character in a member name (at byte {0})")]
+    ControlInKey(usize),
     /// Deeper than [`MAX_DEPTH`].
     #[error("the body nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
@@ -712,9 +716,22 @@ impl<'a> Parser<'a> {
             members.push(child);
             child = self.nodes[child as usize].next_sibling;
         }
-        let result = self.find_duplicate(&members, len);
+        let result = self
+            .check_key_controls(&members)
+            .and_then(|()| self.find_duplicate(&members, len));
         self.members = members;
         result
+    }
+
+    /// Raw control characters are already invalid JSON; escaped ones are caught here.
+    fn check_key_controls(&self, members: &[NodeId]) -> Result<(), JsonError> {
+        for &m in members {
+            let n = &self.nodes[m as usize];
+            if n.key_escaped && self.key_text(m).chars().any(|c| c < ' ') {
+                return Err(JsonError::ControlInKey(n.key_start as usize));
+            }
+        }
+        Ok(())
     }
 
     fn find_duplicate(&mut self, members: &[NodeId], len: u32) -> Result<(), JsonError> {
@@ -796,8 +813,9 @@ mod tests {
             ("{\"a\":[1,2,{\"b\":null}],\"c\":true}", 7),
             ("1e400", 1),
             ("12345678901234567890.12345", 1),
-            ("{\"\\u0000\":1}", 2),
             ("{\"a\":1,\"A\":2}", 3),
+            // Control characters are fine in values, only not in member names.
+            ("{\"a\":\"\\u0000\"}", 2),
         ];
         for (input, nodes) in cases {
             assert_eq!(parse(input), Ok(*nodes), "{input}");
@@ -816,6 +834,8 @@ mod tests {
                 b"{\"email\":1,\"\\u0065mail\":2}",
                 JsonError::DuplicateKey(11),
             ),
+            (b"{\"a\\u0000\":1}", JsonError::ControlInKey(1)),
+            (b"{\"x\":{\"email\\u001f\":1}}", JsonError::ControlInKey(6)),
             (b"\"\\ud800\"", JsonError::LoneSurrogate(1)),
             (b"\"\\udc00\"", JsonError::LoneSurrogate(1)),
             (b"\"\\ud800\\u0041\"", JsonError::LoneSurrogate(1)),
