@@ -31,7 +31,11 @@ fn fragments() -> Vec<Fragment> {
     vec![
         // Accepted: odd but valid, and kept byte for byte.
         fragment("y_number_huge_exponent", "1e400", true),
-        fragment("y_number_beyond_u64", "123456789012345678901234567890", true),
+        fragment(
+            "y_number_beyond_u64",
+            "123456789012345678901234567890",
+            true,
+        ),
         fragment("y_number_tiny", "-0.0000000000000000000000000001", true),
         fragment("y_number_neg_zero", "-0", true),
         fragment("y_string_escapes", r#""tab\tnl\nq\"bs\\sl\/""#, true),
@@ -45,8 +49,16 @@ fn fragments() -> Vec<Fragment> {
         fragment("y_array_top", "[1, {\"a\": null}, \"x\"]", true),
         // Refused: what lenient readers take differently.
         fragment("n_duplicate_key", r#"{"a": 1, "a": 2}"#, false),
-        fragment("n_duplicate_escaped_key", r#"{"email": 1, "\u0065mail": 2}"#, false),
-        fragment("n_duplicate_escaped_slash", r#"{"a/b": 1, "a\/b": 2}"#, false),
+        fragment(
+            "n_duplicate_escaped_key",
+            r#"{"email": 1, "\u0065mail": 2}"#,
+            false,
+        ),
+        fragment(
+            "n_duplicate_escaped_slash",
+            r#"{"a/b": 1, "a\/b": 2}"#,
+            false,
+        ),
         fragment("n_nul_in_key", r#"{"email\u0000": "x"}"#, false),
         fragment("n_control_in_key", r#"{"e\u001fmail": "x"}"#, false),
         fragment("n_lone_high_surrogate", r#""\ud800""#, false),
@@ -72,8 +84,16 @@ fn fragments() -> Vec<Fragment> {
         fragment("n_unclosed_string", "\"abc", false),
         fragment("n_unclosed_array", "[1, 2", false),
         fragment("n_true_prefix", "tru", false),
-        fragment("n_deep_10000_arrays", "[".repeat(10_000) + &"]".repeat(10_000), false),
-        fragment("n_deep_10000_objects", "{\"a\":".repeat(10_000) + "1" + &"}".repeat(10_000), false),
+        fragment(
+            "n_deep_10000_arrays",
+            "[".repeat(10_000) + &"]".repeat(10_000),
+            false,
+        ),
+        fragment(
+            "n_deep_10000_objects",
+            "{\"a\":".repeat(10_000) + "1" + &"}".repeat(10_000),
+            false,
+        ),
         fragment("n_deep_129", "[".repeat(129) + &"]".repeat(129), false),
     ]
 }
@@ -96,10 +116,22 @@ fn whole_bodies() -> Vec<(&'static str, Vec<u8>, bool)> {
         ("n_bom", b"\xEF\xBB\xBF{\"id\": \"s1\"}".to_vec(), false),
         ("n_invalid_utf8", b"{\"id\": \"s\xff1\"}".to_vec(), false),
         ("n_overlong_utf8", b"{\"id\": \"\xc0\xaf\"}".to_vec(), false),
-        ("n_concatenated", b"{\"id\": \"s1\"}{\"id\": \"s2\"}".to_vec(), false),
-        ("n_concatenated_ws", b"{\"id\": \"s1\"} \n {}".to_vec(), false),
+        (
+            "n_concatenated",
+            b"{\"id\": \"s1\"}{\"id\": \"s2\"}".to_vec(),
+            false,
+        ),
+        (
+            "n_concatenated_ws",
+            b"{\"id\": \"s1\"} \n {}".to_vec(),
+            false,
+        ),
         ("n_empty", b"".to_vec(), false),
-        ("y_top_scalar_string", b"\"jane@example.com\"".to_vec(), true),
+        (
+            "y_top_scalar_string",
+            b"\"jane@example.com\"".to_vec(),
+            true,
+        ),
         ("y_top_scalar_number", b"42".to_vec(), true),
         ("y_top_null", b"null".to_vec(), true),
     ]
@@ -209,7 +241,10 @@ async fn the_proxy_refuses_every_invalid_body_in_both_directions_and_keeps_valid
             assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{name} (response)");
             let text = String::from_utf8_lossy(&answer.body);
             assert!(text.contains("\"error\""), "{name}: {text}");
-            assert!(!text.contains("jane"), "{name}: nothing of the body: {text}");
+            assert!(
+                !text.contains("jane"),
+                "{name}: nothing of the body: {text}"
+            );
         }
     }
     assert!(refused > 100);
@@ -227,7 +262,8 @@ async fn the_proxy_refuses_every_invalid_body_in_both_directions_and_keeps_valid
 async fn numbers_beyond_f64_survive_redaction_digit_for_digit() {
     let gw = TestGateway::start(&ROUTES.replace("RULES", SHIPPED_RULES)).await;
     let body = r#"{"id":"s9","weight":1e400,"big":123456789012345678901234567890,"tiny":-0.0000000000000000000000000001,"neg":-0,"recipient":{"email":"jane@example.com","name":"Jane"}}"#;
-    gw.upstream.set_canned(Canned::json(body.as_bytes().to_vec()));
+    gw.upstream
+        .set_canned(Canned::json(body.as_bytes().to_vec()));
     let answer = gw.h1().await.get("/canned/x", Some(KEY_GLOBEX)).await;
     assert_eq!(answer.status, StatusCode::OK);
     let out = String::from_utf8(answer.body.to_vec()).unwrap();

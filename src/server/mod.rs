@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 
 mod framing;
 pub mod live;
+mod stall;
 
 use crate::admin::{self, Health, metrics};
 use crate::config::{Config, Limits};
@@ -34,6 +35,7 @@ use crate::tags::Tags;
 use arc_swap::ArcSwap;
 use framing::FramingWatch;
 use live::Live;
+use stall::WriteStall;
 
 /// A failure to start serving.
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +291,8 @@ struct Acceptor {
     builder: auto::Builder<TokioExecutor>,
     handshake_timeout: Duration,
     max_header_bytes: usize,
+    /// A peer that reads nothing for this long is disconnected (slow-read guard).
+    write_stall_timeout: Duration,
 }
 
 impl Acceptor {
@@ -298,6 +302,7 @@ impl Acceptor {
             builder: http_builder(&config.limits),
             handshake_timeout: config.limits.header_read_timeout,
             max_header_bytes: config.limits.max_header_bytes,
+            write_stall_timeout: config.limits.body_read_timeout,
         }
     }
 
@@ -311,6 +316,7 @@ impl Acceptor {
         graceful: Watcher,
     ) {
         let _ = stream.set_nodelay(true);
+        let stream = WriteStall::new(stream, self.write_stall_timeout);
         let ambiguous = framing::AmbiguousFlag::default();
         let peer = Peer {
             ip: peer.ip(),
@@ -361,6 +367,10 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_bytes as u32)
+        // Rapid reset (CVE-2023-44487): a client resetting streams faster than they are
+        // accepted gets GOAWAY; streams the gateway itself resets for errors are bounded too.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     builder
