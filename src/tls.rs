@@ -97,6 +97,8 @@ pub fn server_config(
     };
     let mut config = builder.with_single_cert(load_certs(cert)?, load_key(key)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server's suite order (AEAD only, strongest first) wins over the client's.
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
@@ -126,8 +128,8 @@ pub const DEV_KEY: &str = "localhost.key";
 /// Writes a development CA and a `localhost` certificate and key signed by it into `dir`.
 pub fn write_dev_certs(dir: &Path) -> Result<(), TlsError> {
     use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose, date_time_ymd,
+        BasicConstraints, CertificateParams, CrlDistributionPoint, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, date_time_ymd,
     };
 
     let mut ca_params = CertificateParams::new(Vec::new())?;
@@ -155,8 +157,14 @@ pub fn write_dev_certs(dir: &Path) -> Result<(), TlsError> {
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    leaf.not_before = date_time_ymd(2025, 1, 1);
-    leaf.not_after = date_time_ymd(2045, 1, 1);
+    // Like a public server certificate: at most 397 days, with a revocation pointer (scanners
+    // such as testssl rate anything else as a finding). Run `dev-certs` again to renew.
+    let now = time::OffsetDateTime::now_utc();
+    leaf.not_before = now - time::Duration::days(1);
+    leaf.not_after = now + time::Duration::days(397);
+    leaf.crl_distribution_points = vec![CrlDistributionPoint {
+        uris: vec!["http://localhost/recipient-gateway-dev-ca.crl".to_string()],
+    }];
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
 
@@ -185,6 +193,18 @@ mod tests {
         write_dev_certs(&dir).unwrap();
         let server = server_config(&dir.join(DEV_CERT), &dir.join(DEV_KEY), None).unwrap();
         assert_eq!(server.alpn_protocols[0], b"h2");
+        // Hardening the TLS scan checks: server order, AEAD suites only, no 0-RTT data.
+        assert!(server.ignore_client_order);
+        assert_eq!(server.max_early_data_size, 0);
+        let suites = &server.crypto_provider().cipher_suites;
+        assert!(!suites.is_empty());
+        for suite in suites {
+            let name = format!("{:?}", suite.suite());
+            assert!(
+                name.contains("_GCM_") || name.contains("CHACHA20_POLY1305"),
+                "{name} is not an AEAD suite"
+            );
+        }
         client_config(Some(&dir.join(DEV_CA_CERT))).unwrap();
         // A key that does not belong to the certificate is refused.
         let other = dir.join("other");
