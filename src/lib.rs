@@ -45,6 +45,8 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod json;
 pub mod logging;
