@@ -82,7 +82,12 @@ pub fn json_redact(data: &[u8]) {
 /// Walks the whole document: every `email` is redacted, no `phone` is left.
 fn check_canaries(doc: &Document<'_>, node: NodeId) {
     if let Some(key) = doc.key(node) {
-        assert_ne!(key, "phone", "a phone member survived at {}", doc.path_of(node));
+        assert_ne!(
+            key,
+            "phone",
+            "a phone member survived at {}",
+            doc.path_of(node)
+        );
         if key == "email" {
             assert_eq!(
                 doc.raw(node),
@@ -106,11 +111,15 @@ pub fn config_load(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let env = |name: &str| (name == "FUZZ_SECRET").then(|| "fuzz-secret-value-0123456789".to_string());
+    let env =
+        |name: &str| (name == "FUZZ_SECRET").then(|| "fuzz-secret-value-0123456789".to_string());
     match Config::from_toml(Path::new("/nonexistent/fuzz/gateway.toml"), text, &env) {
         Ok(config) => {
             let shown = format!("{config:?}");
-            assert!(!shown.contains("fuzz-secret-value"), "a secret in Debug output");
+            assert!(
+                !shown.contains("fuzz-secret-value"),
+                "a secret in Debug output"
+            );
         }
         Err(error) => {
             let message = error.to_string();

@@ -128,8 +128,8 @@ pub const DEV_KEY: &str = "localhost.key";
 /// Writes a development CA and a `localhost` certificate and key signed by it into `dir`.
 pub fn write_dev_certs(dir: &Path) -> Result<(), TlsError> {
     use rcgen::{
-        BasicConstraints, CertificateParams, CrlDistributionPoint, DnType,
-        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, date_time_ymd,
+        BasicConstraints, CertificateParams, CrlDistributionPoint, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, date_time_ymd,
     };
 
     let mut ca_params = CertificateParams::new(Vec::new())?;

@@ -16,7 +16,11 @@ fn replay(target: &str, harness: fn(&[u8])) -> usize {
             if path.is_file() && path.file_name().is_some_and(|n| n != ".gitkeep") {
                 let data = std::fs::read(&path).unwrap();
                 let outcome = std::panic::catch_unwind(|| harness(&data));
-                assert!(outcome.is_ok(), "{} fails the {target} harness", path.display());
+                assert!(
+                    outcome.is_ok(),
+                    "{} fails the {target} harness",
+                    path.display()
+                );
                 count += 1;
             }
         }
