@@ -281,11 +281,13 @@ fn run_demo(mut config: Config, config_path: &Path) -> anyhow::Result<()> {
             if tls { "https" } else { "http" },
             server.local_addr().port()
         );
-        let ca = config_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("../certs/dev")
-            .join(tls::DEV_CA_CERT);
+        let ca = tidy(
+            &config_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("../certs/dev")
+                .join(tls::DEV_CA_CERT),
+        );
         let cacert = if tls {
             format!("--cacert {} ", ca.display())
         } else {
@@ -333,6 +335,23 @@ fn run_demo(mut config: Config, config_path: &Path) -> anyhow::Result<()> {
         drop(receivers);
         Ok(())
     })
+}
+
+/// `config/../certs/dev/ca.crt` as `certs/dev/ca.crt`: `..` folded lexically, for curl lines a
+/// reader can paste.
+fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -170,6 +170,22 @@ fn the_shipped_config_passes_a_strict_check_and_its_rule_tests() {
 }
 
 #[test]
+fn the_second_example_api_passes_its_own_rule_tests() {
+    let root = Path::new(ROOT);
+    let (code, stdout, stderr) = run(
+        root,
+        &[
+            "test-rules",
+            "--config",
+            "examples/parcelhub/gateway.toml",
+            "examples/parcelhub/rules/tests",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(stdout, "4 passed, 0 failed\n");
+}
+
+#[test]
 fn test_rules_prints_a_diff_per_failure_and_exits_1() {
     let dir = TestDir::new();
     let case = |name: &str, expect: &str| {

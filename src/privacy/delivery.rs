@@ -72,7 +72,7 @@ impl Deliverer {
         }
     }
 
-    /// Delivers until dropped: a round whenever a request is filed, or every [`POLL`].
+    /// Delivers until dropped: a round whenever a request is filed, or every second.
     pub async fn run(self: Arc<Self>) {
         loop {
             self.clone().round().await;
