@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked --quiet
+cargo build --locked --quiet
 work=$(mktemp -d)
 trap 'kill "${demo:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 # A fresh store, so counts and the inbox are the tour's own: the demo's config, data elsewhere.
@@ -14,7 +14,7 @@ mkdir -p "$work/config"
 cp -r config/rules "$work/config/"
 sed 's|^path = "../data/gateway.db"|path = "'"$work"'/gateway.db"|; s|"../certs/dev/|"'"$PWD"'/certs/dev/|g' \
   config/gateway.toml > "$work/config/gateway.toml"
-target/release/recipient-gateway demo --config "$work/config/gateway.toml" > "$work/demo.out" 2> "$work/demo.err" &
+target/debug/recipient-gateway demo --config "$work/config/gateway.toml" > "$work/demo.out" 2> "$work/demo.err" &
 demo=$!
 for _ in $(seq 50); do grep -q "Ctrl-C stops the demo" "$work/demo.err" && break; sleep 0.1; done
 grep -q "Ctrl-C stops the demo" "$work/demo.err" || { cat "$work/demo.err" >&2; exit 1; }
