@@ -23,18 +23,18 @@
 //! | --- | --- |
 //! | [`config`] | the file schema (`deny_unknown_fields`), validation into a runtime [`config::Config`], rules compiled once |
 //! | [`tls`] | rustls server/client configs from PEM files; development certificates |
-//! | [`server`] | accept loop, connection limit, TLS handshake, HTTP/1.1 + HTTP/2, graceful drain, the framing watch, store upkeep |
+//! | [`server`] | accept loop, connection limit, TLS handshake, HTTP/1.1 + HTTP/2, graceful drain, the framing watch and slow-read guard, hot reload ([`server::live`]), store upkeep |
 //! | [`proxy`] | the tower service: route match, auth, header hygiene, upstream pools, error → status |
 //! | [`inspect`] | the fail-closed table: media types, encodings, body collection under limits |
 //! | [`json`] | strict JSON parsing into spans, byte-faithful rendering around edits |
 //! | [`redact`] | the JSONPath rule engine: one pass for all rules per record |
-//! | [`tags`] | controller resolution, HMAC tags, the tag cache with write-behind and retention |
+//! | [`tags`] | controller resolution, HMAC tags (memoised), the tag cache with write-behind and retention |
 //! | [`store`] | the `Store` and `Outbox` traits: memory, sqlite (default), postgres |
 //! | [`privacy`] | privacy requests: intake, verification, the outbox, signed webhook delivery, inbox, erasure |
 //! | [`review`] | reviewer tools: the `check` report, coverage from samples, `test-rules`, the `redact` dry run |
-//! | [`admin`] | metric names and recorder, `/metrics`, `/healthz`, `/readyz` |
+//! | [`admin`] | metric names and recorder, `/metrics`, `/healthz`, `/readyz`, `POST /admin/reload` |
 //! | [`logging`] | the JSON-lines log format |
-//! | [`demo`] | the sample shipping API behind `recipient-gateway demo` (also the tests' upstream) |
+//! | [`demo`] | the sample shipping API and webhook receiver behind `recipient-gateway demo` (also the tests' upstream) |
 //!
 //! `src/main.rs` is only the command line: it loads the config, installs logging, and calls
 //! [`server::run`] with a shutdown future.
