@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreFuture;
+use super::{StoreError, StoreFuture};
 
 /// A request id: 128 random bits, shown as 32 lower-case hex digits.
 pub type RequestId = [u8; 16];
@@ -281,4 +281,28 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Pending deliveries and the oldest one's age.
     fn backlog(&self) -> StoreFuture<'_, Backlog>;
+}
+
+// Reading stored rows back, shared by the SQL backends: a row the gateway did not write (or a
+// newer gateway wrote) is an error, never a guess.
+
+pub(super) fn request_id_from(bytes: Vec<u8>) -> Result<RequestId, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError("a stored request id is not 16 bytes".into()))
+}
+
+pub(super) fn subject_from(text: Option<String>) -> Result<Option<Subject>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError(e.to_string())))
+        .transpose()
+}
+
+pub(super) fn kind_from(name: &str) -> Result<RequestType, StoreError> {
+    RequestType::parse(name)
+        .ok_or_else(|| StoreError("a stored request has an unknown type".into()))
+}
+
+pub(super) fn status_from(name: &str) -> Result<DeliveryStatus, StoreError> {
+    DeliveryStatus::parse(name)
+        .ok_or_else(|| StoreError("a stored delivery has an unknown status".into()))
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::outbox::{
     Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, NewRequest, Outbox,
-    RequestId, RequestState, RequestType, Subject,
+    RequestId, RequestState, kind_from, request_id_from, status_from, subject_from,
 };
 use super::{Deleted, Digest, RecipientTag, RecordTag, Store, StoreError, StoreFuture, TagWrite};
 
@@ -479,25 +479,6 @@ impl Store for PostgresStore {
             })
         })
     }
-}
-
-fn request_id_from(bytes: Vec<u8>) -> Result<RequestId, StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| err("a stored request id is not 16 bytes"))
-}
-
-fn subject_from(text: Option<String>) -> Result<Option<Subject>, StoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(err))
-        .transpose()
-}
-
-fn kind_from(name: &str) -> Result<RequestType, StoreError> {
-    RequestType::parse(name).ok_or_else(|| err("a stored request has an unknown type"))
-}
-
-fn status_from(name: &str) -> Result<DeliveryStatus, StoreError> {
-    DeliveryStatus::parse(name).ok_or_else(|| err("a stored delivery has an unknown status"))
 }
 
 impl Outbox for PostgresStore {
