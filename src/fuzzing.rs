@@ -26,17 +26,9 @@ pub fn json_redact(data: &[u8]) {
     let Ok(doc) = Document::parse(data) else {
         return;
     };
-    let Ok(records) = PLAN.find_records(&doc) else {
+    let Ok(records) = PLAN.find_records(&doc).map(as_strangers) else {
         return;
     };
-    let records: Vec<Record> = records
-        .into_iter()
-        .map(|node| Record {
-            node,
-            relation: Relation::NotController,
-            controller: None,
-        })
-        .collect();
     let keys = HashKeys::default();
     let applied = PLAN.apply(
         &doc,
@@ -54,16 +46,10 @@ pub fn json_redact(data: &[u8]) {
     if !records.is_empty() {
         check_canaries(&again, 0);
     }
-    let records: Vec<Record> = PLAN
-        .find_records(&again)
-        .expect("the output keeps the record shape")
-        .into_iter()
-        .map(|node| Record {
-            node,
-            relation: Relation::NotController,
-            controller: None,
-        })
-        .collect();
+    let records = as_strangers(
+        PLAN.find_records(&again)
+            .expect("the output keeps the record shape"),
+    );
     let second = PLAN.apply(
         &again,
         Direction::Response,
@@ -77,6 +63,18 @@ pub fn json_redact(data: &[u8]) {
         again.render(&second.edits)
     };
     assert_eq!(rerendered, output, "redaction is idempotent");
+}
+
+/// Records as a caller who controls none of them sees them.
+fn as_strangers(nodes: Vec<NodeId>) -> Vec<Record> {
+    nodes
+        .into_iter()
+        .map(|node| Record {
+            node,
+            relation: Relation::NotController,
+            controller: None,
+        })
+        .collect()
 }
 
 /// Walks the whole document: every `email` is redacted, no `phone` is left.

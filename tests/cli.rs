@@ -168,20 +168,7 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     let requests: Vec<_> = lines.iter().filter(|l| l["msg"] == "request").collect();
     assert_eq!(requests.len(), 2, "{lines:?}");
     let first = requests[0];
-    for field in [
-        "ts",
-        "level",
-        "request_id",
-        "route",
-        "client",
-        "method",
-        "path",
-        "status",
-        "duration_ms",
-        "redactions",
-    ] {
-        assert!(first.get(field).is_some(), "{field} missing in {first}");
-    }
+    assert_access_line(first);
     assert_eq!(first["path"], "/api/echo");
     assert_eq!(first["client"], "acme");
     assert_eq!(first["status"], 200);

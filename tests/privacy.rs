@@ -65,6 +65,18 @@ async fn seed(gw: &TestGateway) {
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
 }
 
+/// Globex creates a shipment to Jane through the gateway: globex now holds her too.
+async fn jane_also_ships_with_globex(gw: &TestGateway) {
+    let created = post_json(
+        &mut gw.h1().await,
+        "/v1/shipments",
+        Some(KEY_GLOBEX),
+        &json!({"recipient": {"name": "Jane Doe", "email": JANE}}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+}
+
 async fn file(gw: &TestGateway, body: Value) -> Answer {
     post_json(&mut gw.h1().await, "/privacy/requests", None, &body).await
 }
@@ -203,15 +215,7 @@ async fn each_controller_gets_one_signed_delivery() {
         _sample,
     } = setup("").await;
     seed(&gw).await;
-    // Jane also ships with globex (created through the gateway: globex now holds her too).
-    let created = post_json(
-        &mut gw.h1().await,
-        "/v1/shipments",
-        Some(KEY_GLOBEX),
-        &json!({"recipient": {"name": "Jane Doe", "email": JANE}}),
-    )
-    .await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    jane_also_ships_with_globex(&gw).await;
 
     let filed = file(
         &gw,
@@ -477,14 +481,7 @@ async fn erasure_removes_only_the_instructing_customers_tags() {
         _sample,
     } = setup("").await;
     seed(&gw).await;
-    let created = post_json(
-        &mut gw.h1().await,
-        "/v1/shipments",
-        Some(KEY_GLOBEX),
-        &json!({"recipient": {"name": "Jane Doe", "email": JANE}}),
-    )
-    .await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    jane_also_ships_with_globex(&gw).await;
 
     let erased = post_json(
         &mut gw.h1().await,

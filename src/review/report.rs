@@ -162,8 +162,8 @@ impl Report {
                     "samples folder `{folder}` names no route; its samples were not checked"
                 ));
             }
-            for route in config.routes.iter().filter(|r| r.inspected()) {
-                if coverage::load_samples(dir, &route.name)?.is_empty() {
+            for route in &routes {
+                if route.coverage.as_ref().is_some_and(|c| c.samples == 0) {
                     warnings.push(format!(
                         "inspected route `{}` has no samples in {}",
                         route.name,

@@ -998,3 +998,23 @@ pub async fn admin_post(admin: SocketAddr, path: &str, token: Option<&str>) -> (
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
+
+/// Asserts that a log line is an access line with every field of SPEC §6.
+pub fn assert_access_line(line: &Value) {
+    assert_eq!(line["msg"], "request", "{line}");
+    for field in [
+        "ts",
+        "level",
+        "request_id",
+        "route",
+        "client",
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+        "redactions",
+    ] {
+        assert!(line.get(field).is_some(), "`{field}` missing: {line}");
+    }
+    assert!(!line["path"].as_str().unwrap().contains('?'), "{line}");
+}
