@@ -113,9 +113,10 @@ async fn public_status(gw: &TestGateway, id: &str) -> Value {
 }
 
 /// Waits until the gateway has recorded the receiver's answers (the outbox settles after the
-/// response is read).
+/// response is read). The clock must not move before that: the next attempt is scheduled from
+/// the time the outcome is recorded.
 async fn settle() {
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
 #[tokio::test]
@@ -326,14 +327,18 @@ async fn failed_deliveries_are_retried_with_the_same_id_until_delivered() {
     let first = receiver.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(first[0].answered, 503);
     // Retry-After: 7200 is honoured: an hour later nothing is attempted, past two hours it is.
+    settle().await;
     gw.clock.advance(Duration::from_secs(3600));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(receiver.got().len(), 1, "Retry-After honoured");
+    settle().await;
     gw.clock.advance(Duration::from_secs(3601));
     receiver.wait_for(2, Duration::from_secs(5)).await;
     // Backoff after the 500 is at most 10 s; after the redirect (not followed) at most 20 s.
+    settle().await;
     gw.clock.advance(Duration::from_secs(11));
     receiver.wait_for(3, Duration::from_secs(5)).await;
+    settle().await;
     gw.clock.advance(Duration::from_secs(21));
     let got = receiver.wait_for(4, Duration::from_secs(5)).await;
 
@@ -376,6 +381,7 @@ async fn deliveries_die_after_the_attempt_limit() {
     );
     receiver.wait_for(1, Duration::from_secs(5)).await;
     for n in 2..=3 {
+        settle().await;
         gw.clock.advance(Duration::from_secs(3600));
         receiver.wait_for(n, Duration::from_secs(5)).await;
     }
@@ -408,6 +414,7 @@ async fn deliveries_die_after_the_age_limit() {
     id_of(&file(&gw, json!({"type": "access", "email": JANE})).await);
     receiver.wait_for(1, Duration::from_secs(5)).await;
     // Two hours on: one last attempt at the deadline, then dead.
+    settle().await;
     gw.clock.advance(Duration::from_secs(2 * 3600));
     receiver.wait_for(2, Duration::from_secs(5)).await;
     settle().await;
