@@ -10,6 +10,11 @@ use recipient_gateway::config::Config;
 use recipient_gateway::redact::Direction;
 use recipient_gateway::{demo, logging, review, server, tls};
 
+/// mimalloc instead of glibc's malloc: the redacting route allocates a parse tree, digests and
+/// edits per body, and glibc's allocator took about 12% of its CPU (see `benches/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A TLS reverse proxy that keeps shipment recipients' personal data with the customers who
 /// control it.
 #[derive(Parser)]
