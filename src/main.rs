@@ -12,6 +12,8 @@ use recipient_gateway::{demo, logging, review, server, tls};
 
 /// mimalloc instead of glibc's malloc: the redacting route allocates a parse tree, digests and
 /// edits per body, and glibc's allocator took about 12% of its CPU (see `benches/README.md`).
+/// Built without transparent huge pages (`no_thp`): with them, 1,000 idle TLS connections held
+/// 65 MiB instead of 42.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
