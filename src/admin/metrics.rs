@@ -3,8 +3,9 @@
 //! Label values are always bounded: route, client and upstream names from config, rule ids,
 //! status codes and fixed reason words; never paths or anything from a body.
 
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
+use hashbrown::{Equivalent, HashMap};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests answered, by `route`, `client`, `status`.
@@ -125,4 +126,147 @@ fn describe() {
         metrics::Unit::Seconds,
         "Age of the oldest pending privacy delivery."
     );
+}
+
+/// Handles of one labelled metric, registered once per distinct label values.
+///
+/// `metrics::counter!(name, "route" => ..)` builds owned labels, hashes the key and looks it up in
+/// the recorder's registry on every call; on the request path that was several allocations per
+/// request. A series handle is looked up here by borrowed label values instead. Label values are
+/// bounded (see the module docs), so the table is too.
+pub struct Series<const N: usize, M> {
+    name: &'static str,
+    labels: [&'static str; N],
+    register: fn(&'static str, Vec<metrics::Label>) -> M,
+    handles: RwLock<HashMap<[Box<str>; N], M>>,
+}
+
+/// Borrowed label values that hash and compare like the owned key they look up.
+#[derive(Hash)]
+struct Values<'a, const N: usize>(&'a [&'a str; N]);
+
+impl<const N: usize> Equivalent<[Box<str>; N]> for Values<'_, N> {
+    fn equivalent(&self, key: &[Box<str>; N]) -> bool {
+        self.0.iter().zip(key).all(|(a, b)| *a == &**b)
+    }
+}
+
+impl<const N: usize, M: Clone> Series<N, M> {
+    fn new(
+        name: &'static str,
+        labels: [&'static str; N],
+        register: fn(&'static str, Vec<metrics::Label>) -> M,
+    ) -> Self {
+        Series {
+            name,
+            labels,
+            register,
+            handles: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The handle of the series with these label values (in the order of `labels`).
+    pub fn get(&self, values: [&str; N]) -> M {
+        let lookup = Values(&values);
+        if let Some(handle) = self.handles.read().expect("not poisoned").get(&lookup) {
+            return handle.clone();
+        }
+        // A handle registered before the recorder exists would count nowhere, for good.
+        handle();
+        let labels = self
+            .labels
+            .iter()
+            .zip(values)
+            .map(|(key, value)| metrics::Label::new(*key, value.to_string()))
+            .collect();
+        let handle = (self.register)(self.name, labels);
+        self.handles
+            .write()
+            .expect("not poisoned")
+            .entry(values.map(Box::from))
+            .or_insert(handle)
+            .clone()
+    }
+}
+
+/// A counter series.
+pub type Counters<const N: usize> = Series<N, metrics::Counter>;
+
+impl<const N: usize> Counters<N> {
+    /// `name` with these label keys.
+    pub fn counters(name: &'static str, labels: [&'static str; N]) -> Self {
+        Series::new(name, labels, |name, labels| metrics::counter!(name, labels))
+    }
+}
+
+/// A histogram series.
+pub type Histograms<const N: usize> = Series<N, metrics::Histogram>;
+
+impl<const N: usize> Histograms<N> {
+    /// `name` with these label keys.
+    pub fn histograms(name: &'static str, labels: [&'static str; N]) -> Self {
+        Series::new(name, labels, |name, labels| {
+            metrics::histogram!(name, labels)
+        })
+    }
+}
+
+/// `gateway_requests_total` by route, client and status.
+pub fn requests() -> &'static Counters<3> {
+    static SERIES: OnceLock<Counters<3>> = OnceLock::new();
+    SERIES.get_or_init(|| Counters::counters(REQUESTS, ["route", "client", "status"]))
+}
+
+/// `gateway_request_duration_seconds` by route.
+pub fn request_duration() -> &'static Histograms<1> {
+    static SERIES: OnceLock<Histograms<1>> = OnceLock::new();
+    SERIES.get_or_init(|| Histograms::histograms(REQUEST_DURATION, ["route"]))
+}
+
+/// `gateway_upstream_duration_seconds` by upstream.
+pub fn upstream_duration() -> &'static Histograms<1> {
+    static SERIES: OnceLock<Histograms<1>> = OnceLock::new();
+    SERIES.get_or_init(|| Histograms::histograms(UPSTREAM_DURATION, ["upstream"]))
+}
+
+/// `gateway_redactions_total` by route, rule and action.
+pub fn redactions() -> &'static Counters<3> {
+    static SERIES: OnceLock<Counters<3>> = OnceLock::new();
+    SERIES.get_or_init(|| Counters::counters(REDACTIONS, ["route", "rule", "action"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_register_each_label_set_once_and_count_into_it() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let series = Counters::counters("test_requests_total", ["route", "status"]);
+            series.get(["orders", "200"]).increment(1);
+            series.get(["orders", "200"]).increment(2);
+            series.get(["orders", "404"]).increment(1);
+            // Values that would collide if joined naively stay apart.
+            series.get(["a", "bc"]).increment(5);
+            series.get(["ab", "c"]).increment(7);
+            assert_eq!(series.handles.read().unwrap().len(), 4);
+            let histograms = Histograms::histograms("test_duration_seconds", ["route"]);
+            histograms.get(["orders"]).record(0.5);
+        });
+        let text = handle.render();
+        for line in [
+            r#"test_requests_total{route="orders",status="200"} 3"#,
+            r#"test_requests_total{route="orders",status="404"} 1"#,
+            r#"test_requests_total{route="a",status="bc"} 5"#,
+            r#"test_requests_total{route="ab",status="c"} 7"#,
+            r#"test_duration_seconds_count{route="orders"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
 }

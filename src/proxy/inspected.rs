@@ -258,13 +258,9 @@ impl Exchange<'_> {
             }
         }
         for (rule, action, n) in counts {
-            ::metrics::counter!(
-                metrics::REDACTIONS,
-                "route" => self.route.name.clone(),
-                "rule" => rule.to_string(),
-                "action" => action.as_str()
-            )
-            .increment(n);
+            metrics::redactions()
+                .get([&self.route.name, rule, action.as_str()])
+                .increment(n);
         }
         Ok(Inspected {
             rendered: redact::render_if_changed(&doc, &applied),

@@ -246,14 +246,11 @@ impl Gateway {
         let route = outcome.label();
         let client = outcome.client.as_ref().map_or("anonymous", |c| &*c.id);
         let status = response.status().as_u16();
-        ::metrics::counter!(
-            metrics::REQUESTS,
-            "route" => route.to_string(),
-            "client" => client.to_string(),
-            "status" => status.to_string()
-        )
-        .increment(1);
-        ::metrics::histogram!(metrics::REQUEST_DURATION, "route" => route.to_string())
+        metrics::requests()
+            .get([route, client, response.status().as_str()])
+            .increment(1);
+        metrics::request_duration()
+            .get([route])
             .record(elapsed.as_secs_f64());
         tracing::info!(
             msg = "request",
@@ -271,13 +268,20 @@ impl Gateway {
 
 /// The path for the access log: segments that look like an e-mail address are replaced, since an
 /// API may put a recipient identifier in its path.
-fn loggable_path(path: &str) -> String {
-    if !path.contains('@') && !path.to_ascii_lowercase().contains("%40") {
-        return path.to_string();
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let has_at = |segment: &str| {
+        segment.contains('@')
+            || segment
+                .as_bytes()
+                .windows(3)
+                .any(|w| w.eq_ignore_ascii_case(b"%40"))
+    };
+    if !has_at(path) {
+        return path.into();
     }
     path.split('/')
         .map(|segment| {
-            if segment.contains('@') || segment.to_ascii_lowercase().contains("%40") {
+            if has_at(segment) {
                 "[REDACTED]"
             } else {
                 segment
@@ -285,6 +289,7 @@ fn loggable_path(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+        .into()
 }
 
 /// The tower service hyper calls for each request on one connection.

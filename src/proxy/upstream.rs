@@ -64,9 +64,10 @@ impl Upstreams {
         *request.version_mut() = Version::HTTP_11;
         let started = Instant::now();
         let result = tokio::time::timeout_at(deadline, pool.client.request(request)).await;
-        let label = pool.upstream.name.clone();
-        ::metrics::histogram!(metrics::UPSTREAM_DURATION, "upstream" => label.clone())
+        metrics::upstream_duration()
+            .get([&pool.upstream.name])
             .record(started.elapsed().as_secs_f64());
+        let label = pool.upstream.name.clone();
         let error = match result {
             Ok(Ok(response)) => return Ok(response),
             Ok(Err(error)) if client_body_failure(&error).is_some() => {
