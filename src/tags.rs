@@ -13,8 +13,9 @@
 //! it fill. A store that fails never turns into a leak: an unknown controller is treated as not
 //! the caller's.
 
-use std::collections::VecDeque;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::sync::Notify;
 
 use crate::admin::metrics;
@@ -36,32 +38,33 @@ type HmacSha256 = Hmac<Sha256>;
 ///
 /// HMAC-SHA-256 costs two SHA-256 blocks per value, and a list response has several identifiers
 /// per record, so digests of recently seen values are memoised. The memo is keyed by a 128-bit
-/// fingerprint under per-process random SipHash keys, never by the value itself: it holds no more
-/// than the tags do.
+/// fingerprint under this key's own random SipHash keys, never by the value itself: it holds no
+/// more than the tags do.
 #[derive(Clone)]
 pub struct TagKey {
     mac: HmacSha256,
-    memo: Arc<Memo>,
+    /// Per-instance random SipHash keys for memo fingerprints. Since every `TagKey` has its own,
+    /// one memo per thread serves them all: another key's fingerprints never match.
+    fingerprint: (u64, u64),
 }
 
-/// Recently computed digests by value fingerprint.
-struct Memo {
-    table: DashMap<u128, Digest, BuildHasherDefault<PrehashedHasher>>,
-    keys: (RandomState, RandomState),
-}
+/// Most memoised digests per thread (about 5 MB); past it the memo starts over.
+const MEMO_LIMIT: usize = 50_000;
 
-/// Most memoised digests (about 8 MB); past it the memo starts over.
-const MEMO_LIMIT: usize = 100_000;
+thread_local! {
+    /// Recently computed digests by fingerprint. One per thread, not one shared map: every
+    /// request of a busy route looks up the same values, and a shared map's locks made the
+    /// worker threads contend for the same cache lines.
+    static MEMO: RefCell<HashMap<u128, Digest, BuildHasherDefault<PrehashedHasher>>> =
+        RefCell::new(HashMap::default());
+}
 
 impl TagKey {
     /// Keys digests with the configured tag key.
     pub fn new(key: &[u8]) -> TagKey {
         TagKey {
             mac: HmacSha256::new_from_slice(key).expect("HMAC takes any key length"),
-            memo: Arc::new(Memo {
-                table: DashMap::default(),
-                keys: (RandomState::new(), RandomState::new()),
-            }),
+            fingerprint: rand::random(),
         }
     }
 
@@ -74,23 +77,20 @@ impl TagKey {
 
     /// The digest of `value` in `domain`, through the memo; `normalise` runs only on a miss.
     fn memoised(&self, domain: &[u8], value: &str, normalise: fn(&str) -> String) -> Digest {
-        let fingerprint = |state: &RandomState| {
-            let mut hasher = state.build_hasher();
-            hasher.write(domain);
-            hasher.write(value.as_bytes());
-            hasher.finish()
-        };
-        let memo = &self.memo;
-        let key =
-            u128::from(fingerprint(&memo.keys.0)) << 64 | u128::from(fingerprint(&memo.keys.1));
-        if let Some(digest) = memo.table.get(&key) {
-            return *digest;
+        let mut hasher = SipHasher13::new_with_keys(self.fingerprint.0, self.fingerprint.1);
+        hasher.write(domain);
+        hasher.write(value.as_bytes());
+        let key = hasher.finish128().as_u128();
+        if let Some(digest) = MEMO.with_borrow(|memo| memo.get(&key).copied()) {
+            return digest;
         }
         let digest = self.hmac(domain, &normalise(value));
-        if memo.table.len() >= MEMO_LIMIT {
-            memo.table.clear();
-        }
-        memo.table.insert(key, digest);
+        MEMO.with_borrow_mut(|memo| {
+            if memo.len() >= MEMO_LIMIT {
+                memo.clear();
+            }
+            memo.insert(key, digest);
+        });
         digest
     }
 
@@ -741,7 +741,8 @@ mod tests {
         for i in 0..MEMO_LIMIT + 10 {
             key.record(&i.to_string());
         }
-        assert!(key.memo.table.len() <= MEMO_LIMIT, "the memo stays bounded");
+        let size = MEMO.with_borrow(HashMap::len);
+        assert!(size <= MEMO_LIMIT, "the memo stays bounded: {size}");
         assert_eq!(key.recipient("JANE@example.com"), direct);
     }
     use crate::store::memory::MemoryStore;
