@@ -106,11 +106,11 @@ fn engine(plan: &Plan, keys: &HashKeys, body: &[u8]) -> usize {
             } else {
                 Relation::NotController
             },
-            controller: Some(Arc::from(if i.is_multiple_of(2) {
+            controller: Some(if i.is_multiple_of(2) {
                 "acme"
             } else {
                 "globex"
-            })),
+            }),
         })
         .collect();
     let applied = plan.apply(

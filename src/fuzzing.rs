@@ -66,7 +66,7 @@ pub fn json_redact(data: &[u8]) {
 }
 
 /// Records as a caller who controls none of them sees them.
-fn as_strangers(nodes: Vec<NodeId>) -> Vec<Record> {
+fn as_strangers(nodes: Vec<NodeId>) -> Vec<Record<'static>> {
     nodes
         .into_iter()
         .map(|node| Record {

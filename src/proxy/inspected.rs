@@ -243,7 +243,7 @@ impl Exchange<'_> {
             &doc,
             direction,
             caller,
-            resolved.iter().map(|r| (r.node, r.controller.clone())),
+            resolved.iter().map(|r| (r.node, r.controller.as_deref())),
             &self.gateway.hash_keys,
         );
         // One counter update per (rule, action), not per value: a list can change hundreds.

@@ -118,20 +118,22 @@ pub enum ShapeError {
 
 /// One record found in a body, with what the engine needs to treat it.
 #[derive(Debug, Clone)]
-pub struct Record {
+pub struct Record<'c> {
     /// The record's object node.
     pub node: NodeId,
     /// The caller's relation to its controller.
     pub relation: Relation,
-    /// The controlling client id, when known.
-    pub controller: Option<Arc<str>>,
+    /// The controlling client id, when known (borrowed: a list has many records of the same few
+    /// controllers, and cloning their `Arc`s made the worker threads contend).
+    pub controller: Option<&'c str>,
 }
 
 /// A change the engine made, for `--explain`, metrics and the access log.
 #[derive(Debug, Clone)]
-pub struct Change {
-    /// The rule that made it.
-    pub rule: Arc<Rule>,
+pub struct Change<'p> {
+    /// The rule that made it (borrowed from the plan: cloning an `Arc` per change made the
+    /// worker threads contend for each rule's reference count).
+    pub rule: &'p Rule,
     /// The node changed.
     pub node: NodeId,
     /// What was done (a `mask` of a non-string or a `hash` without a controller is a `redact`).
@@ -139,11 +141,11 @@ pub struct Change {
 }
 
 /// The edits to apply and the changes they represent.
-pub struct Applied {
+pub struct Applied<'p> {
     /// Edits for [`Document::render`].
     pub edits: Edits,
     /// One entry per edited node, in document order.
-    pub changes: Vec<Change>,
+    pub changes: Vec<Change<'p>>,
 }
 
 impl Plan {
@@ -237,7 +239,7 @@ impl Plan {
         records: &[Record],
         outside: Relation,
         keys: &HashKeys,
-    ) -> Applied {
+    ) -> Applied<'_> {
         let mut is_record = vec![false; doc.nodes.len()];
         for record in records {
             is_record[record.node as usize] = true;
@@ -277,15 +279,11 @@ impl Plan {
                 continue;
             }
             let controller = (owner != NONE)
-                .then(|| records[owner as usize].controller.as_deref())
+                .then(|| records[owner as usize].controller)
                 .flatten();
             let (edit, action) = actions::edit(rule, doc, node, controller, keys);
             edits.set(doc, node, edit);
-            changes.push(Change {
-                rule: rule.clone(),
-                node,
-                action,
-            });
+            changes.push(Change { rule, node, action });
         }
         Applied { edits, changes }
     }
@@ -311,19 +309,19 @@ pub fn relation(
 /// Applies a route's rules to a parsed body whose records (from [`Plan::find_records`]) have
 /// the given controllers, for `caller`: relations per SPEC §4.2, then [`Plan::apply`]. The proxy,
 /// the `redact` dry run and `test-rules` all go through here.
-pub fn redact_records(
-    route: &crate::config::Route,
+pub fn redact_records<'p, 'c>(
+    route: &'p crate::config::Route,
     doc: &Document<'_>,
     direction: Direction,
     caller: Option<&crate::config::Client>,
-    records: impl IntoIterator<Item = (NodeId, Option<Arc<str>>)>,
+    records: impl IntoIterator<Item = (NodeId, Option<&'c str>)>,
     keys: &HashKeys,
-) -> Applied {
+) -> Applied<'p> {
     let records: Vec<Record> = records
         .into_iter()
         .map(|(node, controller)| Record {
             node,
-            relation: relation(caller, controller.as_deref(), route.unknown_controller),
+            relation: relation(caller, controller, route.unknown_controller),
             controller,
         })
         .collect();
@@ -371,7 +369,7 @@ fn enclosing_record(
 }
 
 /// Convenience for callers that only need the output bytes: `None` when nothing changed.
-pub fn render_if_changed(doc: &Document<'_>, applied: &Applied) -> Option<Vec<u8>> {
+pub fn render_if_changed(doc: &Document<'_>, applied: &Applied<'_>) -> Option<Vec<u8>> {
     (!applied.edits.is_empty()).then(|| doc.render(&applied.edits))
 }
 

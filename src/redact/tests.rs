@@ -43,7 +43,7 @@ fn run(
         .map(|node| Record {
             node,
             relation,
-            controller: controller.map(Arc::from),
+            controller,
         })
         .collect();
     let applied = plan.apply(&doc, direction, &records, relation, &keys());
@@ -52,7 +52,7 @@ fn run(
 }
 
 /// Applies `plan` to `body` with the records (document order) in the given relations.
-fn run_relations(plan: &Plan, body: &str, relations: &[Relation]) -> (String, Applied) {
+fn run_relations<'p>(plan: &'p Plan, body: &str, relations: &[Relation]) -> (String, Applied<'p>) {
     let doc = Document::parse(body.as_bytes()).unwrap();
     let found = plan.find_records(&doc).unwrap();
     assert_eq!(found.len(), relations.len(), "records of {body}");
@@ -320,7 +320,7 @@ fn strongest_action_wins_and_ancestors_cover_descendants() {
     let records = vec![Record {
         node: 0,
         relation: Relation::Controller,
-        controller: Some("acme".into()),
+        controller: Some("acme"),
     }];
     let applied = plan_nested.apply(
         &doc,

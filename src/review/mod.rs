@@ -89,7 +89,7 @@ pub fn dry_run(
         &doc,
         direction,
         Some(caller),
-        records.iter().map(|&node| (node, controller.clone())),
+        records.iter().map(|&node| (node, controller.as_deref())),
         &HashKeys::for_config(config),
     );
     let changes = applied
