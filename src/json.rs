@@ -123,7 +123,7 @@ impl<'a> Document<'a> {
             pos: 0,
             nodes: Vec::with_capacity(src.len() / 16 + 1),
             seen_keys: HashSet::new(),
-            members: Vec::new(),
+            keys: Vec::new(),
         };
         parser.skip_ws();
         if parser.pos == src.len() {
@@ -449,12 +449,26 @@ struct Parser<'a> {
     nodes: Vec<Node>,
     /// Scratch set for duplicate detection in large objects.
     seen_keys: HashSet<Cow<'a, str>>,
-    /// Scratch list of an object's members, reused across objects.
-    members: Vec<NodeId>,
+    /// The member keys of every object being parsed, innermost last: each object checks its
+    /// own (from where it started) for duplicates when it closes, while the keys are still in
+    /// cache, instead of walking its members again.
+    keys: Vec<MemberKey>,
+}
+
+/// One member's key, for the duplicate check.
+#[derive(Clone, Copy)]
+struct MemberKey {
+    /// Length and first bytes of the raw key: different prints mean different keys.
+    print: u64,
+    /// The key's span, quotes included.
+    start: u32,
+    end: u32,
+    escaped: bool,
+    node: NodeId,
 }
 
 /// Objects up to this many members are checked for duplicates pairwise; larger ones by hashing.
-const PAIRWISE_KEYS: u32 = 16;
+const PAIRWISE_KEYS: usize = 16;
 
 impl<'a> Parser<'a> {
     fn skip_ws(&mut self) {
@@ -656,6 +670,7 @@ impl<'a> Parser<'a> {
             return Ok(id);
         }
         let mut last = NONE;
+        let keys_base = self.keys.len();
         loop {
             self.skip_ws();
             if self.src.get(self.pos) != Some(&b'"') {
@@ -675,6 +690,17 @@ impl<'a> Parser<'a> {
             node.key_start = key_start as u32;
             node.key_end = key_end as u32;
             node.key_escaped = key_escaped;
+            let raw = &self.src[key_start + 1..key_end - 1];
+            let mut head = [0u8; 8];
+            let take = raw.len().min(8);
+            head[..take].copy_from_slice(&raw[..take]);
+            self.keys.push(MemberKey {
+                print: u64::from_le_bytes(head) ^ (raw.len() as u64) << 56,
+                start: key_start as u32,
+                end: key_end as u32,
+                escaped: key_escaped,
+                node: child,
+            });
             self.link(id, last, child);
             last = child;
             self.skip_ws();
@@ -682,7 +708,9 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {
                     self.pos += 1;
-                    self.check_duplicates(id)?;
+                    let checked = self.check_keys(keys_base);
+                    self.keys.truncate(keys_base);
+                    checked?;
                     return Ok(id);
                 }
                 _ => return Err(JsonError::Syntax(self.pos)),
@@ -707,71 +735,38 @@ impl<'a> Parser<'a> {
         )
     }
 
-    fn check_duplicates(&mut self, object: NodeId) -> Result<(), JsonError> {
-        let len = self.nodes[object as usize].len;
-        let mut members = std::mem::take(&mut self.members);
-        members.clear();
-        let mut child = self.nodes[object as usize].first_child;
-        while child != NONE {
-            members.push(child);
-            child = self.nodes[child as usize].next_sibling;
-        }
-        let result = self
-            .check_key_controls(&members)
-            .and_then(|()| self.find_duplicate(&members, len));
-        self.members = members;
-        result
-    }
-
-    /// Raw control characters are already invalid JSON; escaped ones are caught here.
-    fn check_key_controls(&self, members: &[NodeId]) -> Result<(), JsonError> {
-        for &m in members {
-            let n = &self.nodes[m as usize];
-            if n.key_escaped && self.key_text(m).chars().any(|c| c < ' ') {
-                return Err(JsonError::ControlInKey(n.key_start as usize));
+    /// Checks the keys of the object whose members start at `base` in `keys`: no escaped
+    /// control characters, no duplicates (compared unescaped).
+    fn check_keys(&mut self, base: usize) -> Result<(), JsonError> {
+        let keys = &self.keys[base..];
+        let any_escaped = keys.iter().any(|k| k.escaped);
+        if any_escaped {
+            // Raw control characters are already invalid JSON; escaped ones are caught here.
+            for k in keys.iter().filter(|k| k.escaped) {
+                if self.key_text(k.node).chars().any(|c| c < ' ') {
+                    return Err(JsonError::ControlInKey(k.start as usize));
+                }
             }
         }
-        Ok(())
-    }
-
-    fn find_duplicate(&mut self, members: &[NodeId], len: u32) -> Result<(), JsonError> {
-        let any_escaped = members.iter().any(|&m| self.nodes[m as usize].key_escaped);
-        if len <= PAIRWISE_KEYS && !any_escaped {
-            // Raw keys compared by a cheap fingerprint (length and first bytes) before bytes.
-            let mut prints = [(0u64, 0u32, 0u32); PAIRWISE_KEYS as usize];
-            for (slot, &m) in prints.iter_mut().zip(members) {
-                let n = &self.nodes[m as usize];
-                let key = &self.src[n.key_start as usize + 1..n.key_end as usize - 1];
-                let mut head = [0u8; 8];
-                let take = key.len().min(8);
-                head[..take].copy_from_slice(&key[..take]);
-                *slot = (
-                    u64::from_le_bytes(head) ^ (key.len() as u64) << 56,
-                    n.key_start,
-                    n.key_end,
-                );
-            }
-            let prints = &prints[..members.len()];
-            for (i, a) in prints.iter().enumerate() {
-                for b in &prints[..i] {
-                    if a.0 == b.0
-                        && self.src[a.1 as usize..a.2 as usize]
-                            == self.src[b.1 as usize..b.2 as usize]
+        if keys.len() <= PAIRWISE_KEYS && !any_escaped {
+            // Raw keys: equal prints first, then bytes.
+            for (i, a) in keys.iter().enumerate() {
+                for b in &keys[..i] {
+                    if a.print == b.print
+                        && self.src[a.start as usize..a.end as usize]
+                            == self.src[b.start as usize..b.end as usize]
                     {
-                        return Err(JsonError::DuplicateKey(a.1 as usize));
+                        return Err(JsonError::DuplicateKey(a.start as usize));
                     }
                 }
             }
             return Ok(());
         }
-        if len <= PAIRWISE_KEYS {
-            for (i, &a) in members.iter().enumerate() {
-                for &b in &members[..i] {
-                    let same = self.key_text(a) == self.key_text(b);
-                    if same {
-                        return Err(JsonError::DuplicateKey(
-                            self.nodes[a as usize].key_start as usize,
-                        ));
+        if keys.len() <= PAIRWISE_KEYS {
+            for (i, a) in keys.iter().enumerate() {
+                for b in &keys[..i] {
+                    if self.key_text(a.node) == self.key_text(b.node) {
+                        return Err(JsonError::DuplicateKey(a.start as usize));
                     }
                 }
             }
@@ -780,11 +775,9 @@ impl<'a> Parser<'a> {
         let mut seen = std::mem::take(&mut self.seen_keys);
         seen.clear();
         let mut result = Ok(());
-        for &m in members {
-            if !seen.insert(self.key_text(m)) {
-                result = Err(JsonError::DuplicateKey(
-                    self.nodes[m as usize].key_start as usize,
-                ));
+        for k in &self.keys[base..] {
+            if !seen.insert(self.key_text(k.node)) {
+                result = Err(JsonError::DuplicateKey(k.start as usize));
                 break;
             }
         }
@@ -866,6 +859,22 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    #[test]
+    fn duplicates_are_per_object_whatever_the_nesting() {
+        // The same name in nested objects and in sibling objects is no duplicate.
+        let ok = br#"{"a":{"a":1,"b":{"a":2}},"b":[{"a":1},{"a":1}],"c":{"c":{"c":3}}}"#;
+        assert!(Document::parse(ok).is_ok());
+        // A duplicate after a nested object, and one inside a nested object, are found.
+        let after = br#"{"a":{"x":1,"y":{"z":2}},"b":2,"a":3}"#;
+        assert_eq!(parse_err(after), JsonError::DuplicateKey(31));
+        let inside = br#"{"a":1,"b":[{"k":1,"k":2}]}"#;
+        assert_eq!(parse_err(inside), JsonError::DuplicateKey(19));
+    }
+
+    fn parse_err(input: &[u8]) -> JsonError {
+        Document::parse(input).map(|_| ()).unwrap_err()
     }
 
     #[test]
