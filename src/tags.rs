@@ -175,6 +175,18 @@ struct Cached<T> {
     loaded: Instant,
 }
 
+impl Cached<Option<RecordTag>> {
+    /// Whether a record key's cached answer is recent enough: hits live longer than misses.
+    fn fresh(&self, now: Instant) -> bool {
+        let ttl = if self.value.is_some() {
+            HIT_TTL
+        } else {
+            MISS_TTL
+        };
+        now.saturating_duration_since(self.loaded) < ttl
+    }
+}
+
 /// The tag cache, its store and the write-behind queue.
 pub struct Tags {
     key: TagKey,
@@ -299,10 +311,16 @@ impl Tags {
     /// Whether the cache's answer for a record key can be used without asking the store. `now`
     /// is taken once per body: reading the clock per record showed in profiles.
     fn fresh(&self, digest: &Digest, now: Instant) -> bool {
-        self.records.get(digest).is_some_and(|c| {
-            let ttl = if c.value.is_some() { HIT_TTL } else { MISS_TTL };
-            now.saturating_duration_since(c.loaded) < ttl
-        })
+        self.records.get(digest).is_some_and(|c| c.fresh(now))
+    }
+
+    /// The cache's answer for a record key's controller when it is fresh (`None`: ask the store).
+    /// One map lookup, where [`Tags::record_controller`] takes three and reads the clock.
+    fn cached_controller(&self, digest: &Digest, now: Instant) -> Option<Option<Arc<str>>> {
+        let cached = self.records.get(digest)?;
+        cached
+            .fresh(now)
+            .then(|| cached.value.as_ref().map(|tag| tag.controller.clone()))
     }
 
     /// Caches what the store said of a record key. A tag this gateway wrote meanwhile is kept
@@ -413,11 +431,16 @@ impl Tags {
             })
             .collect();
         self.preload(&keys_of.concat()).await;
+        let now = Instant::now();
         let mut resolved = Vec::with_capacity(records.len());
         for (&node, keys) in records.iter().zip(keys_of) {
             let mut tagged = None;
             for key in &keys {
-                if let Some(controller) = self.record_controller(key).await {
+                let controller = match self.cached_controller(key, now) {
+                    Some(cached) => cached,
+                    None => self.record_controller(key).await,
+                };
+                if let Some(controller) = controller {
                     tagged = known_customer(&controller);
                     break;
                 }
