@@ -5,9 +5,7 @@
 //! responsible for what they log: request handling logs only ids, route names, methods, paths
 //! without query and numbers, never bodies, query strings, credentials or recipient identifiers.
 
-use std::fmt;
-
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -104,7 +102,12 @@ impl<W: fmt::Write> Fields<'_, W> {
             return;
         }
         if !is_message {
-            self.result = write!(self.out, ",\"{}\":", field.name());
+            // Names are usually identifiers, but tracing accepts any string literal as one.
+            self.result = (|| {
+                self.out.write_str(",\"")?;
+                JsonEscaped(&mut *self.out).write_str(field.name())?;
+                self.out.write_str("\":")
+            })();
         }
         if self.result.is_ok() {
             self.result = value(self.out);
@@ -263,6 +266,7 @@ mod tests {
                 text = awkward,
                 debug = ?awkward,
                 count = 7u64,
+                "odd \"name\"" = 1u64,
                 delta = -3i64,
                 ratio = 0.25,
                 nan = f64::NAN,
@@ -278,7 +282,8 @@ mod tests {
         assert_eq!(line["ratio"], 0.25);
         assert_eq!(line["nan"], serde_json::Value::Null);
         assert_eq!(line["ok"], true);
-        assert_eq!(line.as_object().unwrap().len(), 10, "{line}");
+        assert_eq!(line["odd \"name\""], 1);
+        assert_eq!(line.as_object().unwrap().len(), 11, "{line}");
     }
 
     #[test]
