@@ -4,25 +4,17 @@
 #
 #   benches/idle-connections.sh [N]
 set -euo pipefail
-cd "$(dirname "$0")/.."
 N=${1:-1000}
-cargo build --release --locked --quiet
-W=$(mktemp -d)
-trap 'kill "${GP:-}" "${NP:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
-target/release/recipient-gateway dev-certs --out "$W/certs" >/dev/null
-mkdir -p "$W/www"
-printf '{"a":"%s"}' "$(head -c 1000 /dev/zero | tr '\0' a)" > "$W/www/1k.json"
-chmod -R a+rX "$W"
-cat > "$W/up.conf" <<C
-worker_processes 1; pid $W/up.pid; error_log $W/up.err warn; events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; default_type application/json;
-       server { listen 127.0.0.1:18281; root $W/www; } }
-C
-cat > "$W/gw.toml" <<C
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
+"$GATEWAY" dev-certs --out "$WORK/certs" >/dev/null
+mkdir -p "$WORK/www"
+printf '{"a":"%s"}' "$(head -c 1000 /dev/zero | tr '\0' a)" > "$WORK/www/1k.json"
+cat > "$WORK/gw.toml" <<C
 [listen]
 address = "127.0.0.1:18283"
-tls_cert = "$W/certs/localhost.crt"
-tls_key = "$W/certs/localhost.key"
+tls_cert = "$WORK/certs/localhost.crt"
+tls_key = "$WORK/certs/localhost.key"
 [admin]
 address = "127.0.0.1:18293"
 [keys]
@@ -38,11 +30,12 @@ path_prefix = "/"
 upstream = "static"
 auth = "none"
 C
-nginx -c "$W/up.conf" -g 'daemon off;' & NP=$!
-target/release/recipient-gateway run --config "$W/gw.toml" > /dev/null & GP=$!
-sleep 1
+start_upstream 18281
+"$GATEWAY" run --config "$WORK/gw.toml" > /dev/null & GP=$!
+PIDS+=("$GP")
+wait_port 18281; wait_port 18283
 before=$(awk '/VmRSS/ {print $2}' "/proc/$GP/status")
-python3 - "$N" "$W/certs/ca.crt" "$GP" "$before" <<'PY'
+python3 - "$N" "$WORK/certs/ca.crt" "$GP" "$before" <<'PY'
 import asyncio, ssl, sys
 n, ca, pid, before = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 ctx = ssl.create_default_context(cafile=ca)

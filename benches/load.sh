@@ -12,7 +12,6 @@
 # keep-alive, `keepalive_requests` high and `proxy_buffers 32 16k`; the gateway runs its default
 # tokio runtime. The upstream (nginx serving static shipment JSON) and wrk share the same cores.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
 STORE=${STORE:-memory}       # tag store of the gateway: memory or sqlite
@@ -27,60 +26,15 @@ GATEWAY_TLS_PORT=18085
 ADMIN_PORT=18093
 ADMIN_TLS_PORT=18095
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  echo "installing nginx and wrk (Debian packages)" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
-cargo build --release --locked --quiet
-GATEWAY=target/release/recipient-gateway
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# Static bodies: a list of shipments padded to the target size.
-mkdir -p "$WORK/www"
-make_body() { # name bytes
-  local name=$1 bytes=$2 i=0 body='{"shipments":['
-  while [ ${#body} -lt "$bytes" ]; do
-    [ $i -gt 0 ] && body+=','
-    local customer=acme; [ $((i % 2)) -eq 1 ] && customer=globex
-    body+="{\"id\":\"shp_$i\",\"tracking_number\":\"1ZBENCH$i\",\"customer_id\":\"$customer\",\"status\":\"in_transit\",\"weight_kg\":2.5,"
-    body+="\"recipient\":{\"name\":\"Jane Doe $i\",\"email\":\"jane$i@example.com\",\"phone\":\"+1 415 555 0101\","
-    body+="\"address\":{\"street\":\"1 Market St\",\"city\":\"San Francisco\",\"postal_code\":\"94105\",\"country\":\"US\"}}}"
-    i=$((i + 1))
-  done
-  printf '%s]}' "$body" > "$WORK/www/$name.json"
-}
 for size in $SIZES; do
   make_body "$size" $(( ${size%k} * 1024 - 3 ))
 done
 mkdir -p "$WORK/www/redact"
 cp "$WORK"/www/*.json "$WORK/www/redact/"
 "$GATEWAY" dev-certs --out "$WORK/certs" >/dev/null
-chmod -R a+rX "$WORK" # nginx workers drop root
-
-cat > "$WORK/upstream.conf" <<EOF
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  default_type application/json;
-  server { listen 127.0.0.1:$UPSTREAM_PORT; root $WORK/www; }
-}
-EOF
 cat > "$WORK/proxy.conf" <<EOF
 worker_processes 1;
 pid $WORK/proxy.pid;
@@ -115,16 +69,7 @@ path = "$WORK/tags.db"
 [[upstream]]
 name = "static"
 url = "http://127.0.0.1:$UPSTREAM_PORT"
-[[client]]
-id = "acme"
-kind = "customer"
-name = "Acme"
-api_key_sha256 = ["$(printf bench-key-acme | sha256sum | cut -d' ' -f1)"]
-[[client]]
-id = "globex"
-kind = "customer"
-name = "Globex"
-api_key_sha256 = ["$(printf bench-key-globex | sha256sum | cut -d' ' -f1)"]
+$(bench_clients)
 [[route]]
 name = "passthrough"
 path_prefix = "/"
@@ -167,19 +112,11 @@ cat "$WORK/gateway-common.toml" >> "$WORK/gateway-plain.toml"
 cat "$WORK/gateway-common.toml" >> "$WORK/gateway-tls.toml"
 sed -i "s|^path = \"$WORK/tags.db\"|path = \"$WORK/tags-tls.db\"|" "$WORK/gateway-tls.toml"
 
-"$NGINX" -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
+start_upstream $UPSTREAM_PORT
 "$NGINX" -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!); NGINX_PID=$!
 "$GATEWAY" run --config "$WORK/gateway-plain.toml" > /dev/null & PIDS+=($!); GW_PLAIN_PID=$!
 "$GATEWAY" run --config "$WORK/gateway-tls.toml" > /dev/null & PIDS+=($!); GW_TLS_PID=$!
 
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
 wait_port $UPSTREAM_PORT; wait_port $NGINX_PORT; wait_port $GATEWAY_PORT; wait_port $GATEWAY_TLS_PORT
 
 # wrk's latency line values come with units; normalise to milliseconds.

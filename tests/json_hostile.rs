@@ -168,33 +168,31 @@ fn the_strict_reader_agrees_with_the_corpus() {
     }
 }
 
-/// An inspected route whose records are the body itself, with the shipped rules, in front of the
-/// mock upstream (echo for requests, canned for responses).
-const ROUTES: &str = r#"
+/// Two inspected routes (echo for requests, canned for responses) whose records are the body
+/// itself, with the shipped rules, in front of the mock upstream.
+fn routes() -> String {
+    ["echo", "canned"]
+        .map(|name| {
+            format!(
+                r#"
 [[route]]
-name = "echo"
-path_prefix = "/echo"
+name = "{name}"
+path_prefix = "/{name}"
 upstream = "mock"
 records = ["$"]
 record_keys = ["id"]
 recipient = "recipient"
 recipient_identifiers = ["email"]
-rules = ["RULES/recipient.toml", "RULES/sensitive.toml"]
-
-[[route]]
-name = "canned"
-path_prefix = "/canned"
-upstream = "mock"
-records = ["$"]
-record_keys = ["id"]
-recipient = "recipient"
-recipient_identifiers = ["email"]
-rules = ["RULES/recipient.toml", "RULES/sensitive.toml"]
-"#;
+rules = ["{SHIPPED_RULES}/recipient.toml", "{SHIPPED_RULES}/sensitive.toml"]
+"#
+            )
+        })
+        .concat()
+}
 
 #[tokio::test]
 async fn the_proxy_refuses_every_invalid_body_in_both_directions_and_keeps_valid_ones_intact() {
-    let gw = TestGateway::start(&ROUTES.replace("RULES", SHIPPED_RULES)).await;
+    let gw = TestGateway::start(&routes()).await;
     let mut client = gw.h1().await;
     let mut refused = 0;
     for (name, body, parsed) in corpus() {
@@ -260,7 +258,7 @@ async fn the_proxy_refuses_every_invalid_body_in_both_directions_and_keeps_valid
 
 #[tokio::test]
 async fn numbers_beyond_f64_survive_redaction_digit_for_digit() {
-    let gw = TestGateway::start(&ROUTES.replace("RULES", SHIPPED_RULES)).await;
+    let gw = TestGateway::start(&routes()).await;
     let body = r#"{"id":"s9","weight":1e400,"big":123456789012345678901234567890,"tiny":-0.0000000000000000000000000001,"neg":-0,"recipient":{"email":"jane@example.com","name":"Jane"}}"#;
     gw.upstream
         .set_canned(Canned::json(body.as_bytes().to_vec()));

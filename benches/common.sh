@@ -1,0 +1,77 @@
+# Shared by the benchmark scripts (sourced, not run): the build, a work folder cleaned up on exit,
+# the nginx upstream serving static shipment JSON, the bench customers and a port wait.
+# Callers set `set -euo pipefail` and add the PIDs of what they start to PIDS.
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  echo "installing nginx and wrk (Debian packages)" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+cargo build --release --locked --quiet
+GATEWAY=target/release/recipient-gateway
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# A list of shipments padded to about BYTES, written to $WORK/www/NAME.json: half the records
+# belong to acme, half to globex.
+make_body() { # name bytes
+  local name=$1 bytes=$2 i=0 body='{"shipments":['
+  while [ ${#body} -lt "$bytes" ]; do
+    [ $i -gt 0 ] && body+=','
+    local customer=acme; [ $((i % 2)) -eq 1 ] && customer=globex
+    body+="{\"id\":\"shp_$i\",\"tracking_number\":\"1ZBENCH$i\",\"customer_id\":\"$customer\",\"status\":\"in_transit\",\"weight_kg\":2.5,"
+    body+="\"recipient\":{\"name\":\"Jane Doe $i\",\"email\":\"jane$i@example.com\",\"phone\":\"+1 415 555 0101\","
+    body+="\"address\":{\"street\":\"1 Market St\",\"city\":\"San Francisco\",\"postal_code\":\"94105\",\"country\":\"US\"}}}"
+    i=$((i + 1))
+  done
+  mkdir -p "$WORK/www"
+  printf '%s]}' "$body" > "$WORK/www/$name.json"
+}
+
+# Starts the upstream: one nginx worker serving $WORK/www on PORT; its PID is UPSTREAM_PID.
+start_upstream() { # port
+  chmod -R a+rX "$WORK" # nginx workers drop root
+  cat > "$WORK/upstream.conf" <<C
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  default_type application/json;
+  server { listen 127.0.0.1:$1; root $WORK/www; }
+}
+C
+  "$NGINX" -c "$WORK/upstream.conf" -g 'daemon off;' & UPSTREAM_PID=$!
+  PIDS+=("$UPSTREAM_PID")
+}
+
+# The bench customers, acme and globex, as config; their API keys are bench-key-<id>.
+bench_clients() {
+  local id name
+  for id in acme globex; do
+    name="$(tr '[:lower:]' '[:upper:]' <<<"${id:0:1}")${id:1}"
+    printf '[[client]]\nid = "%s"\nkind = "customer"\nname = "%s"\napi_key_sha256 = ["%s"]\n' \
+      "$id" "$name" "$(printf "bench-key-%s" "$id" | sha256sum | cut -d' ' -f1)"
+  done
+}
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
