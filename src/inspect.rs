@@ -361,6 +361,10 @@ mod tests {
             rules: vec![],
             passthrough_content_types: passthrough.iter().map(|s| s.to_string()).collect(),
             plan: crate::redact::Plan::new(&[], None, &[], crate::config::Purpose::Fulfillment),
+            path_parameters: false,
+            allowed_overrides: vec![],
+            fold_case: true,
+            folded_prefix: "/r".into(),
         }
     }
 

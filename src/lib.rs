@@ -21,6 +21,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | [`target`] | the request target read once: canonical-path rules and the lenient readings of upstreams (ground floor: `config`, `proxy` and `review` use it) |
 //! | [`config`] | the file schema (`deny_unknown_fields`), validation into a runtime [`config::Config`], rules compiled once |
 //! | [`tls`] | rustls server/client configs from PEM files; development certificates |
 //! | [`server`] | accept loop, connection limit, TLS handshake, HTTP/1.1 + HTTP/2, graceful drain, the framing watch and slow-read guard, hot reload ([`server::live`]), store upkeep |
@@ -57,4 +58,5 @@ pub mod review;
 pub mod server;
 pub mod store;
 pub mod tags;
+pub mod target;
 pub mod tls;

@@ -102,6 +102,70 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The `X-Forwarded-Client-Cert` value for a verified client certificate, in Envoy's format:
+/// `Hash=<hex SHA-256 of the DER>;Subject="<RFC 2253 name>"`, then `URI=` and `DNS=` for each
+/// such subject alternative name. `None` when the certificate cannot be parsed (rustls verified
+/// it, so this does not happen in practice) or a value cannot be a header.
+pub fn forwarded_client_cert(der: &[u8]) -> Option<http::HeaderValue> {
+    use sha2::Digest;
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let mut value = format!("Hash={}", hex::encode(sha2::Sha256::digest(der)));
+    let registry = x509_parser::objects::oid_registry();
+    let mut subject = String::new();
+    // RFC 2253: the last RDN first, attributes as `short=value`, specials escaped.
+    for rdn in cert
+        .subject()
+        .iter_rdn()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        for attribute in rdn.iter() {
+            if !subject.is_empty() {
+                subject.push(',');
+            }
+            let oid = attribute.attr_type();
+            match x509_parser::objects::oid2abbrev(oid, registry) {
+                Ok(name) => subject.push_str(name),
+                Err(_) => subject.push_str(&oid.to_id_string()),
+            }
+            subject.push('=');
+            for c in attribute.as_str().ok()?.chars() {
+                if ",+<>;\\".contains(c) {
+                    subject.push('\\');
+                }
+                subject.push(c);
+            }
+        }
+    }
+    // Quoted, since a name holds `,` and `=`; a quote inside is escaped.
+    value.push_str(&format!(";Subject={}", xfcc_quoted(&subject, true)));
+    if let Ok(Some(names)) = cert.subject_alternative_name() {
+        for name in &names.value.general_names {
+            match name {
+                GeneralName::URI(uri) => {
+                    value.push_str(&format!(";URI={}", xfcc_quoted(uri, false)));
+                }
+                GeneralName::DNSName(dns) => {
+                    value.push_str(&format!(";DNS={}", xfcc_quoted(dns, false)));
+                }
+                _ => {}
+            }
+        }
+    }
+    http::HeaderValue::from_str(&value).ok()
+}
+
+/// An XFCC value, double-quoted (with `"` escaped) when `always` or when it holds `,;="`.
+fn xfcc_quoted(text: &str, always: bool) -> String {
+    if always || text.contains([',', ';', '=', '"']) {
+        format!("\"{}\"", text.replace('"', "\\\""))
+    } else {
+        text.to_string()
+    }
+}
+
 /// A client configuration for https upstreams and webhooks: `ca_file` roots, or the built-in
 /// web PKI roots.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {

@@ -37,3 +37,8 @@ fn json_redact_seeds_and_regressions_pass() {
 fn config_load_seeds_and_regressions_pass() {
     assert!(replay("config_load", recipient_gateway::fuzzing::config_load) >= 5);
 }
+
+#[test]
+fn request_target_seeds_and_regressions_pass() {
+    assert!(replay("request_target", recipient_gateway::fuzzing::request_target) >= 10);
+}

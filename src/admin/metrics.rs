@@ -25,8 +25,16 @@ pub const CONNECTIONS_ACTIVE: &str = "gateway_connections_active";
 
 /// Values changed by redaction rules, by `route`, `rule`, `action`.
 pub const REDACTIONS: &str = "gateway_redactions_total";
-/// Bodies refused by the fail-closed table, by `route` and `reason`.
+/// Requests refused before anything was forwarded (a path or header the upstream could read
+/// differently, an upgrade, ambiguous framing) and bodies refused by the fail-closed table, by
+/// `route` and `reason`.
 pub const BLOCKED: &str = "gateway_blocked_total";
+/// Request headers removed before forwarding, by `reason` (`header_name`, `folded_name`,
+/// `forwarding`, `routing_override`).
+pub const HEADERS_REMOVED: &str = "gateway_request_headers_removed_total";
+/// Connections closed because a peer listed in `proxy_protocol_from` sent no valid PROXY
+/// protocol header.
+pub const PROXY_PROTOCOL_ERRORS: &str = "gateway_proxy_protocol_errors_total";
 /// Tags written (created or refreshed), by `kind` (record, recipient).
 pub const TAGS_WRITTEN: &str = "gateway_tags_written_total";
 
@@ -94,11 +102,19 @@ fn describe() {
         "Requests refused for missing or wrong credentials."
     );
     describe_counter!(TLS_HANDSHAKE_ERRORS, "Failed TLS handshakes.");
+    describe_counter!(
+        HEADERS_REMOVED,
+        "Request headers removed before forwarding, by reason."
+    );
+    describe_counter!(
+        PROXY_PROTOCOL_ERRORS,
+        "Connections from PROXY protocol peers without a valid header."
+    );
     describe_gauge!(CONNECTIONS_ACTIVE, "Client connections open now.");
     describe_counter!(REDACTIONS, "Values changed by redaction rules.");
     describe_counter!(
         BLOCKED,
-        "Bodies refused because they could not be inspected."
+        "Requests and bodies refused before anything was forwarded, by reason."
     );
     describe_counter!(TAGS_WRITTEN, "Record and recipient tags written.");
     describe_gauge!(TAG_STORE_ENTRIES, "Tags in the store.");

@@ -19,11 +19,12 @@ use http::Uri;
 
 pub use error::ConfigError;
 pub use schema::{
-    Action, CallerFilter, ClientKind, DirectionFilter, Purpose, RouteAuth, RuleScope, StoreBackend,
-    UnknownController,
+    Action, CallerFilter, ClientKind, DirectionFilter, PathCase, Purpose, RouteAuth, RuleScope,
+    StoreBackend, UnderscoreAction, UnknownController,
 };
 
 use crate::redact::path::Path as JsonPath;
+use crate::target::{self, PathFlaw};
 use error::SourceMap;
 use schema::{FileConfig, RuleFileDoc};
 
@@ -61,6 +62,34 @@ pub struct Listen {
     pub address: SocketAddr,
     /// TLS settings, or `None` for the plaintext test mode.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether clients must present a certificate (`client_ca`): the gateway then tells the
+    /// upstream who it verified, in `X-Forwarded-Client-Cert`.
+    pub client_certs: bool,
+    /// What happens to request headers whose name is not letters, digits and `-`.
+    pub underscores: UnderscoreAction,
+    /// Which hops in front of the gateway may name the client's address.
+    pub client_address: ClientAddress,
+}
+
+/// Whom the gateway believes about the client's address (the privacy intake's rate limit and
+/// `X-Forwarded-For` key on it).
+#[derive(Debug, Clone, Default)]
+pub struct ClientAddress {
+    /// Rightmost `X-Forwarded-For` entries written by proxies in front of the gateway.
+    pub xff_trusted_hops: usize,
+    /// Proxies whose `X-Forwarded-For` entries are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Peers that must send a PROXY protocol header, and whose header is believed.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
+}
+
+/// Whether `ip` is in any of `ranges`.
+pub fn listed(ranges: &[ipnet::IpNet], ip: std::net::IpAddr) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    ranges.iter().any(|range| range.contains(&ip))
 }
 
 /// `[admin]`, validated.
@@ -173,6 +202,8 @@ pub struct Upstream {
     pub base_path: String,
     /// TLS client settings for https upstreams.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether it may match paths ignoring case (`path_case = "insensitive"`).
+    pub fold_case: bool,
 }
 
 /// A route, validated, with its rules compiled.
@@ -206,6 +237,14 @@ pub struct Route {
     pub passthrough_content_types: Vec<String>,
     /// The rules compiled per direction and caller relation for this route's purpose.
     pub plan: crate::redact::Plan,
+    /// Whether `;` path parameters are accepted.
+    pub path_parameters: bool,
+    /// Routing-override headers forwarded on this route (lower-case names).
+    pub allowed_overrides: Vec<http::HeaderName>,
+    /// Whether its upstream may fold case, so case variants of paths are judged.
+    pub fold_case: bool,
+    /// `path_prefix` case-folded, for judging what a case-insensitive upstream reads.
+    pub folded_prefix: String,
 }
 
 impl Route {
@@ -216,12 +255,19 @@ impl Route {
 
     /// Whether `path` falls under this route's prefix at a segment boundary.
     pub fn matches(&self, path: &str) -> bool {
-        match path.strip_prefix(self.path_prefix.as_str()) {
-            Some(rest) => {
-                rest.is_empty() || rest.starts_with('/') || self.path_prefix.ends_with('/')
-            }
-            None => false,
-        }
+        under(&self.path_prefix, path)
+    }
+
+    /// Whether a case-folded `path` falls under this route's prefix, folded.
+    fn matches_folded(&self, path: &str) -> bool {
+        under(&self.folded_prefix, path)
+    }
+}
+
+fn under(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
     }
 }
 
@@ -333,6 +379,7 @@ impl Config {
             scheme,
             authority,
             base_path: upstream.base_path.clone(),
+            fold_case: upstream.fold_case,
         });
         true
     }
@@ -340,6 +387,28 @@ impl Config {
     /// The route for a request path: the longest matching prefix.
     pub fn route_for(&self, path: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| r.matches(path))
+    }
+
+    /// The route a request path takes, after checking that the path is canonical and that
+    /// every lenient reading of it ([`target::lenient_readings`]) takes the same route, so the
+    /// upstream serves what the gateway judged. `None`: no route (nothing is forwarded).
+    pub fn judge(&self, path: &str) -> Result<Option<&Arc<Route>>, PathFlaw> {
+        let route = self.route_for(path);
+        let decoded = target::check(path, route.is_some_and(|r| r.path_parameters))?;
+        let Some(route) = route else {
+            return Ok(None);
+        };
+        for reading in target::lenient_readings(&decoded, route.fold_case) {
+            let other = if reading.folded {
+                self.routes.iter().find(|r| r.matches_folded(&reading.path))
+            } else {
+                self.route_for(&reading.path)
+            };
+            if !other.is_some_and(|other| Arc::ptr_eq(other, route)) {
+                return Err(PathFlaw::Variant);
+            }
+        }
+        Ok(Some(route))
     }
 }
 
@@ -457,11 +526,32 @@ impl Loader<'_> {
 
     fn listen(&mut self, file: &schema::ListenFile) -> Result<Listen, ConfigError> {
         let address = self.address("listen.address", &file.address)?;
+        if file.xff_trusted_hops > 0 && !file.trusted_proxies.is_empty() {
+            return Err(self.err(
+                "listen.trusted_proxies",
+                "set either `xff_trusted_hops` or `trusted_proxies`, not both",
+            ));
+        }
+        let client_address = ClientAddress {
+            xff_trusted_hops: file.xff_trusted_hops as usize,
+            trusted_proxies: self.ranges("listen.trusted_proxies", &file.trusted_proxies)?,
+            proxy_protocol_from: self
+                .ranges("listen.proxy_protocol_from", &file.proxy_protocol_from)?,
+        };
         if !file.tls {
             self.warnings.push(
                 "`listen.tls = false` serves plaintext HTTP; use it for local tests only".into(),
             );
-            return Ok(Listen { address, tls: None });
+            if file.client_ca.is_some() {
+                return Err(self.err("listen.client_ca", "client certificates need TLS"));
+            }
+            return Ok(Listen {
+                address,
+                tls: None,
+                client_certs: false,
+                underscores: file.headers_with_underscores,
+                client_address,
+            });
         }
         let cert = file
             .tls_cert
@@ -481,7 +571,30 @@ impl Loader<'_> {
         Ok(Listen {
             address,
             tls: Some(tls),
+            client_certs: client_ca.is_some(),
+            underscores: file.headers_with_underscores,
+            client_address,
         })
+    }
+
+    /// Addresses and CIDR ranges (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`).
+    fn ranges(&self, key: &str, values: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                value
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| {
+                        self.err(
+                            &format!("{key}[{i}]"),
+                            format!("`{value}` is not an IP address or CIDR range"),
+                        )
+                    })
+            })
+            .collect()
     }
 
     fn limits(&self, file: &schema::LimitsFile) -> Result<Limits, ConfigError> {
@@ -535,10 +648,10 @@ impl Loader<'_> {
     }
 
     fn privacy(&self, file: &schema::PrivacyFile) -> Result<Privacy, ConfigError> {
-        if !is_clean_path(&file.path) {
+        if !is_prefix_path(&file.path) {
             return Err(self.err(
                 "privacy.path",
-                "must be an absolute path without query, `.` or `..` segments",
+                "must be a canonical absolute path of letters, digits, `-._~` and `/`",
             ));
         }
         for (key, value) in [
@@ -713,6 +826,7 @@ impl Loader<'_> {
                     .map(|p| p.path().trim_end_matches('/').to_string())
                     .unwrap_or_default(),
                 tls,
+                fold_case: file.path_case == PathCase::Insensitive,
             }));
         }
         Ok(upstreams)
@@ -746,10 +860,11 @@ impl Loader<'_> {
                     format!("route `{}` is defined twice", file.name),
                 ));
             }
-            if !is_clean_path(&file.path_prefix) {
+            if !is_prefix_path(&file.path_prefix) {
                 return Err(self.err(
                     &key("path_prefix"),
-                    "must be an absolute path without query, `.` or `..` segments",
+                    "must be a canonical absolute path of letters, digits, `-._~` and `/` (no \
+                     query, escapes, empty, `.` or `..` segments)",
                 ));
             }
             let prefix = if file.path_prefix == "/" {
@@ -769,7 +884,7 @@ impl Loader<'_> {
                     format!("prefix `{prefix}` is the privacy intake path (`privacy.path`)"),
                 ));
             }
-            if !upstreams.iter().any(|u| u.name == file.upstream) {
+            let Some(upstream) = upstreams.iter().find(|u| u.name == file.upstream) else {
                 return Err({
                     let known: Vec<_> = upstreams.iter().map(|u| u.name.as_str()).collect();
                     self.err(
@@ -785,6 +900,22 @@ impl Loader<'_> {
                         ),
                     )
                 });
+            };
+            let mut allowed_overrides = Vec::new();
+            for (j, name) in file.allow_override_headers.iter().enumerate() {
+                let name = name.to_ascii_lowercase();
+                match ROUTING_OVERRIDES.iter().find(|known| **known == name) {
+                    Some(known) => allowed_overrides.push(http::HeaderName::from_static(known)),
+                    None => {
+                        return Err(self.err(
+                            &format!("route[{i}].allow_override_headers[{j}]"),
+                            format!(
+                                "`{name}` is not a routing-override header (known: {})",
+                                ROUTING_OVERRIDES.join(", ")
+                            ),
+                        ));
+                    }
+                }
             }
             let records = file
                 .records
@@ -865,7 +996,11 @@ impl Loader<'_> {
                 crate::redact::Plan::new(&records, file.recipient.as_deref(), &rules, file.purpose);
             routes.push(Arc::new(Route {
                 name: file.name.clone(),
+                folded_prefix: target::fold(&prefix),
                 path_prefix: prefix,
+                path_parameters: file.path_parameters,
+                allowed_overrides,
+                fold_case: upstream.fold_case,
                 upstream: file.upstream.clone(),
                 auth: file.auth,
                 purpose: file.purpose,
@@ -993,16 +1128,21 @@ pub fn is_json_media(media: &str) -> bool {
     media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
-/// An absolute path with no query, fragment, dot segments or encoded separators.
-pub fn is_clean_path(path: &str) -> bool {
-    path.starts_with('/')
-        && !path.contains(['?', '#', '\\'])
-        && !path.to_ascii_lowercase().contains("%2f")
-        && !path.to_ascii_lowercase().contains("%5c")
-        && path.split('/').all(|seg| {
-            let seg = seg.to_ascii_lowercase().replace("%2e", ".");
-            seg != "." && seg != ".."
-        })
+/// Headers some stacks let override the method or the URL they route by (Rails, Symfony, IIS,
+/// Express method-override): removed from requests unless a route allows them.
+pub const ROUTING_OVERRIDES: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// A route prefix: canonical, and only unreserved characters and `/`, so a path matches it the
+/// same whether its reader percent-decodes first or not.
+fn is_prefix_path(path: &str) -> bool {
+    target::check(path, false).is_ok()
+        && path.bytes().all(|b| b == b'/' || target::is_unreserved(b))
 }
 
 #[cfg(test)]

@@ -52,6 +52,39 @@ pub struct ListenFile {
     /// `false` serves plaintext HTTP/1.1 and h2c: for local tests only (logs a warning).
     #[serde(default = "default_true")]
     pub tls: bool,
+    /// Request headers whose name has a character other than letters, digits and `-` (such as
+    /// `_`, which CGI, WSGI and PHP fold into `-`): `drop` (default), `refuse` (400) or `allow`.
+    /// A header that folds into a credential or gateway-owned name is dropped even with `allow`.
+    #[serde(default)]
+    pub headers_with_underscores: UnderscoreAction,
+    /// Proxies in front of the gateway that append to `X-Forwarded-For` (Envoy's
+    /// `xff_num_trusted_hops`): that many rightmost entries are kept and the leftmost of them is
+    /// the client address. 0 (default): the gateway is the edge and only the peer address counts.
+    #[serde(default)]
+    pub xff_trusted_hops: u32,
+    /// Addresses or CIDR ranges of proxies whose `X-Forwarded-For` entries are trusted (nginx's
+    /// `set_real_ip_from` with `real_ip_recursive`): from the right, entries are kept while the
+    /// hop that added them is listed; the first unlisted one is the client address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Addresses or CIDR ranges (L4 load balancers) that must open every connection with a
+    /// PROXY protocol header (v1 or v2); its source address is then the client's. Connections
+    /// from anywhere else are served as sent and a PROXY header from them is never honoured.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
+}
+
+/// What happens to a request header whose name is not letters, digits and `-`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscoreAction {
+    /// Removed before forwarding and counted (Envoy's `DROP_HEADER`).
+    #[default]
+    Drop,
+    /// The request is refused with 400 `invalid_header` (Envoy's `REJECT_REQUEST`).
+    Refuse,
+    /// Forwarded (Envoy's default `ALLOW`), except names that fold into a protected one.
+    Allow,
 }
 
 /// `[admin]`
@@ -232,6 +265,22 @@ pub struct UpstreamFile {
     pub url: String,
     /// PEM CA bundle for an https upstream instead of the built-in web roots.
     pub ca_file: Option<String>,
+    /// How this upstream matches paths: `insensitive` (default: assume it may fold case, as
+    /// ASP.NET, Express and many Java routers do) or `sensitive`. With `insensitive`, a request
+    /// whose case-folded path would take another route than the path as sent is refused.
+    #[serde(default)]
+    pub path_case: PathCase,
+}
+
+/// Whether an upstream tells `/V1/Shipments` from `/v1/shipments`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathCase {
+    /// It may treat them as one path.
+    #[default]
+    Insensitive,
+    /// It matches paths byte for byte.
+    Sensitive,
 }
 
 /// `[[route]]`
@@ -272,6 +321,16 @@ pub struct RouteFile {
     /// Media types passed uninspected on purpose (e.g. `application/pdf` labels).
     #[serde(default)]
     pub passthrough_content_types: Vec<String>,
+    /// Accept `;` path parameters (matrix parameters) on this route. Off by default: servlet
+    /// containers drop them before routing, so `/public/..;/private` reaches `/private`. When on,
+    /// the path without its parameters must still be canonical and take this route.
+    #[serde(default)]
+    pub path_parameters: bool,
+    /// Routing-override headers this route forwards (`x-http-method-override`,
+    /// `x-http-method`, `x-method-override`, `x-original-url`, `x-rewrite-url`); all others are
+    /// removed. An allowed URL override must itself be a canonical path that takes this route.
+    #[serde(default)]
+    pub allow_override_headers: Vec<String>,
 }
 
 /// Whether a route requires an API key.

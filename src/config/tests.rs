@@ -476,9 +476,9 @@ fn secrets_never_reach_debug_output_or_errors() {
 }
 
 #[test]
-fn clean_paths() {
-    for good in ["/", "/v1/shipments", "/a/b.c/d..e"] {
-        assert!(is_clean_path(good), "{good}");
+fn route_prefixes_are_canonical_and_unreserved() {
+    for good in ["/", "/v1/shipments", "/a/b.c/d..e", "/v1/", "/a~b_c-d"] {
+        assert!(is_prefix_path(good), "{good}");
     }
     for bad in [
         "",
@@ -487,11 +487,15 @@ fn clean_paths() {
         "/a/./b",
         "/a/%2E%2e/b",
         "/a%2fb",
+        "/a%20b",
         "/a?b",
         "/a#b",
         "/a\\b",
         "/..",
+        "/a;b",
+        "/a//b",
+        "/a:b",
     ] {
-        assert!(!is_clean_path(bad), "{bad}");
+        assert!(!is_prefix_path(bad), "{bad}");
     }
 }

@@ -4,7 +4,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::{BoxBody, full};
+use super::headers::HeaderFlaw;
 use crate::inspect::Blocked;
+use crate::target::PathFlaw;
 
 /// A request the gateway answers itself instead of forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -12,11 +14,12 @@ pub enum ProxyError {
     /// No route's prefix matches the path.
     #[error("No route matches this path.")]
     NoRoute,
-    /// Dot segments, encoded separators or a non-origin request target.
-    #[error(
-        "The request path is not a plain absolute path (no `.`/`..` segments or encoded slashes)."
-    )]
-    InvalidPath,
+    /// A path that is not canonical, or that a lenient upstream would route elsewhere.
+    #[error("{}", .0.message())]
+    InvalidPath(PathFlaw),
+    /// A header an upstream could read as another name, method or path.
+    #[error("{}", .0.message())]
+    InvalidHeader(HeaderFlaw),
     /// `Upgrade` or `CONNECT`: a tunnel the gateway could not inspect.
     #[error("Protocol upgrades and CONNECT are not supported.")]
     UpgradeRefused,
@@ -54,7 +57,8 @@ impl ProxyError {
     pub fn code(self) -> &'static str {
         match self {
             ProxyError::NoRoute => "no_route",
-            ProxyError::InvalidPath => "invalid_path",
+            ProxyError::InvalidPath(_) => "invalid_path",
+            ProxyError::InvalidHeader(_) => "invalid_header",
             ProxyError::UpgradeRefused => "upgrade_refused",
             ProxyError::AmbiguousFraming => "ambiguous_framing",
             ProxyError::BadRequestBody => "bad_request_body",
@@ -65,6 +69,18 @@ impl ProxyError {
             ProxyError::UpstreamConnect => "upstream_unavailable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamProtocol => "upstream_protocol_error",
+        }
+    }
+
+    /// The `reason` label of `gateway_blocked_total` for a refusal counted there.
+    pub fn blocked_reason(self) -> Option<&'static str> {
+        match self {
+            ProxyError::InvalidPath(flaw) => Some(flaw.reason()),
+            ProxyError::InvalidHeader(flaw) => Some(flaw.reason()),
+            ProxyError::Blocked(blocked) => Some(blocked.reason.label()),
+            ProxyError::UpgradeRefused => Some("upgrade"),
+            ProxyError::AmbiguousFraming => Some("ambiguous_framing"),
+            _ => None,
         }
     }
 
@@ -103,7 +119,8 @@ impl From<ProxyError> for StatusCode {
     fn from(err: ProxyError) -> StatusCode {
         match err {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::InvalidPath
+            ProxyError::InvalidPath(_)
+            | ProxyError::InvalidHeader(_)
             | ProxyError::UpgradeRefused
             | ProxyError::AmbiguousFraming
             | ProxyError::BadRequestBody

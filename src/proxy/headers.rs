@@ -1,15 +1,31 @@
-//! Header hygiene (SPEC §4.1): what the upstream and the client are allowed to see.
+//! Header hygiene: what the upstream and the client are allowed to see.
 //!
-//! Order matters: hop-by-hop headers, including those a client names in `Connection`, are removed
-//! first, then credentials and every incoming `X-Gateway-*`, and only then does the gateway add its
-//! own headers. A client therefore cannot make the gateway drop `X-Gateway-Client` or
-//! `X-Request-Id` by naming them in `Connection`.
+//! The upstream must read the same request the gateway judged, so before anything is forwarded
+//! [`screen`] removes what some upstream stack would read differently or take as the gateway's
+//! word:
+//! - names that are not letters, digits and `-` (`X_Gateway_Client`): CGI, WSGI, PHP-FPM and
+//!   Rack fold `_` and `-` into one variable, so such a header can shadow a real one. Dropped by
+//!   default, refused or allowed by `listen.headers_with_underscores`; a name that folds into a
+//!   protected one ([`is_protected`]) is dropped even when allowed;
+//! - routing overrides (`X-Original-URL`, `X-HTTP-Method-Override`…) unless the route allows
+//!   them;
+//! - every client-sent forwarding or client-identity header (`Forwarded`, `X-Real-IP`,
+//!   `X-Forwarded-*`, client-certificate headers, `X-Envoy-*`): the gateway is the edge, so only
+//!   it says who the client is ([`client_address`], [`forward_request_headers`]).
+//!
+//! Then, in [`forward_request_headers`], order matters: hop-by-hop headers, including those a
+//! client names in `Connection`, are removed first, then credentials and every incoming
+//! `X-Gateway-*`, and only then does the gateway add its own headers. A client therefore cannot
+//! make the gateway drop `X-Gateway-Client` or `X-Request-Id` by naming them in `Connection`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::admin::metrics;
+use crate::config::{ClientAddress, ROUTING_OVERRIDES, UnderscoreAction, listed};
 
 /// `X-Gateway-Client`: the authenticated client id, set by the gateway only.
 pub static X_GATEWAY_CLIENT: HeaderName = HeaderName::from_static("x-gateway-client");
@@ -54,16 +70,252 @@ fn is_gateway_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("x-gateway-")
 }
 
+/// Client-sent headers that claim who the client is or how it connected. Only the gateway may
+/// say that; prefixes end in `-`.
+const FORWARDING: [&str; 21] = [
+    "forwarded",
+    "x-forwarded-",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+    "x-forwarded-client-cert",
+    "x-client-cert",
+    "x-client-cert-",
+    "x-ssl-",
+    "ssl-client-",
+    "x-arr-clientcert",
+    "x-arr-ssl",
+    "front-end-https",
+    "x-url-scheme",
+    "x-envoy-",
+    "client-ip",
+    "x-proxyuser-ip",
+];
+
+/// Names that credentials, framing, routing or the gateway's own word travel in: a header that
+/// folds into one of them is never forwarded. `name` is lower-case with every byte other than
+/// letters and digits turned into `-`, as CGI-style stacks compare them.
+pub fn is_protected(name: &str) -> bool {
+    const EXACT: [&str; 11] = [
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-request-id",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "content-type",
+        "content-encoding",
+        "connection",
+        "upgrade",
+    ];
+    EXACT.contains(&name)
+        || ROUTING_OVERRIDES.contains(&name)
+        || name.starts_with("x-gateway-")
+        || FORWARDING
+            .iter()
+            .any(|f| name == *f || (f.ends_with('-') && name.starts_with(f)))
+}
+
+/// Whether a (lower-case) name is a forwarding or client-identity header.
+fn is_forwarding(name: &str) -> bool {
+    FORWARDING
+        .iter()
+        .any(|f| name == *f || (f.ends_with('-') && name.starts_with(f)))
+}
+
+/// A request refused for its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderFlaw {
+    /// A name other than letters, digits and `-`, with `headers_with_underscores = "refuse"`.
+    Name,
+    /// An allowed routing override whose value is not a plain method, or a URL that would take
+    /// another route than the request's path.
+    RoutingOverride,
+}
+
+impl HeaderFlaw {
+    /// The `reason` label of `gateway_blocked_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            HeaderFlaw::Name => "header_name",
+            HeaderFlaw::RoutingOverride => "routing_override",
+        }
+    }
+
+    /// The sentence the client reads (never a header's value).
+    pub fn message(self) -> &'static str {
+        match self {
+            HeaderFlaw::Name => {
+                "A request header name contains a character other than letters, digits and `-`."
+            }
+            HeaderFlaw::RoutingOverride => {
+                "A routing-override header names another method or path than the request's own."
+            }
+        }
+    }
+}
+
+/// Removes, or refuses, what an upstream could read differently (see the module docs). Allowed
+/// URL overrides are left for the caller to judge against the route table.
+pub fn screen(
+    headers: &mut HeaderMap,
+    underscores: UnderscoreAction,
+    allowed_overrides: &[HeaderName],
+) -> Result<(), HeaderFlaw> {
+    let mut removals: Vec<(HeaderName, &'static str)> = Vec::new();
+    for name in headers.keys() {
+        let text = name.as_str();
+        let canonical = text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !canonical {
+            let folded: String = text
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        b as char
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            match underscores {
+                UnderscoreAction::Refuse => return Err(HeaderFlaw::Name),
+                _ if is_protected(&folded) => removals.push((name.clone(), "folded_name")),
+                UnderscoreAction::Drop => removals.push((name.clone(), "header_name")),
+                UnderscoreAction::Allow => {}
+            }
+        } else if is_forwarding(text) {
+            removals.push((name.clone(), "forwarding"));
+        } else if ROUTING_OVERRIDES.contains(&text) && !allowed_overrides.contains(name) {
+            removals.push((name.clone(), "routing_override"));
+        }
+    }
+    for (name, reason) in removals {
+        headers.remove(&name);
+        ::metrics::counter!(metrics::HEADERS_REMOVED, "reason" => reason).increment(1);
+    }
+    for name in allowed_overrides {
+        let method_override = !matches!(name.as_str(), "x-original-url" | "x-rewrite-url");
+        for value in headers.get_all(name) {
+            let plain = matches!(
+                value.as_bytes(),
+                b"GET" | b"HEAD" | b"POST" | b"PUT" | b"PATCH" | b"DELETE" | b"OPTIONS"
+            );
+            if method_override && !plain {
+                return Err(HeaderFlaw::RoutingOverride);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The URL overrides an allowed header carries, for the caller to judge (each must take the
+/// request's route).
+pub fn url_overrides<'h>(
+    headers: &'h HeaderMap,
+    allowed_overrides: &'h [HeaderName],
+) -> impl Iterator<Item = Result<&'h str, HeaderFlaw>> + 'h {
+    allowed_overrides
+        .iter()
+        .filter(|name| matches!(name.as_str(), "x-original-url" | "x-rewrite-url"))
+        .flat_map(|name| headers.get_all(name))
+        .map(|value| {
+            value
+                .to_str()
+                .map(|url| url.split_once('?').map_or(url, |(path, _)| path))
+                .map_err(|_| HeaderFlaw::RoutingOverride)
+        })
+}
+
 /// The client connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    /// The client's IP address, for `X-Forwarded-For`.
+    /// The address the connection came from: the TCP peer, or the source a trusted PROXY
+    /// protocol header named.
     pub ip: IpAddr,
     /// Whether it reached us over TLS, for `X-Forwarded-Proto`.
     pub tls: bool,
     /// Raised by the server's framing watch when a request head on this connection had both
     /// `Content-Length` and `Transfer-Encoding` (hyper hides the conflict from services).
     pub ambiguous_framing: Arc<AtomicBool>,
+    /// `X-Forwarded-Client-Cert` for the certificate the client presented and the gateway
+    /// verified (`listen.client_ca`), computed once per connection.
+    pub client_cert: Option<HeaderValue>,
+}
+
+/// Who the client is, as far as the gateway can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarding {
+    /// The client's address: the privacy intake's rate limit keys on it.
+    pub client: IpAddr,
+    /// The trusted `X-Forwarded-For` entries to keep, leftmost first; the peer follows them.
+    pub chain: Vec<IpAddr>,
+}
+
+/// The client's address and the `X-Forwarded-For` entries worth keeping, by `trust`. Without
+/// trusted hops or proxies only the peer counts; any entry that is not an address ends the
+/// trust, so a client can never inject one.
+pub fn client_address(headers: &HeaderMap, peer: IpAddr, trust: &ClientAddress) -> Forwarding {
+    let untrusted = Forwarding {
+        client: peer,
+        chain: Vec::new(),
+    };
+    let hops = trust.xff_trusted_hops;
+    if hops == 0 && (trust.trusted_proxies.is_empty() || !listed(&trust.trusted_proxies, peer)) {
+        return untrusted;
+    }
+    let mut entries: Vec<Option<IpAddr>> = Vec::new();
+    for value in headers.get_all(HeaderName::from_static("x-forwarded-for")) {
+        let Ok(text) = value.to_str() else {
+            return untrusted;
+        };
+        entries.extend(
+            text.split(',')
+                .map(|entry| parse_forwarded_ip(entry.trim())),
+        );
+    }
+    let mut chain = Vec::new();
+    if hops > 0 {
+        if entries.len() < hops {
+            return untrusted;
+        }
+        for entry in &entries[entries.len() - hops..] {
+            match entry {
+                Some(ip) => chain.push(*ip),
+                None => return untrusted,
+            }
+        }
+        return Forwarding {
+            client: chain[0],
+            chain,
+        };
+    }
+    for entry in entries.iter().rev() {
+        let Some(ip) = entry else { break };
+        chain.push(*ip);
+        if !listed(&trust.trusted_proxies, *ip) {
+            break;
+        }
+    }
+    chain.reverse();
+    Forwarding {
+        client: chain.first().copied().unwrap_or(peer),
+        chain,
+    }
+}
+
+/// An `X-Forwarded-For` entry: an address, optionally with a port (`192.0.2.1:80`, `[::1]:80`).
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Rewrites client request headers for the upstream, in the order the module docs explain.
@@ -72,6 +324,8 @@ pub fn forward_request_headers(
     client_id: Option<&str>,
     request_id: &HeaderValue,
     peer: &Peer,
+    forwarding: &Forwarding,
+    authority: Option<&http::uri::Authority>,
 ) {
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
@@ -86,19 +340,30 @@ pub fn forward_request_headers(
     for name in reserved {
         headers.remove(name);
     }
-    if let Some(host) = headers.remove(header::HOST) {
+    let host = headers
+        .remove(header::HOST)
+        .or_else(|| authority.and_then(|authority| HeaderValue::from_str(authority.as_str()).ok()));
+    if let Some(host) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
-    let forwarded_for = match headers
-        .get(HeaderName::from_static("x-forwarded-for"))
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(previous) => format!("{previous}, {}", peer.ip),
-        None => peer.ip.to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    let mut forwarded_for = String::new();
+    for ip in forwarding.chain.iter().chain(std::iter::once(&peer.ip)) {
+        if !forwarded_for.is_empty() {
+            forwarded_for.push_str(", ");
+        }
+        forwarded_for.push_str(&ip.to_string());
     }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-for"),
+        HeaderValue::from_str(&forwarded_for).expect("addresses are valid header text"),
+    );
+    match &peer.client_cert {
+        Some(cert) => headers.insert(
+            HeaderName::from_static("x-forwarded-client-cert"),
+            cert.clone(),
+        ),
+        None => headers.remove(HeaderName::from_static("x-forwarded-client-cert")),
+    };
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
@@ -260,16 +525,14 @@ mod tests {
             ("accept", "application/json"),
         ]);
         let rid = HeaderValue::from_static("rid-1");
-        forward_request_headers(
-            &mut headers,
-            Some("acme"),
-            &rid,
-            &Peer {
-                ip: "192.0.2.7".parse().unwrap(),
-                tls: true,
-                ambiguous_framing: Arc::default(),
-            },
-        );
+        let peer = Peer {
+            ip: "192.0.2.7".parse().unwrap(),
+            tls: true,
+            ambiguous_framing: Arc::default(),
+            client_cert: None,
+        };
+        let forwarding = client_address(&headers, peer.ip, &ClientAddress::default());
+        forward_request_headers(&mut headers, Some("acme"), &rid, &peer, &forwarding, None);
         let mut names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         names.sort();
         assert_eq!(
@@ -285,9 +548,177 @@ mod tests {
         );
         assert_eq!(headers["x-gateway-client"], "acme");
         assert_eq!(headers["x-request-id"], "rid-1");
-        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        // The gateway is the edge: a client's own `X-Forwarded-For` is not believed.
+        assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-host"], "gw.example");
+    }
+
+    #[test]
+    fn screening_table() {
+        use UnderscoreAction::*;
+        let override_url = [HeaderName::from_static("x-original-url")];
+        // (headers, policy, allowed overrides, names left, or None when refused)
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            UnderscoreAction,
+            &'a [HeaderName],
+            Option<&'a [&'a str]>,
+        );
+        let cases: &[Case<'_>] = &[
+            (
+                &[("x_gateway_client", "globex"), ("accept", "*/*")],
+                Drop,
+                &[],
+                Some(&["accept"]),
+            ),
+            (&[("x-gateway_client", "globex")], Allow, &[], Some(&[])),
+            (&[("x_api_key", "k")], Allow, &[], Some(&[])),
+            (&[("x_forwarded_for", "1.2.3.4")], Allow, &[], Some(&[])),
+            (&[("x.original.url", "/admin")], Allow, &[], Some(&[])),
+            (&[("x_custom", "1")], Allow, &[], Some(&["x_custom"])),
+            (&[("x_custom", "1")], Drop, &[], Some(&[])),
+            (&[("x_custom", "1")], Refuse, &[], None),
+            (&[("x_gateway_client", "globex")], Refuse, &[], None),
+            (
+                &[
+                    ("forwarded", "for=1.2.3.4"),
+                    ("x-real-ip", "1.2.3.4"),
+                    ("x-forwarded-host", "evil"),
+                    ("x-forwarded-proto", "http"),
+                    ("x-forwarded-port", "80"),
+                    ("x-forwarded-prefix", "/admin"),
+                    ("x-forwarded-client-cert", "Hash=00"),
+                    ("x-client-cert", "x"),
+                    ("x-ssl-client-cert", "x"),
+                    ("x-ssl-client-verify", "SUCCESS"),
+                    ("x-envoy-internal", "true"),
+                    ("true-client-ip", "1.2.3.4"),
+                ],
+                Drop,
+                &[],
+                Some(&[]),
+            ),
+            (
+                &[
+                    ("x-original-url", "/admin"),
+                    ("x-rewrite-url", "/admin"),
+                    ("x-http-method-override", "DELETE"),
+                    ("x-http-method", "DELETE"),
+                    ("x-method-override", "DELETE"),
+                ],
+                Drop,
+                &[],
+                Some(&[]),
+            ),
+            (
+                &[("x-original-url", "/v1/x")],
+                Drop,
+                &override_url,
+                Some(&["x-original-url"]),
+            ),
+            (
+                &[("x-http-method-override", "PATCH")],
+                Drop,
+                &[HeaderName::from_static("x-http-method-override")],
+                Some(&["x-http-method-override"]),
+            ),
+            (
+                &[("x-http-method-override", "CONNECT")],
+                Drop,
+                &[HeaderName::from_static("x-http-method-override")],
+                None,
+            ),
+        ];
+        for (pairs, policy, allowed, expected) in cases {
+            let mut headers = map(pairs);
+            let result = screen(&mut headers, *policy, allowed);
+            match expected {
+                None => assert!(result.is_err(), "{pairs:?} {policy:?}"),
+                Some(left) => {
+                    assert!(result.is_ok(), "{pairs:?} {policy:?}");
+                    let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+                    assert_eq!(&names, left, "{pairs:?} {policy:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn client_address_table() {
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let hops = |n| ClientAddress {
+            xff_trusted_hops: n,
+            ..ClientAddress::default()
+        };
+        let proxies = ClientAddress {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            ..ClientAddress::default()
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // (X-Forwarded-For, trust, client, kept chain)
+        let cases: Vec<(Option<&str>, ClientAddress, &str, Vec<&str>)> = vec![
+            (
+                Some("1.1.1.1"),
+                ClientAddress::default(),
+                "10.0.0.9",
+                vec![],
+            ),
+            (None, hops(1), "10.0.0.9", vec![]),
+            (
+                Some("6.6.6.6, 1.1.1.1"),
+                hops(1),
+                "1.1.1.1",
+                vec!["1.1.1.1"],
+            ),
+            (
+                Some("6.6.6.6, 1.1.1.1, 10.0.0.2"),
+                hops(2),
+                "1.1.1.1",
+                vec!["1.1.1.1", "10.0.0.2"],
+            ),
+            (Some("not-an-ip, 1.1.1.1"), hops(2), "10.0.0.9", vec![]),
+            (
+                Some("[2001:db8::1]:443"),
+                hops(1),
+                "2001:db8::1",
+                vec!["2001:db8::1"],
+            ),
+            (
+                Some("6.6.6.6, 1.1.1.1, 10.1.1.1"),
+                proxies.clone(),
+                "1.1.1.1",
+                vec!["1.1.1.1", "10.1.1.1"],
+            ),
+            (
+                Some("10.2.2.2, 10.1.1.1"),
+                proxies.clone(),
+                "10.2.2.2",
+                vec!["10.2.2.2", "10.1.1.1"],
+            ),
+            (
+                Some("6.6.6.6, junk, 10.1.1.1"),
+                proxies.clone(),
+                "10.1.1.1",
+                vec!["10.1.1.1"],
+            ),
+        ];
+        for (xff, trust, client, chain) in cases {
+            let headers = map(&xff
+                .map(|v| vec![("x-forwarded-for", v)])
+                .unwrap_or_default());
+            let got = client_address(&headers, peer, &trust);
+            assert_eq!(got.client, ip(client), "{xff:?}");
+            assert_eq!(
+                got.chain,
+                chain.iter().map(|s| ip(s)).collect::<Vec<_>>(),
+                "{xff:?}"
+            );
+        }
+        // An untrusted peer's header is not believed even with trusted proxies configured.
+        let headers = map(&[("x-forwarded-for", "1.1.1.1")]);
+        let outsider = client_address(&headers, ip("192.0.2.1"), &proxies);
+        assert_eq!(outsider.client, ip("192.0.2.1"));
     }
 
     #[test]

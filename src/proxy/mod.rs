@@ -4,9 +4,11 @@
 //! [`ProxyService`] is the per-connection tower service hyper drives. A request goes through
 //! [`Gateway::handle`], whose stages are, in order:
 //!
-//! 1. refuse CONNECT and ambiguous framing, check the path, match the route, refuse `Upgrade`;
-//! 2. authenticate, before any body is read (an unauthenticated client never gets `100 Continue`);
-//! 3. rewrite request headers ([`headers`]);
+//! 1. refuse CONNECT and ambiguous framing; judge the path ([`crate::config::Config::judge`]:
+//!    canonical, and every lenient reading takes the same route); refuse `Upgrade`;
+//! 2. screen the headers an upstream could read differently ([`headers::screen`]);
+//! 3. authenticate, before any body is read (an unauthenticated client never gets `100 Continue`);
+//!    rewrite request headers ([`headers`]);
 //! 4. plain route: stream the body; inspected route: collect, inspect and redact it (`inspected`);
 //! 5. forward over the upstream pool ([`upstream`]) under the request timeout;
 //! 6. plain route: stream the answer back; inspected route: collect, inspect, tag and redact it.
@@ -39,7 +41,7 @@ use crate::redact::HashKeys;
 use crate::tags::Tags;
 use body::{BoxBody, client_body, with_idle_timeout};
 use error::ProxyError;
-use headers::{Credential, Peer};
+use headers::{Credential, HeaderFlaw, Peer};
 use upstream::Upstreams;
 
 /// Everything a request needs, shared by all connections of one config generation.
@@ -109,15 +111,12 @@ impl Gateway {
                     ProxyError::Unauthorized | ProxyError::AmbiguousCredentials => {
                         ::metrics::counter!(metrics::AUTH_FAILURES, "route" => route).increment(1);
                     }
-                    ProxyError::Blocked(blocked) => {
-                        ::metrics::counter!(metrics::BLOCKED, "route" => route, "reason" => blocked.reason.label())
-                            .increment(1);
+                    _ => {
+                        if let Some(reason) = error.blocked_reason() {
+                            ::metrics::counter!(metrics::BLOCKED, "route" => route, "reason" => reason)
+                                .increment(1);
+                        }
                     }
-                    ProxyError::UpgradeRefused if outcome.route.is_some_and(|r| r.inspected()) => {
-                        ::metrics::counter!(metrics::BLOCKED, "route" => route, "reason" => "upgrade")
-                            .increment(1);
-                    }
-                    _ => {}
                 }
                 error.into_response(request_id.to_str().unwrap_or_default())
             }
@@ -143,9 +142,10 @@ impl Gateway {
             return Err(ProxyError::AmbiguousFraming);
         }
         let path = request.uri().path();
-        if !crate::config::is_clean_path(path) {
-            return Err(ProxyError::InvalidPath);
-        }
+        let judged = self.config.judge(path).map_err(ProxyError::InvalidPath)?;
+        let listen = &self.config.listen;
+        let forwarding =
+            headers::client_address(request.headers(), peer.ip, &listen.client_address);
         if let Some(endpoint) = Endpoint::of(&self.config.privacy.path, path) {
             outcome.endpoint = Some(endpoint.label());
             if request.headers().contains_key(header::UPGRADE) {
@@ -153,35 +153,39 @@ impl Gateway {
             }
             if endpoint.for_customers() {
                 outcome.client = Some(
-                    self.authenticate(&request)?
+                    self.authenticate(request.headers())?
                         .ok_or(ProxyError::Unauthorized)?,
                 );
             }
             let call = Call {
                 desk: &self.desk,
                 config: &self.config,
-                ip: peer.ip,
+                ip: forwarding.client,
                 caller: outcome.client.clone(),
                 request_id: request_id.to_str().unwrap_or_default(),
             };
             return Ok(call.serve(endpoint, request).await);
         }
-        let route = self.config.route_for(path).ok_or(ProxyError::NoRoute)?;
+        let route = judged.ok_or(ProxyError::NoRoute)?;
         outcome.route = Some(route);
         if request.headers().contains_key(header::UPGRADE) {
             return Err(ProxyError::UpgradeRefused);
         }
-        outcome.client = self.authenticate(&request)?;
+        let (mut parts, body) = request.into_parts();
+        screen_request(&self.config, route, &mut parts.headers)?;
+        outcome.client = self.authenticate(&parts.headers)?;
         if route.auth == RouteAuth::Client && outcome.client.is_none() {
             return Err(ProxyError::Unauthorized);
         }
 
-        let (mut parts, body) = request.into_parts();
+        let authority = parts.uri.authority().cloned();
         headers::forward_request_headers(
             &mut parts.headers,
             outcome.client.as_ref().map(|c| &*c.id),
             request_id,
             &peer,
+            &forwarding,
+            authority.as_ref(),
         );
         let limits = &self.config.limits;
         let deadline = tokio::time::Instant::now() + limits.request_timeout;
@@ -222,8 +226,8 @@ impl Gateway {
 
     /// The caller named by the credential headers: `None` without any, an error for a key no
     /// client has or conflicting keys.
-    fn authenticate(&self, request: &Request<Incoming>) -> Result<Option<Arc<Client>>, ProxyError> {
-        match headers::credential(request.headers()) {
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<Arc<Client>>, ProxyError> {
+        match headers::credential(headers) {
             Credential::Absent => Ok(None),
             Credential::Ambiguous => Err(ProxyError::AmbiguousCredentials),
             Credential::Key(key) => auth::authenticate(&self.config.clients, key)
@@ -264,6 +268,28 @@ impl Gateway {
             redactions = outcome.redactions as u64,
         );
     }
+}
+
+/// Screens the headers of a request judged to take `route` ([`headers::screen`]) and checks that
+/// an allowed URL override takes the same route. After this, every upstream reading of the
+/// request's head agrees with the gateway's.
+pub fn screen_request(
+    config: &Config,
+    route: &Arc<Route>,
+    headers: &mut http::HeaderMap,
+) -> Result<(), ProxyError> {
+    headers::screen(headers, config.listen.underscores, &route.allowed_overrides)
+        .map_err(ProxyError::InvalidHeader)?;
+    for url in headers::url_overrides(headers, &route.allowed_overrides) {
+        let url = url.map_err(ProxyError::InvalidHeader)?;
+        let same = config
+            .judge(url)
+            .is_ok_and(|other| other.is_some_and(|other| Arc::ptr_eq(other, route)));
+        if !same {
+            return Err(ProxyError::InvalidHeader(HeaderFlaw::RoutingOverride));
+        }
+    }
+    Ok(())
 }
 
 /// The path for the access log: segments that look like an e-mail address are replaced, since an

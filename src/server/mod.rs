@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -23,10 +24,11 @@ use tokio_rustls::TlsAcceptor;
 
 mod framing;
 pub mod live;
+pub mod proxy_protocol;
 mod stall;
 
 use crate::admin::{self, Health, metrics};
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, listed};
 use crate::privacy::delivery::Deliverer;
 use crate::privacy::{Clock, Desk};
 use crate::proxy::headers::Peer;
@@ -293,6 +295,8 @@ struct Acceptor {
     max_header_bytes: usize,
     /// A peer that reads nothing for this long is disconnected (slow-read guard).
     write_stall_timeout: Duration,
+    /// Peers that must open with a PROXY protocol header (`listen.proxy_protocol_from`).
+    proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 impl Acceptor {
@@ -303,11 +307,13 @@ impl Acceptor {
             handshake_timeout: config.limits.header_read_timeout,
             max_header_bytes: config.limits.max_header_bytes,
             write_stall_timeout: config.limits.body_read_timeout,
+            proxy_protocol_from: config.listen.client_address.proxy_protocol_from.clone(),
         }
     }
 
-    /// Handshakes (when TLS) and serves one connection; returns when it closes. Each request
-    /// on it is handled by the gateway current when the request arrives.
+    /// Reads a PROXY header (from listed peers), handshakes (when TLS) and serves one
+    /// connection; returns when it closes. Each request on it is handled by the gateway current
+    /// when the request arrives.
     async fn serve(
         self: Arc<Self>,
         stream: TcpStream,
@@ -316,14 +322,32 @@ impl Acceptor {
         graceful: Watcher,
     ) {
         let _ = stream.set_nodelay(true);
+        let (stream, ip) = if listed(&self.proxy_protocol_from, peer.ip()) {
+            let header = proxy_protocol::accept(stream);
+            match tokio::time::timeout(self.handshake_timeout, header).await {
+                Ok(Ok((stream, source))) => (stream, source.unwrap_or(peer.ip())),
+                Ok(Err(error)) => {
+                    ::metrics::counter!(metrics::PROXY_PROTOCOL_ERRORS).increment(1);
+                    tracing::debug!(msg = "proxy protocol header refused", error = %error);
+                    return;
+                }
+                Err(_) => {
+                    ::metrics::counter!(metrics::PROXY_PROTOCOL_ERRORS).increment(1);
+                    tracing::debug!(msg = "proxy protocol header timed out");
+                    return;
+                }
+            }
+        } else {
+            (proxy_protocol::Rewind::new(stream, Bytes::new()), peer.ip())
+        };
         let stream = WriteStall::new(stream, self.write_stall_timeout);
         let ambiguous = framing::AmbiguousFlag::default();
-        let peer = Peer {
-            ip: peer.ip(),
+        let peer = |client_cert| Peer {
+            ip,
             tls: self.tls.is_some(),
             ambiguous_framing: ambiguous.clone(),
+            client_cert,
         };
-        let service = TowerToHyperService::new(ProxyService::new(gateways, peer));
         let max_head = self.max_header_bytes;
         match &self.tls {
             Some(tls) => {
@@ -341,12 +365,21 @@ impl Acceptor {
                             return;
                         }
                     };
-                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous));
+                let client_cert = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| crate::tls::forwarded_client_cert(leaf));
+                let service =
+                    TowerToHyperService::new(ProxyService::new(gateways, peer(client_cert)));
+                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
                 let connection = self.builder.serve_connection(io, service).into_owned();
                 let _ = graceful.watch(connection).await;
             }
             None => {
-                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous));
+                let service = TowerToHyperService::new(ProxyService::new(gateways, peer(None)));
+                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
                 let connection = self.builder.serve_connection(io, service).into_owned();
                 let _ = graceful.watch(connection).await;
             }
