@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::coverage::{self, RouteCoverage};
-use crate::config::{Config, Route, Rule, RuleScope};
+use crate::config::{Config, Route, RouteAuth, Rule, RuleScope};
 use crate::redact::{Direction, HashKeys, Relation};
 
 /// Version of the JSON shape.
@@ -155,6 +155,7 @@ impl Report {
             routes.push(route_report(route, coverage, &base));
         }
         warnings.extend(rule_warnings(config));
+        warnings.extend(variant_warnings(config));
         if let Some(dir) = samples {
             let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
             for folder in coverage::unknown_folders(dir, &names)? {
@@ -312,6 +313,69 @@ pub fn concrete_paths(route: &Route, rule: &Rule) -> Vec<String> {
         .collect();
     paths.dedup();
     paths
+}
+
+/// Passthrough or unauthenticated routes (a catch-all `/` included) that the gateway would let
+/// receive a variant of an inspected route's prefix: the same path in other case, with a format
+/// suffix, a trailing dot or space, or path parameters. The gateway refuses such variants
+/// whenever the receiving route's upstream could read them as the inspected path; a variant that
+/// still gets through does so because of a setting (`path_case = "sensitive"`,
+/// `path_parameters = true`) that this warning asks the reviewer to confirm.
+fn variant_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut reported = BTreeSet::new();
+    for inspected in config.routes.iter().filter(|r| r.inspected()) {
+        let prefix = inspected.path_prefix.trim_end_matches('/');
+        if prefix.is_empty() {
+            continue;
+        }
+        let capitalised: String = prefix
+            .split('/')
+            .map(capitalised)
+            .collect::<Vec<_>>()
+            .join("/");
+        let variants = [
+            (prefix.to_ascii_uppercase(), "in case"),
+            (capitalised, "in case"),
+            (format!("{prefix}.json"), "by a format suffix"),
+            (format!("{prefix}."), "by a trailing dot"),
+            (format!("{prefix}%20"), "by a trailing space"),
+            (format!("{prefix};v=1"), "by a path parameter"),
+        ];
+        for (variant, how) in variants {
+            for path in [variant.clone(), format!("{variant}/1")] {
+                let Ok(Some(receiver)) = config.judge(&path) else {
+                    continue;
+                };
+                let exposed = !receiver.inspected() || receiver.auth == RouteAuth::None;
+                if std::sync::Arc::ptr_eq(receiver, inspected) || !exposed {
+                    continue;
+                }
+                if !reported.insert((receiver.name.clone(), inspected.name.clone(), how)) {
+                    continue;
+                }
+                let kind = if receiver.inspected() {
+                    "an `auth = \"none\"` route"
+                } else {
+                    "a passthrough route"
+                };
+                warnings.push(format!(
+                    "route `{}` ({kind}, prefix `{}`) receives `{path}`, which differs from \
+                     inspected route `{}` (`{}`) only {how}; the gateway forwards it because \
+                     upstream `{}` is declared `path_case = \"sensitive\"` or the route allows \
+                     `path_parameters`. If that upstream reads it as `{}`, it serves that \
+                     route's data uninspected",
+                    receiver.name,
+                    receiver.path_prefix,
+                    inspected.name,
+                    inspected.path_prefix,
+                    receiver.upstream,
+                    inspected.path_prefix,
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 /// Rules that can never apply: on no route of theirs does the plan admit them, or they are
