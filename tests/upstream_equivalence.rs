@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use http::Request;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 use recipient_gateway::fuzzing::upstreams::{self, Forwarded, Identity, MODELS};
@@ -180,7 +181,7 @@ fn config(recorder: SocketAddr, underscores: &str) -> impl FnOnce(String) -> Str
 #[derive(Debug, Clone)]
 struct Case {
     path: String,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(String, String)>,
     key: Option<&'static str>,
 }
 
@@ -283,7 +284,7 @@ fn case() -> impl Strategy<Value = Case> {
                 path: format!("/{}", segments.join("/")),
                 headers: headers
                     .into_iter()
-                    .map(|(n, v)| (n, v.to_string()))
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
                     .collect(),
                 key,
             }
@@ -475,4 +476,219 @@ fn every_upstream_model_reads_what_the_gateway_judged_with_underscores_dropped()
 #[test]
 fn every_upstream_model_reads_what_the_gateway_judged_with_underscores_allowed() {
     run_differential("allow");
+}
+
+/// The routes of the attacks named in the hardening guide: an unauthenticated passthrough next
+/// to an inspected route, a catch-all, and a route that allows one URL override.
+fn attack_routes(catch_all_case: &str) -> String {
+    format!(
+        r#"
+[[upstream]]
+name = "catch-all"
+url = "http://{{mock}}"
+path_case = "{catch_all_case}"
+
+[[route]]
+name = "root"
+path_prefix = "/"
+upstream = "catch-all"
+auth = "none"
+
+[[route]]
+name = "public"
+path_prefix = "/v1/public"
+upstream = "mock"
+auth = "none"
+
+[[route]]
+name = "shipments"
+path_prefix = "/v1/shipments"
+upstream = "mock"
+records = ["$"]
+
+[[route]]
+name = "legacy"
+path_prefix = "/v1/legacy"
+upstream = "mock"
+allow_override_headers = ["X-Original-URL"]
+"#
+    )
+}
+
+async fn attack_gateway(listen: &str, catch_all_case: &str) -> TestGateway {
+    let (listen, routes) = (listen.to_string(), attack_routes(catch_all_case));
+    let upstream = MockUpstream::start().await;
+    let mock = upstream.addr;
+    TestGateway::start_with(upstream, move |base| {
+        format!(
+            "{}{}",
+            base.replacen("[listen]\n", &format!("[listen]\n{listen}\n"), 1),
+            routes.replace("{mock}", &mock.to_string())
+        )
+    })
+    .await
+}
+
+/// Sends a raw GET with extra header lines; returns the status and the error code, if any.
+async fn raw_get(gw: &TestGateway, path: &str, headers: &str) -> (u16, Option<String>) {
+    let case = Case {
+        path: path.to_string(),
+        headers: headers
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        key: None,
+    };
+    let answer = send(gw, &case, "attack").await;
+    (answer.status, answer.code)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dot_segments_behind_path_parameters_never_reach_an_upstream() {
+    let gw = attack_gateway("", "insensitive").await;
+    for (path, reason) in [
+        ("/v1/public/..;/shipments/1", "path_parameter"),
+        ("/v1/public/..;x=1/shipments/1", "path_parameter"),
+        ("/v1/public/..%3b/shipments/1", "path_parameter"),
+        ("/v1/public/..%3B/shipments/1", "path_parameter"),
+        ("/v1/public/%2e%2E/shipments/1", "path_dot_segment"),
+        ("/v1/public/%252e%252e/shipments/1", "path_double_encoded"),
+        ("/v1/public/..%5cshipments", "path_encoded_separator"),
+        ("/v1/public\\..\\shipments", "path_backslash"),
+        ("/v1/public//../shipments/1", "path_empty_segment"),
+        ("/v1/public/%00/x", "path_control"),
+        ("/v1/public/%c0%ae%c0%ae/shipments", "path_non_utf8"),
+        (
+            "/v1/public/%EF%BC%8E%EF%BC%8E/shipments",
+            "path_compatibility_form",
+        ),
+        ("/v1/public/%73hipments", "path_encoded_unreserved"),
+        ("/V1/Shipments/1", "path_variant"),
+        ("/v1/shipments.json", "path_variant"),
+        ("/v1/shipments./1", "path_variant"),
+        ("/v1/%C5%BFhipments/1", "path_variant"),
+    ] {
+        let (status, code) = raw_get(&gw, path, "").await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (400, Some("invalid_path")),
+            "{path}"
+        );
+        let metrics = gw.metrics().await;
+        assert!(
+            metrics.contains(&format!(
+                r#"gateway_blocked_total{{route="none",reason="{reason}"}}"#
+            )),
+            "{path}: no {reason} in the metrics"
+        );
+    }
+    assert_eq!(
+        gw.upstream.count(),
+        0,
+        "a refused request reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_case_sensitive_upstream_receives_case_variants_and_check_says_so() {
+    let gw = attack_gateway("", "sensitive").await;
+    let (status, _) = raw_get(&gw, "/V1/SHIPMENTS/1", "").await;
+    assert_eq!(status, 200, "a sensitive upstream reads it as another path");
+    assert_eq!(gw.upstream.last()["path"], "/V1/SHIPMENTS/1");
+    // Suffixes are refused whatever the case setting.
+    assert_eq!(raw_get(&gw, "/v1/shipments.json", "").await.0, 400);
+
+    let config = |case: &str| {
+        let text = format!(
+            "{}{}",
+            base_config(gw.upstream.addr, gw.upstream.addr),
+            attack_routes(case).replace("{mock}", &gw.upstream.addr.to_string())
+        );
+        let path = gw.dir.write(&format!("check-{case}.toml"), &text);
+        recipient_gateway::config::Config::load_with_env(&path, &|_| None).unwrap()
+    };
+    let warnings = |case: &str| {
+        recipient_gateway::review::report::Report::build(&config(case), "gateway.toml", None)
+            .unwrap()
+            .warnings
+            .into_iter()
+            .filter(|w| w.contains("differs from inspected route"))
+            .collect::<Vec<_>>()
+    };
+    let sensitive = warnings("sensitive");
+    assert!(
+        sensitive
+            .iter()
+            .any(|w| w.contains("route `root`") && w.contains("`/V1/SHIPMENTS`")),
+        "{sensitive:?}"
+    );
+    let insensitive = warnings("insensitive");
+    assert!(insensitive.is_empty(), "{insensitive:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_identities_and_routing_overrides_are_dropped_or_refused() {
+    let gw = attack_gateway("", "insensitive").await;
+    let mut client = gw.h1().await;
+    let answer = client
+        .send(
+            Request::get("/v1/public/x")
+                .header("authorization", format!("Bearer {KEY_ACME}"))
+                .header("x_gateway_client", "globex")
+                .header("x-gateway_client", "globex")
+                .header("x_api_key", KEY_GLOBEX)
+                .header("x-original-url", "/v1/shipments/1")
+                .header("x-http-method-override", "DELETE")
+                .header("x_custom", "1")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let headers = &answer.json()["headers"];
+    assert_eq!(headers["x-gateway-client"], serde_json::json!(["acme"]));
+    for dropped in [
+        "x_gateway_client",
+        "x-gateway_client",
+        "x_api_key",
+        "x-original-url",
+        "x-http-method-override",
+        "x_custom",
+    ] {
+        assert!(headers.get(dropped).is_none(), "{dropped} forwarded");
+    }
+    let metrics = gw.metrics().await;
+    for reason in ["folded_name", "header_name", "routing_override"] {
+        assert!(
+            metrics.contains(&format!(
+                r#"gateway_request_headers_removed_total{{reason="{reason}"}}"#
+            )),
+            "{reason}"
+        );
+    }
+
+    // An allowed URL override must take the route the path takes.
+    let seen = gw.upstream.count();
+    assert_eq!(
+        raw_get(&gw, "/v1/legacy/a", "X-Original-URL: /v1/legacy/b?x=1")
+            .await
+            .0,
+        401,
+        "judged, then authenticated like any request to the route"
+    );
+    let (status, code) = raw_get(&gw, "/v1/legacy/a", "X-Original-URL: /v1/shipments/1").await;
+    assert_eq!((status, code.as_deref()), (400, Some("invalid_header")));
+    assert_eq!(gw.upstream.count(), seen);
+
+    // Refusing instead of dropping.
+    let gw = attack_gateway("headers_with_underscores = \"refuse\"", "insensitive").await;
+    let (status, code) = raw_get(&gw, "/v1/public/x", "X_Custom: 1").await;
+    assert_eq!((status, code.as_deref()), (400, Some("invalid_header")));
+    assert!(
+        gw.metrics()
+            .await
+            .contains(r#"gateway_blocked_total{route="public",reason="header_name"}"#)
+    );
+    assert_eq!(gw.upstream.count(), 0);
 }

@@ -343,7 +343,9 @@ fn variant_warnings(config: &Config) -> Vec<String> {
             (format!("{prefix};v=1"), "by a path parameter"),
         ];
         for (variant, how) in variants {
-            for path in [variant.clone(), format!("{variant}/1")] {
+            // Frameworks strip a format suffix from the last segment only.
+            let nested = (how != "by a format suffix").then(|| format!("{variant}/1"));
+            for path in std::iter::once(variant.clone()).chain(nested) {
                 let Ok(Some(receiver)) = config.judge(&path) else {
                     continue;
                 };
