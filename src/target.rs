@@ -179,8 +179,8 @@ pub fn check(path: &str, parameters: bool) -> Result<Cow<'_, str>, PathFlaw> {
             return Err(PathFlaw::CompatibilityForm);
         }
     }
-    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
-    for (index, segment) in segments.iter().enumerate() {
+    let mut segments = decoded.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
         // A path parameter is no part of the name servlet containers match.
         let name = segment.split(';').next().unwrap_or_default();
         let trimmed = name.trim_end_matches([' ', '.']);
@@ -189,7 +189,7 @@ pub fn check(path: &str, parameters: bool) -> Result<Cow<'_, str>, PathFlaw> {
                 return Err(PathFlaw::DotSegment);
             }
             // Only the last segment may be empty: a trailing slash.
-            if index + 1 < segments.len() || !segment.is_empty() {
+            if segments.peek().is_some() || !segment.is_empty() {
                 return Err(PathFlaw::EmptySegment);
             }
         }
@@ -240,27 +240,43 @@ pub fn lenient_readings(decoded: &str, fold_case: bool) -> Vec<Reading> {
             readings.push(Reading { path, folded });
         }
     };
-    let plain = decoded
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"/-_~".contains(&b));
-    if plain {
-        return Vec::new();
+    // Each reading only where it can change something: most API paths need none or one.
+    let parameters = decoded.contains(';');
+    let dots = decoded.contains(['.', ' ']);
+    let unicode = !decoded.is_ascii();
+    if parameters {
+        add(
+            map_segments(decoded, |s| s.split(';').next().unwrap_or_default()),
+            false,
+        );
     }
-    let stripped = map_segments(decoded, |s| s.split(';').next().unwrap_or_default());
-    add(stripped.clone(), false);
-    let trimmed = map_segments(decoded, |s| s.trim_end_matches([' ', '.']));
-    add(trimmed, false);
-    add(without_suffix(decoded), false);
-    let normalised: String = decoded.nfkc().collect();
-    add(normalised.clone(), false);
-    let all = without_suffix(&map_segments(&normalised, |s| {
-        s.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches([' ', '.'])
-    }));
-    add(all.clone(), false);
-    if fold_case {
+    if dots {
+        add(
+            map_segments(decoded, |s| s.trim_end_matches([' ', '.'])),
+            false,
+        );
+        add(without_suffix(decoded), false);
+    }
+    let normalised: Cow<'_, str> = if unicode {
+        let normalised: String = decoded.nfkc().collect();
+        add(normalised.clone(), false);
+        Cow::Owned(normalised)
+    } else {
+        Cow::Borrowed(decoded)
+    };
+    let all: Cow<'_, str> = if parameters || dots || unicode {
+        let all = without_suffix(&map_segments(&normalised, |s| {
+            s.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches([' ', '.'])
+        }));
+        add(all.clone(), false);
+        Cow::Owned(all)
+    } else {
+        Cow::Borrowed(decoded)
+    };
+    if fold_case && (unicode || decoded.bytes().any(|b| b.is_ascii_uppercase())) {
         add(fold(decoded), true);
         add(fold(&all), true);
     }

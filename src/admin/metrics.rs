@@ -245,6 +245,13 @@ pub fn upstream_duration() -> &'static Histograms<1> {
     SERIES.get_or_init(|| Histograms::histograms(UPSTREAM_DURATION, ["upstream"]))
 }
 
+/// `gateway_request_headers_removed_total` by reason (behind a proxy that sends
+/// `X-Forwarded-For`, nearly every request removes one).
+pub fn headers_removed() -> &'static Counters<1> {
+    static SERIES: OnceLock<Counters<1>> = OnceLock::new();
+    SERIES.get_or_init(|| Counters::counters(HEADERS_REMOVED, ["reason"]))
+}
+
 /// `gateway_redactions_total` by route, rule and action.
 pub fn redactions() -> &'static Counters<3> {
     static SERIES: OnceLock<Counters<3>> = OnceLock::new();

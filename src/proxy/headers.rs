@@ -123,7 +123,11 @@ pub fn is_protected(name: &str) -> bool {
 
 /// Whether a (lower-case) name is a forwarding or client-identity header.
 fn is_forwarding(name: &str) -> bool {
-    FORWARDING
+    // Every such name starts with one of these; the common headers mostly do not.
+    matches!(
+        name.as_bytes().first(),
+        Some(b'x' | b'f' | b't' | b'c' | b's')
+    ) && FORWARDING
         .iter()
         .any(|f| name == *f || (f.ends_with('-') && name.starts_with(f)))
 }
@@ -192,13 +196,16 @@ pub fn screen(
             }
         } else if is_forwarding(text) {
             removals.push((name.clone(), "forwarding"));
-        } else if ROUTING_OVERRIDES.contains(&text) && !allowed_overrides.contains(name) {
+        } else if text.starts_with("x-")
+            && ROUTING_OVERRIDES.contains(&text)
+            && !allowed_overrides.contains(name)
+        {
             removals.push((name.clone(), "routing_override"));
         }
     }
     for (name, reason) in removals {
         headers.remove(&name);
-        ::metrics::counter!(metrics::HEADERS_REMOVED, "reason" => reason).increment(1);
+        metrics::headers_removed().get([reason]).increment(1);
     }
     for name in allowed_overrides {
         let method_override = !matches!(name.as_str(), "x-original-url" | "x-rewrite-url");
