@@ -2,7 +2,8 @@
 # Runs each cargo-fuzz target for SECONDS (default 60) on a corpus seeded from fuzz/seeds.
 # Needs a nightly toolchain and cargo-fuzz (installed here when missing). A crash leaves its input
 # in fuzz/artifacts/<target>/; copy it to fuzz/regressions/<target>/ once fixed, so
-# `cargo test --test fuzz_replay` keeps it fixed.
+# `cargo test --test fuzz_replay` keeps it fixed. The corpora in fuzz/corpus/ are committed
+# (minimised with `-merge=1`) and replayed by that test too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-60}"
@@ -10,7 +11,7 @@ SECONDS_PER_TARGET="${1:-60}"
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked
 fi
-for target in json_redact config_load; do
+for target in json_redact config_load request_target; do
   corpus="fuzz/corpus/$target"
   mkdir -p "$corpus"
   cp -n fuzz/seeds/"$target"/* "$corpus"/ 2>/dev/null || true

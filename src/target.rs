@@ -228,11 +228,14 @@ pub struct Reading {
 /// spaces trimmed from segments (IIS and Windows), a format suffix dropped from the last segment
 /// (Spring's suffix patterns, Rails formats), compatibility forms normalised (NFKC), case folded
 /// (when `fold_case`: ASP.NET, Express, Java's `equalsIgnoreCase`, so `ſ` and the Kelvin sign
-/// fold to `s` and `k`), and all of them at once. Empty for the plain paths most APIs use.
+/// fold to `s` and `k`), and all of them at once. Without `fold_case`, empty for the plain paths
+/// most APIs use.
 pub fn lenient_readings(decoded: &str, fold_case: bool) -> Vec<Reading> {
     let mut readings: Vec<Reading> = Vec::new();
+    // A folded reading counts even when folding leaves the path as it is: it is then compared
+    // with folded route prefixes, and `/v1/exact` falls under a prefix `/v1/Exact`.
     let mut add = |path: String, folded: bool| {
-        if path != decoded
+        if (folded || path != decoded)
             && !readings
                 .iter()
                 .any(|r| r.path == path && r.folded == folded)
@@ -276,7 +279,7 @@ pub fn lenient_readings(decoded: &str, fold_case: bool) -> Vec<Reading> {
     } else {
         Cow::Borrowed(decoded)
     };
-    if fold_case && (unicode || decoded.bytes().any(|b| b.is_ascii_uppercase())) {
+    if fold_case {
         add(fold(decoded), true);
         add(fold(&all), true);
     }
@@ -405,9 +408,17 @@ mod tests {
                 .map(|r| r.path)
                 .collect()
         };
-        assert!(paths("/v1/shipments/123", true).is_empty());
+        assert!(paths("/v1/shipments/123", false).is_empty());
         assert!(paths("/v1/shipments/ABC", false).is_empty());
         assert_eq!(paths("/v1/shipments/ABC", true), ["/v1/shipments/abc"]);
+        // Folded, even though folding changes nothing: prefixes are compared folded too.
+        assert_eq!(
+            lenient_readings("/v1/exact/x", true),
+            [Reading {
+                path: "/v1/exact/x".into(),
+                folded: true
+            }]
+        );
         assert_eq!(paths("/v1/shipments.json", false), ["/v1/shipments"]);
         assert_eq!(paths("/v1/shipments./1", false), ["/v1/shipments/1"]);
         assert_eq!(paths("/v1/shipments /1", false), ["/v1/shipments/1"]);

@@ -1,12 +1,13 @@
-//! Replays the fuzz seeds and every input the fuzzers ever found a bug with (`fuzz/regressions/`)
-//! through the same harnesses the fuzz targets run, so `cargo test` keeps them fixed.
+//! Replays the fuzz seeds, the corpora the fuzzers grew (`fuzz/corpus/`, minimised) and every
+//! input the fuzzers ever found a bug with (`fuzz/regressions/`) through the same harnesses the
+//! fuzz targets run, so `cargo test` keeps them fixed on the code as it is now.
 
 use std::path::Path;
 
 fn replay(target: &str, harness: fn(&[u8])) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut count = 0;
-    for folder in ["seeds", "regressions"] {
+    for folder in ["seeds", "corpus", "regressions"] {
         let dir = root.join(folder).join(target);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;

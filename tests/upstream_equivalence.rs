@@ -252,6 +252,7 @@ fn case() -> impl Strategy<Value = Case> {
         Just("/v1/labels/L1"),
         Just("/v1/legacy/a"),
         Just("/v1/Exact/a"),
+        Just("/v1/exact/a"),
         Just("/other/x"),
     ];
     let mutation = prop_oneof![

@@ -30,7 +30,7 @@ pub const REDACTIONS: &str = "gateway_redactions_total";
 /// `route` and `reason`.
 pub const BLOCKED: &str = "gateway_blocked_total";
 /// Request headers removed before forwarding, by `reason` (`header_name`, `folded_name`,
-/// `forwarding`, `routing_override`).
+/// `forwarding`, `routing_override`, `httpoxy`).
 pub const HEADERS_REMOVED: &str = "gateway_request_headers_removed_total";
 /// Connections closed because a peer listed in `proxy_protocol_from` sent no valid PROXY
 /// protocol header.

@@ -398,7 +398,13 @@ impl Config {
         let Some(route) = route else {
             return Ok(None);
         };
-        for reading in target::lenient_readings(&decoded, route.fold_case) {
+        // Folding matters only when the path or some prefix has a letter that folds.
+        let fold = route.fold_case
+            && (decoded
+                .bytes()
+                .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+                || self.routes.iter().any(|r| r.folded_prefix != r.path_prefix));
+        for reading in target::lenient_readings(&decoded, fold) {
             let other = if reading.folded {
                 self.routes.iter().find(|r| r.matches_folded(&reading.path))
             } else {

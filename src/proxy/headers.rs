@@ -9,6 +9,7 @@
 //!   protected one ([`is_protected`]) is dropped even when allowed;
 //! - routing overrides (`X-Original-URL`, `X-HTTP-Method-Override`…) unless the route allows
 //!   them;
+//! - `Proxy` (httpoxy: CGI stacks turn it into `HTTP_PROXY`);
 //! - every client-sent forwarding or client-identity header (`Forwarded`, `X-Real-IP`,
 //!   `X-Forwarded-*`, client-certificate headers, `X-Envoy-*`): the gateway is the edge, so only
 //!   it says who the client is ([`client_address`], [`forward_request_headers`]).
@@ -100,8 +101,9 @@ const FORWARDING: [&str; 21] = [
 /// folds into one of them is never forwarded. `name` is lower-case with every byte other than
 /// letters and digits turned into `-`, as CGI-style stacks compare them.
 pub fn is_protected(name: &str) -> bool {
-    const EXACT: [&str; 11] = [
+    const EXACT: [&str; 12] = [
         "authorization",
+        "proxy",
         "proxy-authorization",
         "x-api-key",
         "x-request-id",
@@ -196,6 +198,9 @@ pub fn screen(
             }
         } else if is_forwarding(text) {
             removals.push((name.clone(), "forwarding"));
+        } else if text == "proxy" {
+            // httpoxy: CGI turns it into `HTTP_PROXY`, which HTTP clients take as their proxy.
+            removals.push((name.clone(), "httpoxy"));
         } else if text.starts_with("x-")
             && ROUTING_OVERRIDES.contains(&text)
             && !allowed_overrides.contains(name)
@@ -600,6 +605,7 @@ mod tests {
                     ("x-ssl-client-cert", "x"),
                     ("x-ssl-client-verify", "SUCCESS"),
                     ("x-envoy-internal", "true"),
+                    ("proxy", "http://evil.example:3128"),
                     ("true-client-ip", "1.2.3.4"),
                 ],
                 Drop,
