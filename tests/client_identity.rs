@@ -85,6 +85,12 @@ async fn request_over(
     Some((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
+/// `GET /api/public/x` with client claims about its address, from `source` after `preface`.
+async fn public_get(gw: &TestGateway, source: &str, preface: &[u8]) -> Option<(u16, Value)> {
+    let tcp = connect_from(source, gw, preface).await;
+    request_over(tcp, gw, get("/api/public/x"), None).await
+}
+
 fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(path)
         .header("host", "localhost")
@@ -122,14 +128,7 @@ fn proxy_v2(source: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_is_the_edge_unless_hops_are_trusted() {
     let gw = gateway("").await;
-    let (status, echo) = request_over(
-        connect_from("127.0.0.1", &gw, b"").await,
-        &gw,
-        get("/api/public/x"),
-        None,
-    )
-    .await
-    .unwrap();
+    let (status, echo) = public_get(&gw, "127.0.0.1", b"").await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(echo["headers"]["x-forwarded-for"], json!(["127.0.0.1"]));
     for claim in ["x-real-ip", "forwarded"] {
@@ -167,25 +166,15 @@ async fn the_gateway_is_the_edge_unless_hops_are_trusted() {
 async fn a_listed_balancer_names_the_client_with_the_proxy_protocol() {
     let gw = gateway(r#"proxy_protocol_from = ["127.0.0.2"]"#).await;
     let v1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8443\r\n";
-    let (status, echo) = request_over(
-        connect_from("127.0.0.2", &gw, v1).await,
-        &gw,
-        get("/api/public/x"),
-        None,
-    )
-    .await
-    .expect("served after a v1 header");
+    let (status, echo) = public_get(&gw, "127.0.0.2", v1)
+        .await
+        .expect("served after a v1 header");
     assert_eq!(status, 200);
     assert_eq!(echo["headers"]["x-forwarded-for"], json!(["203.0.113.7"]));
 
-    let (_, echo) = request_over(
-        connect_from("127.0.0.2", &gw, &proxy_v2("198.51.100.9")).await,
-        &gw,
-        get("/api/public/x"),
-        None,
-    )
-    .await
-    .expect("served after a v2 header");
+    let (_, echo) = public_get(&gw, "127.0.0.2", &proxy_v2("198.51.100.9"))
+        .await
+        .expect("served after a v2 header");
     assert_eq!(echo["headers"]["x-forwarded-for"], json!(["198.51.100.9"]));
 
     // The intake's rate limit (one a minute here) keys on the named client, not the balancer.
@@ -202,35 +191,16 @@ async fn a_listed_balancer_names_the_client_with_the_proxy_protocol() {
     assert_eq!(intake_from("203.0.113.11").await, 202);
 
     // A listed balancer that sends no header is cut off, and counted.
-    let bare = request_over(
-        connect_from("127.0.0.2", &gw, b"").await,
-        &gw,
-        get("/api/public/x"),
-        None,
-    )
-    .await;
+    let bare = public_get(&gw, "127.0.0.2", b"").await;
     assert!(bare.is_none(), "served without a PROXY header: {bare:?}");
     // Anyone else's PROXY header is never read: it is garbage before the TLS handshake.
-    let forged = request_over(
-        connect_from("127.0.0.1", &gw, v1).await,
-        &gw,
-        get("/api/public/x"),
-        None,
-    )
-    .await;
+    let forged = public_get(&gw, "127.0.0.1", v1).await;
     assert!(
         forged.is_none(),
         "an unlisted peer's PROXY header was honoured: {forged:?}"
     );
     // An unlisted peer without one is served as sent.
-    let (status, echo) = request_over(
-        connect_from("127.0.0.1", &gw, b"").await,
-        &gw,
-        get("/api/public/x"),
-        None,
-    )
-    .await
-    .unwrap();
+    let (status, echo) = public_get(&gw, "127.0.0.1", b"").await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(echo["headers"]["x-forwarded-for"], json!(["127.0.0.1"]));
     let metrics = gw.metrics().await;

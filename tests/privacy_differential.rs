@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 
 /// Routes over the mock upstream's canned answer, one per purpose, with the shipped rules.
@@ -185,17 +184,7 @@ fn unnamed(mut record: Value) -> Value {
 fn no_canary_reaches_a_non_controller_and_nothing_unnamed_changes() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let gw = runtime.block_on(TestGateway::start(&routes()));
-    let cases: u32 = std::env::var("PRIVACY_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(64);
-    let config = ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let (mut runner, cases) = fixed_runner("PRIVACY_CASES", 64);
     let strategy = (
         prop::collection::vec(shipment(), 1..6),
         prop_oneof![Just("acme"), Just("globex"), Just("analytics")],
@@ -564,17 +553,7 @@ enum Learned {
 fn controllers_learned_from_creates_see_their_canaries_and_no_one_else_does() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let gw = runtime.block_on(TestGateway::start(&tag_routes()));
-    let cases: u32 = std::env::var("PRIVACY_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(64);
-    let config = ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let (mut runner, cases) = fixed_runner("PRIVACY_CASES", 64);
     let customer = || prop_oneof![Just(Some("acme")), Just(Some("globex"))];
     // At least one record of every case is created, somewhere in the list.
     let strategy = (

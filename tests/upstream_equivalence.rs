@@ -19,7 +19,6 @@ use std::time::Duration;
 use common::*;
 use http::Request;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 use recipient_gateway::fuzzing::upstreams::{self, Forwarded, Identity, MODELS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -390,18 +389,7 @@ fn run_differential(underscores: &str) {
         .await;
         (recorder, gw)
     });
-    let cases: u32 = std::env::var("EQUIVALENCE_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(400);
-    let mut runner = TestRunner::new_with_rng(
-        ProptestConfig {
-            cases,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        },
-        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
-    );
+    let (mut runner, cases) = fixed_runner("EQUIVALENCE_CASES", 400);
     let counter = AtomicU64::new(0);
     let forwarded: Mutex<HashMap<String, u64>> = Mutex::default();
     let refused: Mutex<HashMap<String, u64>> = Mutex::default();

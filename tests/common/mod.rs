@@ -1018,3 +1018,20 @@ pub fn assert_access_line(line: &Value) {
     }
     assert!(!line["path"].as_str().unwrap().contains('?'), "{line}");
 }
+
+/// A proptest runner with a fixed seed (a failure reproduces) and no persistence, for the
+/// differential tests: `cases` from the environment variable `env`, else `default`.
+pub fn fixed_runner(env: &str, default: u32) -> (proptest::test_runner::TestRunner, u32) {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let cases = std::env::var(env)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default);
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    (runner, cases)
+}
