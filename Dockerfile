@@ -15,8 +15,6 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-# `demo` embeds the development secrets of the shipped config.
-COPY config/dev.env ./config/dev.env
 RUN cargo build --release --locked --bin recipient-gateway \
  && strip target/release/recipient-gateway
 

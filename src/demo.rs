@@ -1,7 +1,9 @@
-//! The sample shipping API: what a platform's upstream looks like behind the gateway.
+//! `recipient-gateway demo`, and the sample shipping API: what a platform's upstream looks like
+//! behind the gateway.
 //!
-//! `recipient-gateway demo` runs it on a free loopback port and the gateway in front of it; the
-//! integration tests use it as their realistic upstream. Its data is made up.
+//! [`run`] starts the sample API on a free loopback port, a webhook receiver for each customer
+//! whose webhook points at loopback, and the gateway in front of them. The integration tests use
+//! the sample API as their realistic upstream. Its data is made up.
 //!
 //! | method and path | answer |
 //! | --- | --- |
@@ -16,7 +18,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -27,25 +32,15 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::config::Config;
+use crate::{server, tls};
+
 /// The demo's API keys, by client id. Their SHA-256 digests are in `config/gateway.toml`.
 pub const DEMO_KEYS: &[(&str, &str)] = &[
     ("acme", "demo-key-acme"),
     ("globex", "demo-key-globex"),
     ("analytics", "demo-key-analytics"),
 ];
-
-/// Development values of the secrets `config/gateway.toml` names (`config/dev.env`).
-const DEV_ENV: &str = include_str!("../config/dev.env");
-
-/// The development value of the environment variable `name`, if `config/dev.env` has one.
-pub fn dev_secret(name: &str) -> Option<String> {
-    DEV_ENV
-        .lines()
-        .filter(|line| !line.trim_start().starts_with('#'))
-        .filter_map(|line| line.split_once('='))
-        .find(|(key, _)| key.trim() == name)
-        .map(|(_, value)| value.trim().to_string())
-}
 
 /// A running sample API; stops when dropped.
 pub struct SampleApi {
@@ -290,4 +285,133 @@ async fn receive(secret: &str, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = status;
     response
+}
+
+/// `recipient-gateway demo`: the sample API and a webhook receiver on loopback, and the gateway
+/// with `config` in front of them, until `shutdown` resolves. Prints where everything is and
+/// ready-to-paste `curl` lines on stderr.
+pub async fn run(
+    mut config: Config,
+    config_path: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let api = start_sample_api(([127, 0, 0, 1], 0).into())
+        .await
+        .context("cannot start the sample API")?;
+    for upstream in config.upstreams.clone() {
+        config.set_upstream_url(&upstream.name, &format!("http://{}", api.addr));
+    }
+    // One receiver per distinct loopback webhook address, standing in for the customers.
+    let mut receivers = Vec::new();
+    for client in &config.clients {
+        let Some(webhook) = &client.webhook else {
+            continue;
+        };
+        let Some(addr) = webhook
+            .url
+            .authority()
+            .and_then(|a| a.as_str().parse::<std::net::SocketAddr>().ok())
+            .filter(|a| a.ip().is_loopback())
+        else {
+            continue;
+        };
+        let secret = format!(
+            "whsec_{}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                webhook.key.expose()
+            )
+        );
+        let receiver = start_webhook_receiver(addr, secret)
+            .await
+            .with_context(|| format!("cannot start the demo webhook receiver on {addr}"))?;
+        receivers.push((client.id.clone(), receiver));
+    }
+    let tls = config.listen.tls.is_some();
+    let server = server::Server::bind(Arc::new(config)).await?;
+    let base = format!(
+        "{}://localhost:{}",
+        if tls { "https" } else { "http" },
+        server.local_addr().port()
+    );
+    let ca = tidy(
+        &config_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("../certs/dev")
+            .join(tls::DEV_CA_CERT),
+    );
+    let cacert = if tls {
+        format!("--cacert {} ", ca.display())
+    } else {
+        String::new()
+    };
+    let key = |id: &str| {
+        DEMO_KEYS
+            .iter()
+            .find(|(client, _)| *client == id)
+            .map_or("", |(_, key)| *key)
+    };
+    eprintln!(
+        "\nrecipient-gateway demo\n\
+         \x20 gateway     {base}\n\
+         \x20 sample API  http://{api}\n\
+         \x20 admin       http://{admin}/metrics\n\
+         {hooks}\n\
+         Acme sees its own recipients; Globex's records come back redacted:\n\
+         \x20 curl {cacert}-H 'Authorization: Bearer {acme}' {base}/v1/shipments\n\
+         Globex sees the opposite:\n\
+         \x20 curl {cacert}-H 'Authorization: Bearer {globex}' {base}/v1/shipments\n\
+         Platform analytics sees only per-customer pseudonyms (h:...):\n\
+         \x20 curl {cacert}-H 'Authorization: Bearer {analytics}' {base}/v1/analytics/shipments\n\
+         Acme creates a shipment (the date of birth never reaches the upstream):\n\
+         \x20 curl {cacert}-H 'Authorization: Bearer {acme}' -H 'Content-Type: application/json' \\\n\
+         \x20   -d '{{\"recipient\":{{\"name\":\"Ada\",\"email\":\"ada@example.com\",\"date_of_birth\":\"1990-01-01\"}}}}' {base}/v1/shipments\n\
+         Without a key:\n\
+         \x20 curl {cacert}{base}/v1/shipments\n\
+         A recipient files a privacy request, proven by her tracking number (after Acme's list\n\
+         above has tagged the records); it is delivered, signed, to Acme's webhook below:\n\
+         \x20 curl {cacert}-H 'Content-Type: application/json' \\\n\
+         \x20   -d '{{\"type\":\"delete\",\"email\":\"jane.doe@example.com\",\"tracking_number\":\"1ZACME0000000001\"}}' {base}/privacy/requests\n\
+         Its public status, and Acme's privacy inbox:\n\
+         \x20 curl {cacert}{base}/privacy/requests/<request_id>\n\
+         \x20 curl {cacert}-H 'Authorization: Bearer {acme}' {base}/v1/privacy/requests\n\
+         Metrics:\n\
+         \x20 curl http://{admin}/metrics\n\n\
+         Ctrl-C stops the demo.\n",
+        api = api.addr,
+        hooks = receivers
+            .iter()
+            .map(|(client, receiver)| {
+                format!(
+                    "  webhook     http://{} ({client}'s receiver)\n",
+                    receiver.addr
+                )
+            })
+            .collect::<String>(),
+        admin = server.admin_addr(),
+        acme = key("acme"),
+        globex = key("globex"),
+        analytics = key("analytics"),
+    );
+    server.serve(shutdown).await;
+    drop(receivers);
+    Ok(())
+}
+
+/// `config/../certs/dev/ca.crt` as `certs/dev/ca.crt`: `..` folded lexically, for curl lines a
+/// reader can paste.
+fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use recipient_gateway::config::Config;
-use recipient_gateway::redact::Direction;
+use recipient_gateway::vocabulary::Direction;
 use recipient_gateway::{demo, logging, review, server, tls};
 
 /// mimalloc instead of glibc's malloc: the redacting route allocates a parse tree, digests and
@@ -22,21 +22,35 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Main configuration file.
-    #[arg(long, global = true, default_value = "config/gateway.toml")]
-    config: PathBuf,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The configuration file, for the commands that read one.
+#[derive(clap::Args)]
+struct ConfigFile {
+    /// Main configuration file. Secrets its `*_env` keys name that the environment does not set
+    /// are taken from a `dev.env` beside it, if there is one (development only).
+    #[arg(long, default_value = "config/gateway.toml")]
+    config: PathBuf,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve traffic until SIGTERM/SIGINT, then drain gracefully.
-    Run,
+    Run {
+        #[command(flatten)]
+        file: ConfigFile,
+    },
     /// Start the sample shipping API on loopback and the gateway in front of it.
-    Demo,
+    Demo {
+        #[command(flatten)]
+        file: ConfigFile,
+    },
     /// Validate the configuration (every rule compiled) and print the review report.
     Check {
+        #[command(flatten)]
+        file: ConfigFile,
         /// Report format.
         #[arg(long, value_enum, default_value = "markdown")]
         format: FormatArg,
@@ -51,11 +65,19 @@ enum Command {
     /// Run rule test cases: each `*.json` in DIR is one case (name, route, direction, caller,
     /// controller, input, expect).
     TestRules {
+        #[command(flatten)]
+        file: ConfigFile,
         /// Folder of case files.
         dir: PathBuf,
     },
     /// Dry run: read a JSON body on stdin, apply a route's rules as the gateway would, print it.
+    ///
+    /// Every record is taken to be controlled by `--controller` (unknown without it): the dry
+    /// run reads neither the tag store nor `controller_member`, so it shows what the gateway
+    /// forwards once it has decided who controls each record.
     Redact {
+        #[command(flatten)]
+        file: ConfigFile,
         /// The route whose rules apply.
         #[arg(long)]
         route: String,
@@ -77,6 +99,9 @@ enum Command {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+        /// Replace certificates and a key already in the folder.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -99,25 +124,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check {
+            file,
             format,
             samples,
             strict,
-        } => match Config::load(&cli.config) {
-            Ok(config) => check(&config, &cli.config, format, samples.as_deref(), strict),
+        } => match Config::load(&file.config) {
+            Ok(config) => check(&config, &file.config, format, samples.as_deref(), strict),
             Err(error) => config_error(&error),
         },
-        Command::TestRules { dir } => match Config::load(&cli.config) {
+        Command::TestRules { file, dir } => match Config::load(&file.config) {
             Ok(config) => test_rules(&config, &dir),
             Err(error) => config_error(&error),
         },
         Command::Redact {
+            file,
             route,
             direction,
             caller,
             controller,
             explain,
         } => {
-            let config = match Config::load(&cli.config) {
+            let config = match Config::load(&file.config) {
                 Ok(config) => config,
                 Err(error) => return config_error(&error),
             };
@@ -134,7 +161,7 @@ fn main() -> ExitCode {
                 explain,
             )
         }
-        Command::DevCerts { out } => match tls::write_dev_certs(&out) {
+        Command::DevCerts { out, force } => match tls::write_dev_certs(&out, force) {
             Ok(()) => {
                 println!(
                     "wrote {}, {} and {} to {}",
@@ -150,31 +177,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run => {
-            let config = match Config::load(&cli.config) {
+        Command::Run { file } => {
+            let config = match Config::load(&file.config) {
                 Ok(config) => config,
                 Err(error) => return config_error(&error),
             };
             logging::init();
             runtime_result(serve(config))
         }
-        Command::Demo => {
-            // The demo runs on development secrets where the environment has none.
-            let env = |name: &str| {
-                std::env::var(name).ok().or_else(|| {
-                    let value = demo::dev_secret(name)?;
-                    eprintln!(
-                        "demo: {name} is not set; using its development value from config/dev.env"
-                    );
-                    Some(value)
-                })
-            };
-            let config = match Config::load_with_env(&cli.config, &env) {
+        Command::Demo { file } => {
+            let config = match Config::load(&file.config) {
                 Ok(config) => config,
                 Err(error) => return config_error(&error),
             };
             logging::init();
-            runtime_result(run_demo(config, &cli.config))
+            runtime_result(run_demo(config, &file.config))
         }
     }
 }
@@ -199,7 +216,8 @@ fn redact_stdin(
                 for (rule, path, action) in &result.changes {
                     eprintln!("{rule}\t{path}\t{}", action.as_str());
                 }
-                eprintln!("{} change(s)", result.changes.len());
+                let n = result.changes.len();
+                eprintln!("{n} {}", if n == 1 { "change" } else { "changes" });
             }
             let mut stdout = std::io::stdout().lock();
             let _ = stdout
@@ -247,118 +265,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-fn run_demo(mut config: Config, config_path: &Path) -> anyhow::Result<()> {
-    tokio_runtime()?.block_on(async {
-        let api = demo::start_sample_api(([127, 0, 0, 1], 0).into())
-            .await
-            .context("cannot start the sample API")?;
-        for upstream in config.upstreams.clone() {
-            config.set_upstream_url(&upstream.name, &format!("http://{}", api.addr));
-        }
-        // One receiver per distinct loopback webhook address, standing in for the customers.
-        let mut receivers = Vec::new();
-        for client in &config.clients {
-            let Some(webhook) = &client.webhook else {
-                continue;
-            };
-            let Some(addr) = webhook
-                .url
-                .authority()
-                .and_then(|a| a.as_str().parse::<std::net::SocketAddr>().ok())
-                .filter(|a| a.ip().is_loopback())
-            else {
-                continue;
-            };
-            let secret = format!(
-                "whsec_{}",
-                base64::Engine::encode(
-                    &base64::engine::general_purpose::STANDARD,
-                    webhook.key.expose()
-                )
-            );
-            let receiver = demo::start_webhook_receiver(addr, secret)
-                .await
-                .with_context(|| format!("cannot start the demo webhook receiver on {addr}"))?;
-            receivers.push(receiver);
-        }
-        let tls = config.listen.tls.is_some();
-        let server = server::Server::bind(Arc::new(config)).await?;
-        let base = format!(
-            "{}://localhost:{}",
-            if tls { "https" } else { "http" },
-            server.local_addr().port()
-        );
-        let ca = tidy(
-            &config_path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("../certs/dev")
-                .join(tls::DEV_CA_CERT),
-        );
-        let cacert = if tls {
-            format!("--cacert {} ", ca.display())
-        } else {
-            String::new()
-        };
-        let key = |id: &str| {
-            demo::DEMO_KEYS
-                .iter()
-                .find(|(client, _)| *client == id)
-                .map_or("", |(_, key)| *key)
-        };
-        eprintln!(
-            "\nrecipient-gateway demo\n\
-             \x20 gateway     {base}\n\
-             \x20 sample API  http://{api}\n\
-             \x20 admin       http://{admin}/metrics\n\n\
-             Acme sees its own recipients; Globex's records come back redacted:\n\
-             \x20 curl {cacert}-H 'Authorization: Bearer {acme}' {base}/v1/shipments\n\
-             Globex sees the opposite:\n\
-             \x20 curl {cacert}-H 'Authorization: Bearer {globex}' {base}/v1/shipments\n\
-             Platform analytics sees only per-customer pseudonyms (h:...):\n\
-             \x20 curl {cacert}-H 'Authorization: Bearer {analytics}' {base}/v1/analytics/shipments\n\
-             Acme creates a shipment (the date of birth never reaches the upstream):\n\
-             \x20 curl {cacert}-H 'Authorization: Bearer {acme}' -H 'Content-Type: application/json' \\\n\
-             \x20   -d '{{\"recipient\":{{\"name\":\"Ada\",\"email\":\"ada@example.com\",\"date_of_birth\":\"1990-01-01\"}}}}' {base}/v1/shipments\n\
-             Without a key:\n\
-             \x20 curl {cacert}{base}/v1/shipments\n\
-             A recipient files a privacy request, proven by her tracking number (after Acme's list\n\
-             above has tagged the records); it is delivered, signed, to Acme's webhook below:\n\
-             \x20 curl {cacert}-H 'Content-Type: application/json' \\\n\
-             \x20   -d '{{\"type\":\"delete\",\"email\":\"jane.doe@example.com\",\"tracking_number\":\"1ZACME0000000001\"}}' {base}/privacy/requests\n\
-             Its public status, and Acme's privacy inbox:\n\
-             \x20 curl {cacert}{base}/privacy/requests/<request_id>\n\
-             \x20 curl {cacert}-H 'Authorization: Bearer {acme}' {base}/v1/privacy/requests\n\
-             Metrics:\n\
-             \x20 curl http://{admin}/metrics\n\n\
-             Ctrl-C stops the demo.\n",
-            api = api.addr,
-            admin = server.admin_addr(),
-            acme = key("acme"),
-            globex = key("globex"),
-            analytics = key("analytics"),
-        );
-        server.serve(shutdown_signal()?).await;
-        drop(receivers);
-        Ok(())
-    })
-}
-
-/// `config/../certs/dev/ca.crt` as `certs/dev/ca.crt`: `..` folded lexically, for curl lines a
-/// reader can paste.
-fn tidy(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir if out.file_name().is_some() => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+fn run_demo(config: Config, config_path: &Path) -> anyhow::Result<()> {
+    tokio_runtime()?.block_on(async { demo::run(config, config_path, shutdown_signal()?).await })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -25,6 +25,12 @@ pub enum TlsError {
     /// rustls rejected the combination (e.g. the key does not match the certificate).
     #[error("{0}")]
     Rustls(#[from] rustls::Error),
+    /// A development certificate or key is already there and replacing it was not asked for.
+    #[error("{path} already exists; pass --force to replace it")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
     /// Writing development certificates failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -190,7 +196,7 @@ pub const DEV_CERT: &str = "localhost.crt";
 pub const DEV_KEY: &str = "localhost.key";
 
 /// Writes a development CA and a `localhost` certificate and key signed by it into `dir`.
-pub fn write_dev_certs(dir: &Path) -> Result<(), TlsError> {
+pub fn write_dev_certs(dir: &Path, replace: bool) -> Result<(), TlsError> {
     use rcgen::{
         BasicConstraints, CertificateParams, CrlDistributionPoint, DnType, ExtendedKeyUsagePurpose,
         IsCa, Issuer, KeyPair, KeyUsagePurpose, date_time_ymd,
@@ -236,15 +242,40 @@ pub fn write_dev_certs(dir: &Path) -> Result<(), TlsError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    for (name, contents) in [
-        (DEV_CA_CERT, ca_cert.pem()),
-        (DEV_CERT, leaf_cert.pem()),
-        (DEV_KEY, leaf_key.serialize_pem()),
-    ] {
+    let files = [
+        (DEV_CA_CERT, ca_cert.pem(), 0o644),
+        (DEV_CERT, leaf_cert.pem(), 0o644),
+        // The private key is its owner's only, as ssh-keygen and openssl's defaults have it.
+        (DEV_KEY, leaf_key.serialize_pem(), 0o600),
+    ];
+    if !replace {
+        for (name, _, _) in &files {
+            let path = dir.join(name);
+            if path.exists() {
+                return Err(TlsError::Exists { path });
+            }
+        }
+    }
+    for (name, contents, mode) in files {
         let path = dir.join(name);
-        std::fs::write(&path, contents).map_err(|source| TlsError::Write { path, source })?;
+        write_with_mode(&path, contents.as_bytes(), mode)
+            .map_err(|source| TlsError::Write { path, source })?;
     }
     Ok(())
+}
+
+/// Writes `contents` to `path` with permission bits `mode`, also when the file existed with others.
+fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    file.write_all(contents)
 }
 
 #[cfg(test)]
@@ -254,7 +285,7 @@ mod tests {
     #[test]
     fn dev_certs_make_a_working_server_and_client_config() {
         let dir = std::env::temp_dir().join(format!("rg-tls-{}", std::process::id()));
-        write_dev_certs(&dir).unwrap();
+        write_dev_certs(&dir, true).unwrap();
         let server = server_config(&dir.join(DEV_CERT), &dir.join(DEV_KEY), None).unwrap();
         assert_eq!(server.alpn_protocols[0], b"h2");
         // Hardening the TLS scan checks: server order, AEAD suites only, no 0-RTT data.
@@ -272,7 +303,7 @@ mod tests {
         client_config(Some(&dir.join(DEV_CA_CERT))).unwrap();
         // A key that does not belong to the certificate is refused.
         let other = dir.join("other");
-        write_dev_certs(&other).unwrap();
+        write_dev_certs(&other, true).unwrap();
         assert!(server_config(&dir.join(DEV_CERT), &other.join(DEV_KEY), None).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -10,7 +10,7 @@ use http::StatusCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_recipient-gateway");
 
-fn check(dir: &TestDir, main: &str) -> (i32, String, String) {
+fn check_text(dir: &TestDir, main: &str) -> (i32, String, String) {
     let path = dir.write("gateway.toml", main);
     let output = Command::new(BIN)
         .args(["check", "--config"])
@@ -31,7 +31,7 @@ fn config_text(routes: &str) -> String {
 #[test]
 fn check_accepts_a_valid_config_and_prints_the_report() {
     let dir = TestDir::new();
-    let (code, stdout, stderr) = check(&dir, &config_text(PLAIN_ROUTES));
+    let (code, stdout, stderr) = check_text(&dir, &config_text(PLAIN_ROUTES));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("## Route `api-public`"), "{stdout}");
     assert!(stdout.contains("Not inspected"), "{stdout}");
@@ -40,7 +40,7 @@ fn check_accepts_a_valid_config_and_prints_the_report() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("**Summary:** 3 routes (0 inspected), 0 rules, 1 warnings"),
+        stdout.contains("**Summary:** 3 routes (0 inspected), 0 rules, 1 warning, 0 coverage findings"),
         "{stdout}"
     );
 }
@@ -88,7 +88,7 @@ fn config_errors_exit_2_with_one_sentence_naming_file_key_and_line() {
         ),
     ];
     for (name, text, expected) in cases {
-        let (code, stdout, stderr) = check(&dir, &text);
+        let (code, stdout, stderr) = check_text(&dir, &text);
         assert_eq!(code, 2, "{name}: {stdout}{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{name}: one line: {stderr}");
         for part in expected {
@@ -116,15 +116,61 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn dev_certs_writes_a_usable_ca_and_pair() {
+fn dev_certs_writes_a_usable_ca_and_pair_and_keeps_the_key_private() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("certs");
-    let status = Command::new(BIN)
-        .args(["dev-certs", "--out"])
+    let dev_certs = |force: bool| {
+        let mut command = Command::new(BIN);
+        command.args(["dev-certs", "--out"]).arg(&out);
+        if force {
+            command.arg("--force");
+        }
+        command.output().unwrap()
+    };
+    assert!(dev_certs(false).status.success());
+    let mode = |name: &str| {
+        std::fs::metadata(out.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        mode("localhost.key"),
+        0o600,
+        "the private key is its owner's only"
+    );
+    assert_eq!(mode("ca.crt"), 0o644);
+    // Existing files are not replaced without --force.
+    let before = std::fs::read(out.join("localhost.key")).unwrap();
+    let again = dev_certs(false);
+    assert_eq!(again.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("already exists; pass --force to replace it"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(out.join("localhost.key")).unwrap(), before);
+    std::fs::set_permissions(
+        out.join("localhost.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    assert!(dev_certs(true).status.success());
+    assert_ne!(std::fs::read(out.join("localhost.key")).unwrap(), before);
+    assert_eq!(
+        mode("localhost.key"),
+        0o600,
+        "a replaced key is private too"
+    );
+    // dev-certs reads no config: it does not offer --config.
+    let with_config = Command::new(BIN)
+        .args(["dev-certs", "--config", "x.toml", "--out"])
         .arg(&out)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert_eq!(with_config.status.code(), Some(2));
     let server = recipient_gateway::tls::server_config(
         &out.join("localhost.crt"),
         &out.join("localhost.key"),
@@ -179,15 +225,47 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     assert!(lines.iter().any(|l| l["msg"] == "stopped"));
 }
 
-/// The development secrets the shipped config names (`config/dev.env`).
-fn dev_env() -> Vec<(String, String)> {
-    ["GATEWAY_TAG_KEY", "ACME_WEBHOOK_SECRET"]
-        .into_iter()
-        .map(|name| {
-            let value = recipient_gateway::demo::dev_secret(name).expect("config/dev.env has it");
-            (name.to_string(), value)
-        })
-        .collect()
+#[test]
+fn the_shipped_config_works_for_every_tool_without_environment() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .current_dir(root)
+            .args(args)
+            .env_remove("GATEWAY_TAG_KEY")
+            .env_remove("ACME_WEBHOOK_SECRET")
+            .output()
+            .unwrap()
+    };
+    let check = run(&["check"]);
+    assert!(check.status.success(), "{check:?}");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    for name in ["GATEWAY_TAG_KEY", "ACME_WEBHOOK_SECRET"] {
+        let note =
+            format!("note: {name} is not set; using its development value from config/dev.env");
+        assert_eq!(stderr.matches(&note).count(), 1, "{stderr}");
+    }
+    let tests = run(&["test-rules", "config/rules/tests"]);
+    assert!(tests.status.success(), "{tests:?}");
+    // A config without a dev.env beside it gets no fallback.
+    let dir = TestDir::new();
+    let text = config_text("").replace(
+        "tag_key = \"",
+        "tag_key_env = \"RG_TEST_UNSET_VARIABLE\"\n# tag_key = \"",
+    );
+    let (code, _, stderr) = check_text(&dir, &text);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("RG_TEST_UNSET_VARIABLE"), "{stderr}");
+}
+
+#[test]
+fn run_says_when_an_upstream_is_not_answering() {
+    let dir = TestDir::new();
+    let path = dir.write("gateway.toml", &config_text(PLAIN_ROUTES));
+    let mut gateway = GatewayProcess::spawn(&path);
+    let line = gateway.wait_for_log("upstream not answering; its routes answer 502 until it does");
+    assert_eq!(line["level"], "warn", "{line}");
+    assert!(line["upstream"].is_string(), "{line}");
 }
 
 fn redact(args: &[&str], stdin: &str) -> (i32, String, String) {
@@ -195,7 +273,9 @@ fn redact(args: &[&str], stdin: &str) -> (i32, String, String) {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml");
     let mut child = Command::new(BIN)
         .args(["redact", "--config", config])
-        .envs(dev_env())
+        // The shipped config's secrets come from config/dev.env, as on a newcomer's machine.
+        .env_remove("GATEWAY_TAG_KEY")
+        .env_remove("ACME_WEBHOOK_SECRET")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -242,7 +322,8 @@ fn redact_dry_run_applies_the_shipped_rules_and_explains() {
         "recipient-contact-other-customer\t$['shipments'][0]['recipient']['email']\tredact",
         "recipient-name-other-customer\t$['shipments'][0]['recipient']['name']\tredact",
         "recipient-postal-code-other-customer\t$['shipments'][0]['recipient']['address']['postal_code']\tmask",
-        "3 change(s)",
+        "3 changes",
+        "note: GATEWAY_TAG_KEY is not set; using its development value from",
     ] {
         assert!(stderr.contains(line), "`{line}` not in {stderr}");
     }
@@ -260,7 +341,11 @@ fn redact_dry_run_applies_the_shipped_rules_and_explains() {
         ],
         body,
     );
-    assert_eq!((code, stdout.trim_end()), (0, body));
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, format!("{body}\n").as_str()),
+        "one final newline"
+    );
     // A body the gateway would refuse: exit 1, no output; unknown names: exit 2.
     let (code, stdout, stderr) = redact(
         &[

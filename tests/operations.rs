@@ -151,7 +151,7 @@ async fn a_reload_picks_up_new_certificates_for_new_connections() {
     std::fs::copy(gw.dir.ca(), &old_ca).unwrap();
     let kept = gw.h1().await;
     // New key pair from a new CA, written over the configured files.
-    recipient_gateway::tls::write_dev_certs(&gw.dir.path().join("certs")).unwrap();
+    recipient_gateway::tls::write_dev_certs(&gw.dir.path().join("certs"), true).unwrap();
     assert_eq!(gw.reload(None).await.0, 200);
 
     let mut fresh = Client::connect(gw.addr, &gw.dir.ca(), Alpn::Http1).await;
@@ -214,7 +214,7 @@ fn sighup_reloads_the_binary_and_a_bad_config_keeps_serving() {
     assert!(gateway.wait().0.success());
 }
 
-/// Every metric of SPEC §6, with exactly its labels, after traffic that exercises each.
+/// Every metric of reference §6, with exactly its labels, after traffic that exercises each.
 #[tokio::test]
 async fn every_contract_metric_is_exported_with_its_labels() {
     let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await;

@@ -1,5 +1,6 @@
 //! Config validation as a table of cases: each names the key and the problem it must report.
 
+use super::load::is_prefix_path;
 use super::*;
 
 const CERT_PLACEHOLDER: &str = "@CERTS@";
@@ -59,7 +60,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        crate::tls::write_dev_certs(&dir.path().join("certs")).unwrap();
+        crate::tls::write_dev_certs(&dir.path().join("certs"), true).unwrap();
         Fixture { dir }
     }
 

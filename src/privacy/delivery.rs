@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
 use http_body_util::Full;
@@ -23,7 +22,7 @@ use tokio::task::JoinSet;
 
 use super::{Desk, format_id, rfc3339, signature};
 use crate::admin::metrics;
-use crate::config::Config;
+use crate::config::CurrentConfig;
 use crate::store::outbox::{Attempt, Claimed};
 
 /// Longest wait for a receiver's response head.
@@ -45,13 +44,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
 pub struct Deliverer {
     desk: Arc<Desk>,
     /// The current config (webhook URLs, secrets and limits follow reloads).
-    config: Arc<ArcSwap<Config>>,
+    config: CurrentConfig,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Deliverer {
     /// A worker for the webhooks of the config in `config` over `desk`'s outbox.
-    pub fn new(desk: Arc<Desk>, config: Arc<ArcSwap<Config>>) -> Deliverer {
+    pub fn new(desk: Arc<Desk>, config: CurrentConfig) -> Deliverer {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
@@ -85,9 +84,7 @@ impl Deliverer {
 
     /// Claims and attempts due deliveries until none is left.
     pub async fn round(self: Arc<Self>) {
-        let controllers: Vec<Arc<str>> = self
-            .config
-            .load()
+        let controllers: Vec<Arc<str>> = (self.config)()
             .clients
             .iter()
             .filter(|c| c.webhook.is_some())
@@ -125,7 +122,7 @@ impl Deliverer {
     async fn deliver(self: Arc<Self>, delivery: Claimed) {
         let failure = self.post(&delivery).await.err();
         let now = self.desk.clock.now();
-        let config = self.config.load();
+        let config = (self.config)();
         let privacy = &config.privacy;
         let deadline = delivery.received_at + privacy.delivery_max_age.as_secs();
         let (attempt, outcome) = match failure {
@@ -169,7 +166,7 @@ impl Deliverer {
         match kept {
             Ok(true) => tracing::info!(
                 msg = "webhook attempt",
-                request_id = %request_id,
+                privacy_request_id = %request_id,
                 controller = %delivery.controller,
                 attempt = delivery.attempts,
                 outcome,
@@ -178,14 +175,14 @@ impl Deliverer {
             // Acknowledged meanwhile, or the lease ran out and another worker took over.
             Ok(false) => tracing::warn!(
                 msg = "webhook attempt outcome not recorded: claim lost",
-                request_id = %request_id,
+                privacy_request_id = %request_id,
                 controller = %delivery.controller,
                 outcome,
             ),
             // The lease runs out and the delivery is attempted again: at least once.
             Err(store) => tracing::error!(
                 msg = "webhook attempt outcome not recorded",
-                request_id = %request_id,
+                privacy_request_id = %request_id,
                 controller = %delivery.controller,
                 outcome,
                 error = %store,
@@ -195,7 +192,7 @@ impl Deliverer {
 
     /// POSTs the signed payload; `Err` for anything but a 2xx in time.
     async fn post(&self, delivery: &Claimed) -> Result<(), Failure> {
-        let config = self.config.load_full();
+        let config = (self.config)();
         let Some(webhook) = config
             .clients
             .iter()
@@ -252,7 +249,7 @@ impl Failure {
     }
 }
 
-/// The webhook body (SPEC §5).
+/// The webhook body (reference §5).
 pub fn payload(delivery: &Claimed) -> Vec<u8> {
     let subject = delivery.subject.clone().unwrap_or_default();
     json!({

@@ -39,7 +39,8 @@ use crate::privacy::Desk;
 use crate::privacy::http::{Call, Endpoint};
 use crate::redact::HashKeys;
 use crate::tags::Tags;
-use body::{BoxBody, client_body, with_idle_timeout};
+use crate::vocabulary::BoxBody;
+use body::{client_body, with_idle_timeout};
 use error::ProxyError;
 use headers::{Credential, HeaderFlaw, Peer};
 use upstream::Upstreams;
@@ -84,7 +85,7 @@ impl Gateway {
     pub fn new(config: Arc<Config>, tags: Arc<Tags>, desk: Arc<Desk>) -> Gateway {
         Gateway {
             upstreams: Upstreams::new(&config),
-            hash_keys: HashKeys::for_config(&config),
+            hash_keys: config.hash_keys(),
             tags,
             desk,
             config,
@@ -264,7 +265,8 @@ impl Gateway {
             method = method.as_str(),
             path = %loggable_path(path),
             status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            // Whole microseconds: `0.456`, not the float noise of `0.45603499999999997`.
+            duration_ms = elapsed.as_micros() as f64 / 1000.0,
             redactions = outcome.redactions as u64,
         );
     }
@@ -318,19 +320,22 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// The request handler in force now: each call returns the current generation's gateway.
+pub type CurrentGateway = Arc<dyn Fn() -> Arc<Gateway> + Send + Sync>;
+
 /// The tower service hyper calls for each request on one connection.
 #[derive(Clone)]
 pub struct ProxyService {
     /// The current gateway; each request takes the one current when it arrives and keeps it
     /// until answered, so a reload never changes a request's config midway.
-    gateways: Arc<arc_swap::ArcSwap<Gateway>>,
+    gateway: CurrentGateway,
     peer: Peer,
 }
 
 impl ProxyService {
     /// A service for one client connection.
-    pub fn new(gateways: Arc<arc_swap::ArcSwap<Gateway>>, peer: Peer) -> ProxyService {
-        ProxyService { gateways, peer }
+    pub fn new(gateway: CurrentGateway, peer: Peer) -> ProxyService {
+        ProxyService { gateway, peer }
     }
 }
 
@@ -344,7 +349,7 @@ impl tower::Service<Request<Incoming>> for ProxyService {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let gateway = self.gateways.load_full();
+        let gateway = (self.gateway)();
         let peer = self.peer.clone();
         Box::pin(async move { Ok(gateway.handle(request, peer).await) })
     }

@@ -1,4 +1,4 @@
-//! The `check` report (SPEC §7.1): for each route, which rules apply to which caller, in which
+//! The `check` report (reference §7.1): for each route, which rules apply to which caller, in which
 //! direction, at which concrete paths, and why; then warnings and, with samples, coverage.
 //!
 //! The tables come from each route's compiled plan ([`crate::redact::Plan::rules_for`]), the
@@ -13,8 +13,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::coverage::{self, RouteCoverage};
-use crate::config::{Config, Route, RouteAuth, Rule, RuleScope};
-use crate::redact::{Direction, HashKeys, Relation};
+use crate::config::{Config, Route, RouteAuth};
+use crate::redact::Relation;
+use crate::redact::{Rule, RuleScope};
+use crate::vocabulary::Direction;
 
 /// Version of the JSON shape.
 pub const FORMAT_VERSION: u32 = 1;
@@ -135,7 +137,7 @@ impl Report {
         shown_as: &str,
         samples: Option<&Path>,
     ) -> std::io::Result<Report> {
-        let keys = HashKeys::for_config(config);
+        let keys = config.hash_keys();
         // Rule files are shown relative to the config's folder, as the config names them.
         let base = config
             .source
@@ -207,8 +209,12 @@ impl Report {
     pub fn summary_line(&self) -> String {
         let s = &self.summary;
         format!(
-            "{} routes ({} inspected), {} rules, {} warnings, {} coverage findings.",
-            s.routes, s.inspected_routes, s.rules, s.warnings, s.findings
+            "{} ({} inspected), {}, {}, {}.",
+            count(s.routes, "route", "routes"),
+            s.inspected_routes,
+            count(s.rules, "rule", "rules"),
+            count(s.warnings, "warning", "warnings"),
+            count(s.findings, "coverage finding", "coverage findings"),
         )
     }
 
@@ -280,7 +286,7 @@ fn rule_row(route: &Route, rule: &Rule, base: &Path) -> RuleRow {
         path: rule.path.source.clone(),
         paths: concrete_paths(route, rule),
         action: rule.action.as_str(),
-        mask: (rule.action == crate::config::Action::Mask).then_some(Mask {
+        mask: (rule.action == crate::redact::Action::Mask).then_some(Mask {
             keep_first: rule.mask.0,
             keep_last: rule.mask.1,
         }),
@@ -509,8 +515,8 @@ fn coverage_markdown(out: &mut String, coverage: &RouteCoverage) {
     };
     let _ = writeln!(
         out,
-        "### Coverage ({} samples; directions: {directions})\n",
-        coverage.samples
+        "### Coverage ({}; directions: {directions})\n",
+        count(coverage.samples, "sample", "samples")
     );
     let ids = |v: &[String]| {
         v.iter()
@@ -568,4 +574,8 @@ fn capitalised(word: &str) -> String {
         .next()
         .map(|c| c.to_uppercase().chain(chars).collect())
         .unwrap_or_default()
+}
+/// `1 sample`, `2 samples`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

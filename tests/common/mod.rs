@@ -44,7 +44,8 @@ pub struct TestDir {
 impl TestDir {
     pub fn new() -> TestDir {
         let dir = tempfile::tempdir().expect("temp dir");
-        recipient_gateway::tls::write_dev_certs(&dir.path().join("certs")).expect("dev certs");
+        recipient_gateway::tls::write_dev_certs(&dir.path().join("certs"), true)
+            .expect("dev certs");
         TestDir { dir }
     }
 
@@ -999,7 +1000,7 @@ pub async fn admin_post(admin: SocketAddr, path: &str, token: Option<&str>) -> (
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
-/// Asserts that a log line is an access line with every field of SPEC §6.
+/// Asserts that a log line is an access line with every field of reference §6.
 pub fn assert_access_line(line: &Value) {
     assert_eq!(line["msg"], "request", "{line}");
     for field in [
@@ -1017,6 +1018,9 @@ pub fn assert_access_line(line: &Value) {
         assert!(line.get(field).is_some(), "`{field}` missing: {line}");
     }
     assert!(!line["path"].as_str().unwrap().contains('?'), "{line}");
+    let duration = line["duration_ms"].to_string();
+    let decimals = duration.split_once('.').map_or(0, |(_, d)| d.len());
+    assert!(decimals <= 3, "duration_ms in whole microseconds: {line}");
 }
 
 /// A proptest runner with a fixed seed (a failure reproduces) and no persistence, for the
@@ -1034,4 +1038,54 @@ pub fn fixed_runner(env: &str, default: u32) -> (proptest::test_runner::TestRunn
     };
     let runner = TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
     (runner, cases)
+}
+
+/// A test of a `harness = false` file: its name, whether it needs PostgreSQL, and its body.
+pub type Test = (
+    &'static str,
+    Needs,
+    fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+);
+
+/// What a [`Test`] needs beyond the gateway itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    Postgres,
+}
+
+/// The `main` of the test files whose tests need PostgreSQL (`harness = false`): the tests run
+/// under libtest-mimic, each on its own multi-threaded runtime, and those that need PostgreSQL
+/// are reported as *ignored* when it does not answer, so a skipped test never counts as passed.
+/// With `GATEWAY_TEST_REQUIRE_POSTGRES` they run regardless and fail on an unusable server.
+pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
+    use recipient_gateway::store::test_postgres;
+    let args = libtest_mimic::Arguments::from_args();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    };
+    let postgres = if tests.iter().any(|(_, needs, _)| *needs == Needs::Postgres) {
+        runtime().block_on(test_postgres::probe())
+    } else {
+        Ok(())
+    };
+    let skip_postgres = postgres.is_err() && !test_postgres::required();
+    if let (true, Err(why)) = (skip_postgres, &postgres) {
+        eprintln!("PostgreSQL tests are ignored: {why}");
+    }
+    let trials = tests
+        .iter()
+        .map(|&(name, needs, test)| {
+            libtest_mimic::Trial::test(name, move || {
+                runtime().block_on(test());
+                Ok(())
+            })
+            .with_ignored_flag(needs == Needs::Postgres && skip_postgres)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
 }
