@@ -1,7 +1,8 @@
 //! Tag store figures, printed as a table (not criterion: these are throughput and scale runs).
 //!
 //!     cargo bench --bench tags                      # writes/s per backend (memory, sqlite)
-//!     GATEWAY_TEST_POSTGRES_URL=... cargo bench --bench tags      # and postgres
+//!     GATEWAY_TEST_POSTGRES_URL=... cargo bench --bench tags      # postgres elsewhere than
+//!                                                   # the local default
 //!     TAG_SCALE=10000000 cargo bench --bench tags   # also: N recipient tags in SQLite, then
 //!                                                   # cache-hit and cache-miss lookup cost, RSS
 //!
@@ -14,7 +15,7 @@ use std::time::Instant;
 use recipient_gateway::store::memory::MemoryStore;
 use recipient_gateway::store::postgres::PostgresStore;
 use recipient_gateway::store::sqlite::SqliteStore;
-use recipient_gateway::store::test_postgres::scratch_url;
+use recipient_gateway::store::test_postgres::{probe, scratch_url};
 use recipient_gateway::store::{Digest, Store, TagWrite};
 use recipient_gateway::tags::Tags;
 
@@ -85,16 +86,16 @@ async fn main() {
         "sqlite",
         writes_per_second(&sqlite, 200_000).await
     );
-    match scratch_url().await {
-        Some(url) => {
-            let postgres = PostgresStore::open(&url).await.unwrap();
+    match probe().await {
+        Ok(()) => {
+            let postgres = PostgresStore::open(&scratch_url().await).await.unwrap();
             println!(
                 "{:<10} {:>14.0}",
                 "postgres",
                 writes_per_second(&postgres, 50_000).await
             );
         }
-        None => println!("postgres   not measured: set GATEWAY_TEST_POSTGRES_URL"),
+        Err(why) => println!("postgres   not measured: {why}"),
     }
 
     let Some(scale) = std::env::var("TAG_SCALE")

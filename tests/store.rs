@@ -1,12 +1,44 @@
-//! Durable tags: what a gateway learned survives its restart (SQLite), and the store's health
-//! shows in `/readyz`.
+//! Durable tags: what a gateway learned survives its restart (SQLite), PostgreSQL conforms to the
+//! store contract and is shared by replicas, and the store's health shows in `/readyz`.
+//!
+//! `harness = false`: the tests that need PostgreSQL show as ignored when it does not answer.
 
 mod common;
 
 use common::*;
 use http::{Request, StatusCode};
 use recipient_gateway::demo::start_sample_api;
+use recipient_gateway::store::postgres::PostgresStore;
+use recipient_gateway::store::test_postgres::scratch_url;
 use serde_json::{Value, json};
+
+fn main() -> std::process::ExitCode {
+    run_tests(&[
+        ("tags_survive_a_restart_with_sqlite", Needs::Nothing, || {
+            Box::pin(tags_survive_a_restart_with_sqlite())
+        }),
+        (
+            "postgres_conforms_to_the_store_contract",
+            Needs::Postgres,
+            || Box::pin(postgres_conforms_to_the_store_contract()),
+        ),
+        (
+            "postgres_replicas_starting_together_migrate_once",
+            Needs::Postgres,
+            || Box::pin(postgres_replicas_starting_together_migrate_once()),
+        ),
+        (
+            "two_gateways_sharing_postgres_honour_each_others_tags_within_a_second",
+            Needs::Postgres,
+            || Box::pin(two_gateways_sharing_postgres_honour_each_others_tags_within_a_second()),
+        ),
+        (
+            "a_store_outage_turns_readyz_red_and_leaks_nothing",
+            Needs::Postgres,
+            || Box::pin(a_store_outage_turns_readyz_red_and_leaks_nothing()),
+        ),
+    ])
+}
 
 fn routes(sample: std::net::SocketAddr) -> String {
     shipments_route(
@@ -19,7 +51,6 @@ async fn admin_status(gw: &TestGateway, path: &str) -> u16 {
     gw.admin(path).await.0
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn tags_survive_a_restart_with_sqlite() {
     let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
         .await
@@ -84,14 +115,8 @@ async fn tags_survive_a_restart_with_sqlite() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn two_gateways_sharing_postgres_honour_each_others_tags_within_a_second() {
-    use recipient_gateway::store::test_postgres::{report_skipped, scratch_url};
-    let Some(url) = scratch_url().await else {
-        return report_skipped(
-            "two_gateways_sharing_postgres_honour_each_others_tags_within_a_second",
-        );
-    };
+    let url = scratch_url().await;
     let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -181,12 +206,8 @@ impl Relay {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn a_store_outage_turns_readyz_red_and_leaks_nothing() {
-    use recipient_gateway::store::test_postgres::{report_skipped, scratch_url};
-    let Some(url) = scratch_url().await else {
-        return report_skipped("a_store_outage_turns_readyz_red_and_leaks_nothing");
-    };
+    let url = scratch_url().await;
     // postgres://user@HOST:PORT/db?...: route HOST:PORT through a relay we can cut.
     let authority_start = url.find('@').unwrap() + 1;
     let authority_end = authority_start + url[authority_start..].find('/').unwrap();
@@ -243,4 +264,42 @@ async fn a_store_outage_turns_readyz_red_and_leaks_nothing() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// The scenarios every store backend passes (memory and SQLite run them in their unit tests).
+async fn postgres_conforms_to_the_store_contract() {
+    let store = PostgresStore::open(&scratch_url().await).await.unwrap();
+    recipient_gateway::store::conformance::run(&store).await;
+    recipient_gateway::store::conformance::run_outbox(&store).await;
+}
+
+/// Four replicas opening one fresh database at once apply each migration exactly once.
+async fn postgres_replicas_starting_together_migrate_once() {
+    let url = scratch_url().await;
+    let mut opens = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        opens.spawn(async move { PostgresStore::open(&url).await.map(|_| ()) });
+    }
+    while let Some(opened) = opens.join_next().await {
+        opened.unwrap().unwrap();
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT COUNT(*), COUNT(DISTINCT version), MAX(version) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows, distinct, last): (i64, i64, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(rows, distinct, "a migration was applied twice");
+    assert_eq!(
+        rows,
+        i64::from(last),
+        "every migration up to the last was applied once"
+    );
 }

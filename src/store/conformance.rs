@@ -25,7 +25,7 @@ fn recipient(digest: u8, controller: &Arc<str>, seen: u64) -> TagWrite {
 }
 
 /// Runs the scenario against an empty store.
-pub(crate) async fn run(store: &dyn Store) {
+pub async fn run(store: &dyn Store) {
     let (acme, globex): (Arc<str>, Arc<str>) = ("acme".into(), "globex".into());
     store.ping().await.unwrap();
     assert_eq!(store.record([1; 32]).await.unwrap(), None);
@@ -189,7 +189,7 @@ fn request(id: u8, at: u64, deliveries: &[(&Arc<str>, bool)]) -> NewRequest {
 }
 
 /// Runs the outbox scenario against an empty store.
-pub(crate) async fn run_outbox(outbox: &dyn Outbox) {
+pub async fn run_outbox(outbox: &dyn Outbox) {
     let (acme, globex, initech): (Arc<str>, Arc<str>, Arc<str>) =
         ("acme".into(), "globex".into(), "initech".into());
     assert_eq!(outbox.state([1; 16]).await.unwrap(), None);

@@ -11,7 +11,7 @@ pub mod memory;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub mod test_postgres;
 
 use crate::config::StoreBackend;
@@ -154,5 +154,5 @@ pub trait Store: Send + Sync + 'static {
     fn erase(&self, controller: Arc<str>, recipients: Vec<Digest>) -> StoreFuture<'_, Deleted>;
 }
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;

@@ -58,7 +58,7 @@ impl RequestType {
     }
 }
 
-/// The personal data a request carries: kept only until retention (SPEC §5), then erased while
+/// The personal data a request carries: kept only until retention (reference §5), then erased while
 /// the audit row stays.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subject {
@@ -74,7 +74,7 @@ pub struct Subject {
     pub reply_to: Option<String>,
 }
 
-/// Where one controller's copy of a request stands (SPEC §5).
+/// Where one controller's copy of a request stands (reference §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {

@@ -1,33 +1,50 @@
-//! Test support: a scratch PostgreSQL schema per test, from `GATEWAY_TEST_POSTGRES_URL`.
+//! Test support: a scratch PostgreSQL schema per test.
 //!
-//! Without the variable, PostgreSQL tests say loudly that they did not run; with
-//! `GATEWAY_TEST_REQUIRE_POSTGRES` set (as `.ci/run` does) a missing or unusable server fails them.
+//! The server is `GATEWAY_TEST_POSTGRES_URL`, or the local default this project's machines run
+//! ([`DEFAULT_URL`]). Test files that need it run under a harness that calls [`probe`] first and
+//! reports their tests as *ignored* when nothing answers, so a skipped test never looks like a
+//! pass. With `GATEWAY_TEST_REQUIRE_POSTGRES` set (as `.ci/run` does) they run regardless and an
+//! unusable server fails them.
+
+use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
-/// What a PostgreSQL test prints when it cannot run.
-pub const SKIPPED: &str = "PostgreSQL TEST DID NOT RUN: set GATEWAY_TEST_POSTGRES_URL (e.g. \
-     postgres://postgres@127.0.0.1:5432/test) to run it";
+/// Where the tests look for PostgreSQL when `GATEWAY_TEST_POSTGRES_URL` is not set.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// Says on the terminal, past the test harness's output capture, that a test did not run.
-pub fn report_skipped(test: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "\n*** {test}: {SKIPPED} ***\n");
+/// The server the tests use.
+pub fn base_url() -> String {
+    std::env::var("GATEWAY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
 }
 
-/// A URL whose connections use a fresh, empty schema, or `None` when no server is configured.
-pub async fn scratch_url() -> Option<String> {
-    let required = std::env::var_os("GATEWAY_TEST_REQUIRE_POSTGRES").is_some();
-    let Ok(base) = std::env::var("GATEWAY_TEST_POSTGRES_URL") else {
-        assert!(
-            !required,
-            "GATEWAY_TEST_REQUIRE_POSTGRES is set but GATEWAY_TEST_POSTGRES_URL is not"
-        );
-        return None;
+/// Whether PostgreSQL tests must run (and fail) even when the server does not answer.
+pub fn required() -> bool {
+    std::env::var_os("GATEWAY_TEST_REQUIRE_POSTGRES").is_some()
+}
+
+/// Whether the server answers a query within three seconds; `Err` says why not (no credentials:
+/// the URL is not part of the message).
+pub async fn probe() -> Result<(), String> {
+    let connect = async {
+        let (client, connection) = tokio_postgres::connect(&base_url(), NoTls).await?;
+        tokio::spawn(connection);
+        client.simple_query("SELECT 1").await.map(|_| ())
     };
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("PostgreSQL does not answer: {error}")),
+        Err(_) => Err("PostgreSQL did not answer within 3 s".to_string()),
+    }
+}
+
+/// A URL whose connections use a fresh, empty schema. Panics when the server is unusable: callers
+/// run only after [`probe`] succeeded, or when the server is [`required`].
+pub async fn scratch_url() -> String {
+    let base = base_url();
     let (client, connection) = tokio_postgres::connect(&base, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("GATEWAY_TEST_POSTGRES_URL is set but unusable: {e}"));
+        .unwrap_or_else(|e| panic!("PostgreSQL is unusable: {e}"));
     tokio::spawn(connection);
     let schema = format!("rg_test_{}", hex::encode(rand::random::<[u8; 8]>()));
     client
@@ -35,7 +52,5 @@ pub async fn scratch_url() -> Option<String> {
         .await
         .unwrap_or_else(|e| panic!("cannot create a scratch schema: {e}"));
     let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!(
-        "{base}{separator}options=-c%20search_path%3D{schema}"
-    ))
+    format!("{base}{separator}options=-c%20search_path%3D{schema}")
 }
