@@ -8,10 +8,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use recipient_gateway::config::{Action, CallerFilter, DirectionFilter, Purpose, Rule};
 use recipient_gateway::json::Document;
 use recipient_gateway::redact::path::Path;
-use recipient_gateway::redact::{self, Direction, HashKeys, Plan, Record, Relation};
+use recipient_gateway::redact::{
+    self, Action, CallerFilter, DirectionFilter, HashKeys, Plan, Purpose, Record, Relation, Rule,
+};
+use recipient_gateway::vocabulary::Direction;
 
 fn rule(id: &str, path: &str, action: Action) -> Arc<Rule> {
     Arc::new(Rule {

@@ -1,4 +1,4 @@
-//! Deciding whether a body can be inspected, and collecting it under limits (SPEC §4.3).
+//! Deciding whether a body can be inspected, and collecting it under limits (reference §4.3).
 //!
 //! On inspected routes every body is either inspected whole or refused: nothing of a body the
 //! gateway cannot read (wrong media type, unknown encoding, too large, not strict JSON, unexpected
@@ -13,10 +13,10 @@ use http::{HeaderMap, header};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use crate::config::{Route, is_json_media};
+use crate::config::Route;
 use crate::json::JsonError;
-use crate::proxy::body::BoxError;
-use crate::redact::{Direction, ShapeError};
+use crate::redact::ShapeError;
+use crate::vocabulary::{BoxError, Direction, is_json_media, media_type};
 
 /// Why a body was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,17 +190,7 @@ const MAX_CODINGS: usize = 2;
 
 /// Decides the treatment of a body from `Content-Type` and `Content-Encoding`.
 pub fn treatment(headers: &HeaderMap, route: &Route) -> Treatment {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    match media.as_deref() {
+    match media_type(headers).as_deref() {
         Some(m) if is_json_media(m) => {}
         Some(m) if route.passthrough_content_types.iter().any(|p| p == m) => {
             return Treatment::Passthrough;
@@ -351,7 +341,7 @@ mod tests {
             path_prefix: "/r".into(),
             upstream: "u".into(),
             auth: crate::config::RouteAuth::Client,
-            purpose: crate::config::Purpose::Fulfillment,
+            purpose: crate::redact::Purpose::Fulfillment,
             records: vec![],
             record_keys: vec![],
             recipient: None,
@@ -360,7 +350,7 @@ mod tests {
             unknown_controller: crate::config::UnknownController::NotController,
             rules: vec![],
             passthrough_content_types: passthrough.iter().map(|s| s.to_string()).collect(),
-            plan: crate::redact::Plan::new(&[], None, &[], crate::config::Purpose::Fulfillment),
+            plan: crate::redact::Plan::new(&[], None, &[], crate::redact::Purpose::Fulfillment),
             path_parameters: false,
             allowed_overrides: vec![],
             fold_case: true,

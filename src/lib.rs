@@ -4,7 +4,7 @@
 //! Customers (controllers) send their recipients' names, addresses, e-mails and phones through the
 //! gateway to a shipping platform (the processor). The gateway authenticates callers, routes by
 //! path prefix to upstreams, and on inspected routes redacts what a caller does not control. The
-//! contract is `SPEC.md` of the project; this crate is its implementation.
+//! contract is `docs/reference.md`; this crate is its implementation.
 //!
 //! # Layout
 //!
@@ -21,6 +21,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | [`vocabulary`] | the ground floor: the body type, the gateway's JSON answers and errors, media types, [`vocabulary::Direction`] |
 //! | [`target`] | the request target read once: canonical-path rules and the lenient readings of upstreams (ground floor: `config`, `proxy` and `review` use it) |
 //! | [`config`] | the file schema (`deny_unknown_fields`), validation into a runtime [`config::Config`], rules compiled once |
 //! | [`tls`] | rustls server/client configs from PEM files; development certificates |
@@ -40,13 +41,12 @@
 //! `src/main.rs` is only the command line: it loads the config, installs logging, and calls
 //! [`server::run`] with a shutdown future.
 
-#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod config;
 pub mod demo;
-#[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub mod fuzzing;
 pub mod inspect;
 pub mod json;
@@ -60,3 +60,4 @@ pub mod store;
 pub mod tags;
 pub mod target;
 pub mod tls;
+pub mod vocabulary;

@@ -1,7 +1,7 @@
 //! Structured logs: one JSON object per line with `ts`, `level`, `msg` and the event's fields.
 //!
 //! tracing-subscriber's own JSON format nests fields and names the message `message`; operators'
-//! log pipelines expect the flat shape of SPEC §6, so the formatter is written here. Callers are
+//! log pipelines expect the flat shape of reference §6, so the formatter is written here. Callers are
 //! responsible for what they log: request handling logs only ids, route names, methods, paths
 //! without query and numbers, never bodies, query strings, credentials or recipient identifiers.
 

@@ -1,5 +1,7 @@
 //! The documentation cannot drift from the product: every configuration key the loader accepts is
-//! in docs/configuration.md (the loader itself lists them), and the guides the README links exist.
+//! in docs/configuration.md (the loader itself lists them), every metric the gateway registers is
+//! in the reference, and every relative link in every Markdown file reaches a file of the
+//! repository (and a heading, when it names one).
 
 use std::path::Path;
 
@@ -111,4 +113,243 @@ fn the_guides_the_readme_links_exist() {
         assert!(readme.contains(guide), "the README does not link {guide}");
         assert!(Path::new(ROOT).join(guide).is_file(), "{guide} is missing");
     }
+}
+
+/// Markdown files of the repository, outside build output.
+fn markdown_files(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if path.is_dir() {
+            if !name.starts_with('.') && name != "target" {
+                markdown_files(&path, found);
+            }
+        } else if name.ends_with(".md") {
+            found.push(path);
+        }
+    }
+}
+
+/// The lines of a Markdown file outside fenced code blocks.
+fn prose_lines(text: &str) -> Vec<&str> {
+    let mut fenced = false;
+    text.lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// GitHub's anchors for a file's headings: lower case, letters, digits, `-` and `_` kept, spaces
+/// to `-`, the rest dropped; a repeated anchor gets `-1`, `-2`…
+fn anchors(text: &str) -> Vec<String> {
+    let mut anchors: Vec<String> = Vec::new();
+    for line in prose_lines(text) {
+        let Some(heading) = line.strip_prefix('#') else {
+            continue;
+        };
+        let heading = heading.trim_start_matches('#').trim();
+        let slug: String = heading
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect();
+        let repeats = anchors
+            .iter()
+            .filter(|a| **a == slug || a.starts_with(&format!("{slug}-")))
+            .count();
+        anchors.push(if repeats == 0 {
+            slug
+        } else {
+            format!("{slug}-{repeats}")
+        });
+    }
+    anchors
+}
+
+/// The targets of the inline links `[text](target)` in a Markdown file's prose.
+fn link_targets(text: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    for line in prose_lines(text) {
+        // Inline code may hold `](` that is not a link.
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = prose.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            if let Some(end) = rest.find(')') {
+                targets.push(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
+    }
+    targets
+}
+
+#[test]
+fn every_relative_link_in_every_markdown_file_resolves() {
+    let root = Path::new(ROOT).canonicalize().unwrap();
+    let mut files = Vec::new();
+    markdown_files(&root, &mut files);
+    assert!(files.len() >= 10, "{files:?}");
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let shown = file.strip_prefix(&root).unwrap().display().to_string();
+        for target in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let resolved = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            let Ok(resolved) = resolved.canonicalize() else {
+                broken.push(format!("{shown}: {target} (no such file)"));
+                continue;
+            };
+            if !resolved.starts_with(&root) {
+                broken.push(format!("{shown}: {target} (outside the repository)"));
+                continue;
+            }
+            if !anchor.is_empty() && resolved.extension().is_some_and(|e| e == "md") {
+                let target_text = std::fs::read_to_string(&resolved).unwrap();
+                if !anchors(&target_text).iter().any(|a| a == anchor) {
+                    broken.push(format!("{shown}: {target} (no such heading)"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked >= 40, "{checked} links checked");
+}
+
+#[test]
+fn anchors_follow_github() {
+    let text = "# A\n## 4.2 Controllers, tags and redaction\n```\n# not a heading\n```\n## 7.2 Coverage (`check --samples DIR`)\n## A\n";
+    assert_eq!(
+        anchors(text),
+        [
+            "a",
+            "42-controllers-tags-and-redaction",
+            "72-coverage-check---samples-dir",
+            "a-1"
+        ]
+    );
+}
+
+#[test]
+fn every_metric_is_in_the_reference() {
+    let reference = std::fs::read_to_string(Path::new(ROOT).join("docs/reference.md")).unwrap();
+    let metrics = std::fs::read_to_string(Path::new(ROOT).join("src/admin/metrics.rs")).unwrap();
+    let names: Vec<&str> = metrics
+        .split('"')
+        .filter(|s| s.starts_with("gateway_") && !s.contains(' '))
+        .collect();
+    assert!(names.len() >= 20, "{names:?}");
+    for name in names {
+        assert!(
+            reference.contains(&format!("| `{name}`")),
+            "docs/reference.md §6 does not list {name}"
+        );
+    }
+}
+
+#[test]
+fn documents_date_their_measurements_instead_of_numbering_sessions() {
+    let root = Path::new(ROOT);
+    let mut files = Vec::new();
+    markdown_files(root, &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap().to_lowercase();
+        let numbered = text.match_indices("session").any(|(at, _)| {
+            text[at + 7..]
+                .trim_start_matches(['-', ' '])
+                .starts_with(|c: char| c.is_ascii_digit())
+        });
+        assert!(
+            !numbered,
+            "{} numbers sessions; give dates and commits",
+            file.display()
+        );
+    }
+}
+
+/// The modules a module's source names with `crate::…` (comments aside).
+fn crate_dependencies(module: &str) -> std::collections::BTreeSet<String> {
+    let root = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    let dir = root.join(module);
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+    } else {
+        files.push(root.join(format!("{module}.rs")));
+    }
+    let mut found = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text.lines().map(str::trim).filter(|l| !l.starts_with("//")) {
+            for (at, _) in line.match_indices("crate::") {
+                let rest = &line[at + "crate::".len()..];
+                let names: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => group.split('}').next().unwrap().split(',').collect(),
+                    None => vec![rest],
+                };
+                for name in names {
+                    let name: String = name
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && name != module {
+                        found.insert(name);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_architecture_dependency_table_matches_the_code() {
+    let doc = std::fs::read_to_string(Path::new(ROOT).join("docs/architecture.md")).unwrap();
+    let table = &doc[doc
+        .find("| module | owns | depends on |")
+        .expect("the table")..];
+    let mut checked = 0;
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let module = cells[0].trim_start_matches("| ").trim_matches('`');
+        let listed: std::collections::BTreeSet<String> = cells
+            .last()
+            .unwrap()
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            // Module names; a type named in passing (`Plan`) is not one.
+            .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            crate_dependencies(module),
+            listed,
+            "docs/architecture.md: the dependencies of `{module}`"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 16, "{checked} modules checked");
 }

@@ -8,10 +8,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{
     Config as ProptestConfig, FileFailurePersistence, RngAlgorithm, TestRng, TestRunner,
 };
-use recipient_gateway::config::{Action, CallerFilter, Purpose, Rule};
 use recipient_gateway::json::{Document, Edits};
 use recipient_gateway::redact::path::Path;
-use recipient_gateway::redact::{self, Direction, HashKeys, Plan, Record, Relation};
+use recipient_gateway::redact::{
+    self, Action, CallerFilter, HashKeys, Plan, Purpose, Record, Relation, Rule,
+};
+use recipient_gateway::vocabulary::Direction;
 use serde_json::Value;
 
 fn runner(cases: u32) -> TestRunner {

@@ -636,3 +636,49 @@ async fn bad_intake_requests_get_clear_errors_and_nothing_is_kept() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_stalled_or_broken_intake_body_closes_the_connection_as_the_proxy_does() {
+    let Setup {
+        gw,
+        receiver: _receiver,
+        _sample,
+    } = setup("").await;
+    // A body that stops arriving: 408 after the 1 s body read timeout, and the connection closes
+    // (it stopped at an unknown point of the stream).
+    let mut stream = gw.raw().await;
+    write_all(
+        &mut stream,
+        b"POST /privacy/requests HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"type\":",
+    )
+    .await;
+    let reply = String::from_utf8_lossy(
+        &read_until_close(&mut stream, std::time::Duration::from_secs(6)).await,
+    )
+    .into_owned();
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("request_body_timeout"), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
+
+    // A malformed chunked body: 400, and the connection closes too.
+    let mut stream = gw.raw().await;
+    write_all(
+        &mut stream,
+        b"POST /privacy/requests HTTP/1.1\r\nHost: l\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    )
+    .await;
+    let reply = String::from_utf8_lossy(
+        &read_until_close(&mut stream, std::time::Duration::from_secs(6)).await,
+    )
+    .into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
+}

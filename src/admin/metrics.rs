@@ -1,4 +1,4 @@
-//! Metric names (part of the contract, SPEC §6) and the Prometheus recorder.
+//! Metric names (part of the contract, reference §6) and the Prometheus recorder.
 //!
 //! Label values are always bounded: route, client and upstream names from config, rule ids,
 //! status codes and fixed reason words; never paths or anything from a body.

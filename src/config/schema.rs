@@ -6,6 +6,8 @@
 
 use serde::Deserialize;
 
+use crate::redact::{Action, CallerFilter, DirectionFilter, Purpose, RuleScope};
+
 /// The main file (`config/gateway.toml`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,41 +356,6 @@ impl RouteAuth {
     }
 }
 
-/// Why a route's callers use recipient data.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Purpose {
-    /// Creating and shipping parcels.
-    #[default]
-    Fulfillment,
-    /// Customer support.
-    Support,
-    /// The platform's own statistics: pseudonyms only.
-    Analytics,
-    /// Marketing.
-    Marketing,
-}
-
-impl Purpose {
-    /// Every purpose, for reports and "default: every purpose".
-    pub const ALL: [Purpose; 4] = [
-        Purpose::Fulfillment,
-        Purpose::Support,
-        Purpose::Analytics,
-        Purpose::Marketing,
-    ];
-
-    /// The name used in config files and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::Fulfillment => "fulfillment",
-            Purpose::Support => "support",
-            Purpose::Analytics => "analytics",
-            Purpose::Marketing => "marketing",
-        }
-    }
-}
-
 /// Treatment of records whose controller cannot be determined.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -443,43 +410,6 @@ pub struct RuleFile {
     pub mask: Option<MaskFile>,
 }
 
-/// What a rule does to a matched value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Delete the member or array element.
-    Remove,
-    /// Replace the value with `"[REDACTED]"`.
-    Redact,
-    /// Keep some characters of a string, the rest become `*`.
-    Mask,
-    /// Replace with a per-controller pseudonym `h:<32 hex>`.
-    Hash,
-}
-
-impl Action {
-    /// The name used in config files, reports and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Remove => "remove",
-            Action::Redact => "redact",
-            Action::Mask => "mask",
-            Action::Hash => "hash",
-        }
-    }
-}
-
-/// Where a rule's path starts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleScope {
-    /// `$` is each record.
-    #[default]
-    Record,
-    /// `$` is the whole body.
-    Body,
-}
-
 /// `when.*` of a rule.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -492,32 +422,6 @@ pub struct WhenFile {
     pub caller: CallerFilter,
     /// Route purposes the rule applies to; default every purpose.
     pub purpose: Option<Vec<Purpose>>,
-}
-
-/// Body direction a rule applies to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DirectionFilter {
-    /// Client to upstream only.
-    Request,
-    /// Upstream to client only.
-    Response,
-    /// Both directions.
-    #[default]
-    Both,
-}
-
-/// Caller relation a rule applies to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallerFilter {
-    /// Every caller.
-    #[default]
-    Any,
-    /// Only the record's controller.
-    Controller,
-    /// Everyone but the record's controller.
-    NotController,
 }
 
 /// `mask.*` of a rule.

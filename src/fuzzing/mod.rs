@@ -7,9 +7,11 @@ pub mod upstreams;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
-use crate::config::{Action, Config, Purpose, Rule};
+use crate::config::Config;
 use crate::json::{Document, Kind, NodeId};
-use crate::redact::{Direction, HashKeys, Plan, Record, Relation};
+use crate::redact::{Action, Purpose, Rule};
+use crate::redact::{HashKeys, Plan, Record, Relation};
+use crate::vocabulary::Direction;
 
 /// Rules the JSON harness applies: every `email` redacted, every `phone` removed, wherever they
 /// are in the record.

@@ -1,4 +1,4 @@
-//! The privacy endpoints on the main listener (SPEC §5).
+//! The privacy endpoints on the main listener (reference §5).
 //!
 //! Public: `POST {privacy.path}` (intake) and `GET {privacy.path}/{id}` (status). Customers, with
 //! their API key (the gateway authenticates before calling in here): `GET /v1/privacy/requests`
@@ -10,18 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::body::{self, BodyError};
+use super::error::PrivacyError;
 use super::limit::retry_after_secs;
 use super::{Desk, format_id, parse_id, rfc3339};
 use crate::config::{Client, ClientKind, Config};
-use crate::proxy::body::{BoxBody, full};
-use crate::proxy::error::error_response;
 use crate::store::outbox::{DeliveryStatus, InboxItem, RequestId};
+use crate::vocabulary::{BoxBody, is_json_media, json_response, media_type};
 
 /// Path of the customers' inbox.
 pub const INBOX_PATH: &str = "/v1/privacy/requests";
@@ -109,45 +109,9 @@ impl Endpoint {
     }
 }
 
-/// A refusal: status, stable code, message (never personal data).
-struct Refusal {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    fn store(error: crate::store::StoreError) -> Refusal {
-        tracing::error!(msg = "privacy store failed", error = %error);
-        Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "The request could not be recorded; nothing was kept. Try again later.",
-        )
-    }
-
-    fn not_found() -> Refusal {
-        Refusal::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "No such privacy request.",
-        )
-    }
-}
-
-impl From<BodyError> for Refusal {
-    fn from(error: BodyError) -> Refusal {
-        Refusal::new(StatusCode::BAD_REQUEST, "invalid_body", error.0)
+impl From<BodyError> for PrivacyError {
+    fn from(error: BodyError) -> PrivacyError {
+        PrivacyError::InvalidBody(error.0)
     }
 }
 
@@ -168,27 +132,9 @@ pub struct Call<'a> {
 impl Call<'_> {
     /// Answers `request` at `endpoint`.
     pub async fn serve(self, endpoint: Endpoint, request: Request<Incoming>) -> Response<BoxBody> {
-        let request_id = self.request_id;
         match self.answer(endpoint, request).await {
             Ok(response) => response,
-            Err(refusal) => {
-                let mut response =
-                    error_response(refusal.status, refusal.code, &refusal.message, request_id);
-                if let Some(secs) = refusal.retry_after {
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                }
-                if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
-                    let allow = HeaderValue::from_static(if endpoint.method() == Method::GET {
-                        "GET"
-                    } else {
-                        "POST"
-                    });
-                    response.headers_mut().insert(header::ALLOW, allow);
-                }
-                response
-            }
+            Err(error) => error.into_response(self.request_id),
         }
     }
 
@@ -196,13 +142,9 @@ impl Call<'_> {
         &self,
         endpoint: Endpoint,
         request: Request<Incoming>,
-    ) -> Result<Response<BoxBody>, Refusal> {
+    ) -> Result<Response<BoxBody>, PrivacyError> {
         if request.method() != endpoint.method() {
-            return Err(Refusal::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("This endpoint accepts {} only.", endpoint.method()),
-            ));
+            return Err(PrivacyError::MethodNotAllowed(endpoint.method()));
         }
         if endpoint.for_customers()
             && self
@@ -210,17 +152,13 @@ impl Call<'_> {
                 .as_ref()
                 .is_none_or(|c| c.kind != ClientKind::Customer)
         {
-            return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "customers_only",
-                "Only customers (controllers) have privacy requests and erasures.",
-            ));
+            return Err(PrivacyError::CustomersOnly);
         }
         match endpoint {
             Endpoint::Intake => self.intake(request).await,
-            Endpoint::Status(id) => self.status(id.ok_or_else(Refusal::not_found)?).await,
+            Endpoint::Status(id) => self.status(id.ok_or(PrivacyError::NotFound)?).await,
             Endpoint::Inbox => self.inbox(request.uri().query().unwrap_or("")).await,
-            Endpoint::Ack(id) => self.ack(id.ok_or_else(Refusal::not_found)?).await,
+            Endpoint::Ack(id) => self.ack(id.ok_or(PrivacyError::NotFound)?).await,
             Endpoint::Erasure => self.erasure(request).await,
         }
     }
@@ -233,23 +171,18 @@ impl Call<'_> {
             .clone()
     }
 
-    async fn intake(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, Refusal> {
+    async fn intake(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, PrivacyError> {
         let started = Instant::now();
         let per_minute = self.config.privacy.rate_limit_per_minute;
         if let Err(wait) = self.desk.limiter().check(self.ip, per_minute, started) {
-            let mut refusal = Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "Too many privacy requests from this address (limit {per_minute} per minute)."
-                ),
-            );
-            refusal.retry_after = Some(retry_after_secs(wait));
-            return Err(refusal);
+            return Err(PrivacyError::RateLimited {
+                per_minute,
+                retry_after_secs: retry_after_secs(wait),
+            });
         }
         let bytes = read_json(request, self.config.limits.body_read_timeout).await?;
         let intake = body::intake(&bytes)?;
-        let filed = self.desk.file(intake).await.map_err(Refusal::store)?;
+        let filed = self.desk.file(intake).await.map_err(PrivacyError::store)?;
         let mut answer = json!({
             "request_id": format_id(&filed.id),
             "status": "received",
@@ -268,13 +201,13 @@ impl Call<'_> {
         Ok(json_response(StatusCode::ACCEPTED, &answer))
     }
 
-    async fn status(&self, id: RequestId) -> Result<Response<BoxBody>, Refusal> {
+    async fn status(&self, id: RequestId) -> Result<Response<BoxBody>, PrivacyError> {
         let (received_at, status) = self
             .desk
             .status(id)
             .await
-            .map_err(Refusal::store)?
-            .ok_or_else(Refusal::not_found)?;
+            .map_err(PrivacyError::store)?
+            .ok_or(PrivacyError::NotFound)?;
         Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -285,13 +218,12 @@ impl Call<'_> {
         ))
     }
 
-    async fn inbox(&self, query: &str) -> Result<Response<BoxBody>, Refusal> {
+    async fn inbox(&self, query: &str) -> Result<Response<BoxBody>, PrivacyError> {
         let mut status = None;
         let mut limit = INBOX_DEFAULT;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let bad =
-                |message: &str| Refusal::new(StatusCode::BAD_REQUEST, "invalid_query", message);
+            let bad = PrivacyError::InvalidQuery;
             match name {
                 "status" => {
                     status = Some(DeliveryStatus::parse(value).ok_or_else(|| {
@@ -312,7 +244,7 @@ impl Call<'_> {
             .desk
             .inbox(self.caller_id(), status, limit)
             .await
-            .map_err(Refusal::store)?;
+            .map_err(PrivacyError::store)?;
         let requests: Vec<Value> = items.iter().map(inbox_entry).collect();
         Ok(json_response(
             StatusCode::OK,
@@ -320,14 +252,14 @@ impl Call<'_> {
         ))
     }
 
-    async fn ack(&self, id: RequestId) -> Result<Response<BoxBody>, Refusal> {
+    async fn ack(&self, id: RequestId) -> Result<Response<BoxBody>, PrivacyError> {
         let found = self
             .desk
             .acknowledge(id, self.caller_id())
             .await
-            .map_err(Refusal::store)?;
+            .map_err(PrivacyError::store)?;
         if !found {
-            return Err(Refusal::not_found());
+            return Err(PrivacyError::NotFound);
         }
         Ok(json_response(
             StatusCode::OK,
@@ -335,7 +267,7 @@ impl Call<'_> {
         ))
     }
 
-    async fn erasure(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, Refusal> {
+    async fn erasure(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, PrivacyError> {
         let bytes = read_json(request, self.config.limits.body_read_timeout).await?;
         let (email, phone) = body::erasure(&bytes)?;
         let identifiers: Vec<String> = email.into_iter().chain(phone).collect();
@@ -343,7 +275,7 @@ impl Call<'_> {
             .desk
             .erase(self.caller_id(), &identifiers)
             .await
-            .map_err(Refusal::store)?;
+            .map_err(PrivacyError::store)?;
         Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -354,7 +286,7 @@ impl Call<'_> {
     }
 }
 
-/// One inbox entry (SPEC §5).
+/// One inbox entry (reference §5).
 fn inbox_entry(item: &InboxItem) -> Value {
     let subject = item.subject.clone().unwrap_or_default();
     json!({
@@ -371,62 +303,23 @@ fn inbox_entry(item: &InboxItem) -> Value {
 }
 
 /// Reads a small JSON body: `application/json`, at most [`MAX_BODY`] bytes, within `timeout`.
-async fn read_json(request: Request<Incoming>, timeout: Duration) -> Result<Bytes, Refusal> {
-    let media = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    if !media.as_deref().is_some_and(crate::config::is_json_media) {
-        return Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "The body must be JSON (Content-Type: application/json).",
-        ));
+async fn read_json(request: Request<Incoming>, timeout: Duration) -> Result<Bytes, PrivacyError> {
+    if !media_type(request.headers()).is_some_and(|media| is_json_media(&media)) {
+        return Err(PrivacyError::UnsupportedMediaType);
     }
     let collected = tokio::time::timeout(
         timeout,
         Limited::new(request.into_body(), MAX_BODY).collect(),
     )
     .await
-    .map_err(|_| {
-        Refusal::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_body_timeout",
-            "The request body did not arrive in time.",
-        )
-    })?;
+    .map_err(|_| PrivacyError::BodyTimeout)?;
     match collected {
         Ok(body) => Ok(body.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("The body is larger than {MAX_BODY} bytes."),
-        )),
-        Err(_) => Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request_body",
-            "The request body could not be read (malformed or cut off).",
-        )),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(PrivacyError::BodyTooLarge(MAX_BODY))
+        }
+        Err(_) => Err(PrivacyError::BadBody),
     }
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<BoxBody> {
-    let mut response = Response::new(full(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 
 pub mod body;
 pub mod delivery;
+pub mod error;
 pub mod http;
 pub mod limit;
 pub mod signature;
@@ -65,7 +66,7 @@ pub struct Filed {
     pub verified: Vec<Arc<str>>,
 }
 
-/// Where a request stands for the public (SPEC §5).
+/// Where a request stands for the public (reference §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublicStatus {
     /// Filed; deliveries pending, or unverified (which never says more).

@@ -1,4 +1,4 @@
-//! Body types shared by the proxy: one boxed body type, and the slow-body guard.
+//! The proxy's bodies: the slow-body guard, and request-body errors marked as the client's.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -9,18 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
 
-/// Errors a body can fail with, boxed so hyper and our own errors travel the same way.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The one body type requests and responses are carried in.
-pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-/// A complete in-memory body.
-pub fn full(bytes: Bytes) -> BoxBody {
-    http_body_util::Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
+use crate::vocabulary::{BoxBody, BoxError};
 
 /// A body that fails when its peer pauses longer than `idle` between two frames.
 pub fn with_idle_timeout<B>(body: B, idle: Duration) -> BoxBody

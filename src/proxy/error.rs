@@ -1,12 +1,11 @@
 //! Everything the proxy layer can refuse or fail with, and its single mapping to an HTTP answer.
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::body::{BoxBody, full};
 use super::headers::HeaderFlaw;
 use crate::inspect::Blocked;
 use crate::target::PathFlaw;
+use crate::vocabulary::{BoxBody, error_response};
 
 /// A request the gateway answers itself instead of forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +37,7 @@ pub enum ProxyError {
     /// No key on a route that needs one, or a key no client has.
     #[error("A valid API key is required (Authorization: Bearer <key> or X-Api-Key).")]
     Unauthorized,
-    /// A body on an inspected route was refused (SPEC §4.3).
+    /// A body on an inspected route was refused (reference §4.3).
     #[error("{}", .0.message())]
     Blocked(Blocked),
     /// The upstream could not be reached.
@@ -132,26 +131,4 @@ impl From<ProxyError> for StatusCode {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
-}
-
-/// A gateway error in the contract's JSON shape.
-pub fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    request_id: &str,
-) -> Response<BoxBody> {
-    let body = serde_json::json!({
-        "error": { "code": code, "message": message, "request_id": request_id }
-    });
-    let mut response = Response::new(full(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

@@ -8,15 +8,16 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use super::Gateway;
-use super::body::{BoxBody, ClientBodyError, client_body, full, with_idle_timeout};
+use super::body::{ClientBodyError, client_body, with_idle_timeout};
 use super::error::ProxyError;
 use super::headers;
 use crate::admin::metrics;
 use crate::config::{Client, ClientKind, Route};
 use crate::inspect::{self, Blocked, CollectError, Reason, Treatment};
 use crate::json::Document;
-use crate::redact::{self, Direction};
+use crate::redact;
 use crate::tags::{self, Resolved, Source};
+use crate::vocabulary::{BoxBody, Direction, full};
 
 /// Headers that describe a body's exact bytes and are wrong once the body changes.
 const REPRESENTATION_HEADERS: &[&str] = &[
@@ -239,15 +240,15 @@ impl Exchange<'_> {
             .resolve(&scope, &doc, &nodes, direction, created)
             .await;
         let applied = redact::redact_records(
-            self.route,
+            &self.route.plan,
             &doc,
             direction,
-            caller,
+            self.route.caller(caller),
             resolved.iter().map(|r| (r.node, r.controller.as_deref())),
             &self.gateway.hash_keys,
         );
         // One counter update per (rule, action), not per value: a list can change hundreds.
-        let mut counts: Vec<(&str, crate::config::Action, u64)> = Vec::new();
+        let mut counts: Vec<(&str, crate::redact::Action, u64)> = Vec::new();
         for change in &applied.changes {
             match counts
                 .iter_mut()

@@ -12,10 +12,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::{BoxBody, ClientBodyError};
+use super::body::ClientBodyError;
 use super::error::ProxyError;
 use crate::admin::metrics;
 use crate::config::{Config, Upstream};
+use crate::vocabulary::BoxBody;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::config::{Action, Rule};
+use super::rule::{Action, Rule};
 use crate::json::{Document, Edit, Kind, NodeId};
 
 /// The JSON that `redact` writes.
@@ -45,18 +45,6 @@ impl HashKeys {
             })
             .collect();
         HashKeys { keys }
-    }
-
-    /// Keys for every customer of `config` (the only clients that can be controllers).
-    pub fn for_config(config: &crate::config::Config) -> HashKeys {
-        HashKeys::derive(
-            config.tag_key.expose(),
-            config
-                .clients
-                .iter()
-                .filter(|c| c.kind == crate::config::ClientKind::Customer)
-                .map(|c| &*c.id),
-        )
     }
 
     /// `h:` + 32 hex digits of HMAC-SHA-256 under the controller's key, or `None` for a controller

@@ -7,49 +7,24 @@
 //! [`Document`], so everything no rule touched is re-emitted byte for byte.
 //!
 //! Applying a plan is a pure function of the document, the records' relations and controllers, and
-//! the hash keys: the proxy, `redact` and `test-rules` all call [`Plan::apply`].
+//! the hash keys: the proxy, `redact` and `test-rules` all call [`Plan::apply`]. The engine takes
+//! plain parameters (a plan, a caller's customer id, whether an unknown controller counts as the
+//! caller) and owns the rule vocabulary ([`rule`]): it knows nothing of config files.
 
 pub mod actions;
 pub mod matcher;
 pub mod path;
+pub mod rule;
 
 use std::sync::Arc;
 
-use crate::config::{CallerFilter, DirectionFilter, Purpose, Rule, RuleScope};
 use crate::json::{Document, Edits, Kind, NONE, NodeId};
+use crate::vocabulary::Direction;
 use matcher::Matcher;
 use path::Path;
 
 pub use actions::HashKeys;
-
-/// Which way a body travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Client to upstream.
-    Request,
-    /// Upstream to client.
-    Response,
-}
-
-impl Direction {
-    /// Both, request first.
-    pub const ALL: [Direction; 2] = [Direction::Request, Direction::Response];
-
-    /// The contract's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Request => "request",
-            Direction::Response => "response",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Direction::Request => 0,
-            Direction::Response => 1,
-        }
-    }
-}
+pub use rule::{Action, CallerFilter, DirectionFilter, Purpose, Rule, RuleScope};
 
 /// The caller's relation to a record's controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +112,7 @@ pub struct Change<'p> {
     /// The node changed.
     pub node: NodeId,
     /// What was done (a `mask` of a non-string or a `hash` without a controller is a `redact`).
-    pub action: crate::config::Action,
+    pub action: Action,
 }
 
 /// The edits to apply and the changes they represent.
@@ -289,31 +264,42 @@ impl Plan {
     }
 }
 
-/// The caller's relation to a record controlled by `controller` (SPEC §4.2): only a customer can
-/// be a controller; an unknown controller counts as the caller only when the route says so.
+/// The relation to a record controlled by `controller` (reference §4.2) of a caller that is the
+/// customer `customer` (`None`: an internal service or no caller, never a controller). An
+/// unknown controller counts as the caller only when `unknown_is_caller` (the route says so).
 pub fn relation(
-    caller: Option<&crate::config::Client>,
+    customer: Option<&str>,
     controller: Option<&str>,
-    unknown: crate::config::UnknownController,
+    unknown_is_caller: bool,
 ) -> Relation {
-    let Some(caller) = caller.filter(|c| c.kind == crate::config::ClientKind::Customer) else {
+    let Some(customer) = customer else {
         return Relation::NotController;
     };
     match controller {
-        Some(id) if id == &*caller.id => Relation::Controller,
-        None if unknown == crate::config::UnknownController::Caller => Relation::Controller,
+        Some(id) if id == customer => Relation::Controller,
+        None if unknown_is_caller => Relation::Controller,
         _ => Relation::NotController,
     }
 }
 
-/// Applies a route's rules to a parsed body whose records (from [`Plan::find_records`]) have
-/// the given controllers, for `caller`: relations per SPEC §4.2, then [`Plan::apply`]. The proxy,
-/// the `redact` dry run and `test-rules` all go through here.
+/// Who asks, for [`redact_records`]: the caller's customer id (`None` for an internal service or
+/// no caller) and whether the route counts an unknown controller as the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The customer id of the caller, if it is a customer.
+    pub customer: Option<&'a str>,
+    /// `unknown_controller = "caller"` on the route.
+    pub unknown_is_caller: bool,
+}
+
+/// Applies `plan` to a parsed body whose records (from [`Plan::find_records`]) have the given
+/// controllers, for `caller`: relations per reference §4.2, then [`Plan::apply`]. The proxy, the
+/// `redact` dry run and `test-rules` all go through here.
 pub fn redact_records<'p, 'c>(
-    route: &'p crate::config::Route,
+    plan: &'p Plan,
     doc: &Document<'_>,
     direction: Direction,
-    caller: Option<&crate::config::Client>,
+    caller: Caller<'_>,
     records: impl IntoIterator<Item = (NodeId, Option<&'c str>)>,
     keys: &HashKeys,
 ) -> Applied<'p> {
@@ -321,12 +307,12 @@ pub fn redact_records<'p, 'c>(
         .into_iter()
         .map(|(node, controller)| Record {
             node,
-            relation: relation(caller, controller, route.unknown_controller),
+            relation: relation(caller.customer, controller, caller.unknown_is_caller),
             controller,
         })
         .collect();
-    let outside = relation(caller, None, route.unknown_controller);
-    route.plan.apply(doc, direction, &records, outside, keys)
+    let outside = relation(caller.customer, None, caller.unknown_is_caller);
+    plan.apply(doc, direction, &records, outside, keys)
 }
 
 /// Whether a rule's caller filter admits `relation`.
@@ -339,8 +325,7 @@ fn admits(filter: CallerFilter, relation: Relation) -> bool {
 }
 
 /// Remove beats redact beats hash beats mask: the most protective action wins a tie.
-fn strength(action: crate::config::Action) -> u8 {
-    use crate::config::Action;
+fn strength(action: Action) -> u8 {
     match action {
         Action::Remove => 3,
         Action::Redact => 2,

@@ -1,7 +1,7 @@
 //! The engine as tables of cases: every action, every `when` combination, scopes and precedence.
 
+use super::Action;
 use super::*;
-use crate::config::Action;
 
 fn rule(id: &str, path: &str, action: Action) -> Rule {
     Rule {

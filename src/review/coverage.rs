@@ -21,7 +21,8 @@ use super::detect::{self, Candidate};
 use crate::config::Route;
 use crate::inspect::Reason;
 use crate::json::{Document, Edits, Kind, NodeId};
-use crate::redact::{Direction, HashKeys, Record, Relation};
+use crate::redact::{HashKeys, Record, Relation};
+use crate::vocabulary::Direction;
 
 /// One sample body.
 #[derive(Debug, Clone)]

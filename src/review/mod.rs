@@ -1,7 +1,7 @@
 //! Tools for security reviewers: the `check` report, coverage from samples, rule tests and the
 //! `redact` dry run.
 //!
-//! - [`report`]: which caller sees which field, per route, direction and relation (SPEC §7.1);
+//! - [`report`]: which caller sees which field, per route, direction and relation (reference §7.1);
 //! - [`coverage`] with [`detect`]: dead rules and personal data no rule covers in samples (§7.2);
 //! - [`rule_tests`]: `test-rules` cases (§7.3);
 //! - [`dry_run`]: one body through a route's rules.
@@ -17,10 +17,12 @@ pub mod rule_tests;
 
 use std::sync::Arc;
 
-use crate::config::{Action, Config};
+use crate::config::Config;
 use crate::inspect::Reason;
 use crate::json::Document;
-use crate::redact::{self, Direction, HashKeys};
+use crate::redact;
+use crate::redact::Action;
+use crate::vocabulary::Direction;
 
 /// The body the gateway would forward, and what it changed.
 #[derive(Debug)]
@@ -85,12 +87,12 @@ pub fn dry_run(
         .find_records(&doc)
         .map_err(|e| DryRunError::Refused(e.into()))?;
     let applied = redact::redact_records(
-        route,
+        &route.plan,
         &doc,
         direction,
-        Some(caller),
+        route.caller(Some(caller)),
         records.iter().map(|&node| (node, controller.as_deref())),
-        &HashKeys::for_config(config),
+        &config.hash_keys(),
     );
     let changes = applied
         .changes

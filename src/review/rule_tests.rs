@@ -1,4 +1,4 @@
-//! `test-rules DIR` (SPEC §7.3): each `*.json` in DIR is a case
+//! `test-rules DIR` (reference §7.3): each `*.json` in DIR is a case
 //! `{"name", "route", "direction", "caller", "controller", "input", "expect"}`; it passes when the
 //! body the gateway would forward equals `expect` as JSON.
 //!
@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::{DryRunError, dry_run};
 use crate::config::Config;
 use crate::json::{Document, Kind};
-use crate::redact::Direction;
+use crate::vocabulary::Direction;
 
 /// How a case ended.
 #[derive(Debug, Clone, PartialEq)]

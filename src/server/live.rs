@@ -1,5 +1,9 @@
 //! Hot reload: the config generation new requests and connections use, swapped atomically.
 //!
+//! A [`Generation`] is a config with the request handler and the connection settings built from
+//! it. It sits in one [`ArcSwap`], so a reload replaces all three in one store: no request or
+//! connection can see the new config with the old handler or certificates.
+//!
 //! A reload (SIGHUP or `POST /admin/reload`) reads and validates the whole config file again,
 //! exactly as at start. Only a config that loads without error, and changes nothing that needs a
 //! restart, replaces the current one; otherwise the error is logged, counted and returned, and the
@@ -13,9 +17,9 @@ use arc_swap::ArcSwap;
 
 use super::Acceptor;
 use crate::admin::metrics;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, CurrentConfig};
 use crate::privacy::Desk;
-use crate::proxy::Gateway;
+use crate::proxy::{CurrentGateway, Gateway};
 use crate::tags::Tags;
 
 /// Why a reload was refused (the old config keeps serving).
@@ -29,14 +33,30 @@ pub enum ReloadError {
     RestartRequired(String),
 }
 
+/// A config and what is built from it, replaced together.
+pub struct Generation {
+    /// The config new requests see (the delivery worker and store upkeep read it too).
+    pub config: Arc<Config>,
+    /// The request handler new requests use.
+    pub gateway: Arc<Gateway>,
+    /// TLS and HTTP settings new connections get.
+    acceptor: Arc<Acceptor>,
+}
+
+impl Generation {
+    fn new(config: Arc<Config>, tags: &Arc<Tags>, desk: &Arc<Desk>) -> Generation {
+        Generation {
+            gateway: Arc::new(Gateway::new(config.clone(), tags.clone(), desk.clone())),
+            acceptor: Arc::new(Acceptor::for_config(&config)),
+            config,
+        }
+    }
+}
+
 /// The current generation, and what a reload needs to build the next.
 pub struct Live {
-    /// The config new requests see (the delivery worker and store upkeep read it too).
-    config: Arc<ArcSwap<Config>>,
-    /// The request handler new requests use.
-    gateway: Arc<ArcSwap<Gateway>>,
-    /// TLS and HTTP settings new connections get.
-    acceptor: ArcSwap<Acceptor>,
+    /// The generation in force: one atomic cell.
+    current: Arc<ArcSwap<Generation>>,
     /// Tags and privacy requests outlive generations.
     tags: Arc<Tags>,
     desk: Arc<Desk>,
@@ -47,11 +67,8 @@ pub struct Live {
 impl Live {
     /// The first generation.
     pub(super) fn new(config: Arc<Config>, tags: Arc<Tags>, desk: Arc<Desk>) -> Live {
-        let gateway = Gateway::new(config.clone(), tags.clone(), desk.clone());
         Live {
-            acceptor: ArcSwap::from_pointee(Acceptor::for_config(&config)),
-            gateway: Arc::new(ArcSwap::from_pointee(gateway)),
-            config: Arc::new(ArcSwap::new(config)),
+            current: Arc::new(ArcSwap::from_pointee(Generation::new(config, &tags, &desk))),
             tags,
             desk,
             reloading: tokio::sync::Mutex::new(()),
@@ -60,22 +77,24 @@ impl Live {
 
     /// The current config.
     pub fn config(&self) -> Arc<Config> {
-        self.config.load_full()
+        self.current.load().config.clone()
     }
 
-    /// The shared cell holding the current config.
-    pub fn config_cell(&self) -> Arc<ArcSwap<Config>> {
-        self.config.clone()
+    /// The current config, for workers that outlive reloads.
+    pub fn current_config(&self) -> CurrentConfig {
+        let current = self.current.clone();
+        Arc::new(move || current.load().config.clone())
     }
 
-    /// The shared cell holding the current request handler.
-    pub fn gateway_cell(&self) -> Arc<ArcSwap<Gateway>> {
-        self.gateway.clone()
+    /// The current request handler, for connections that outlive reloads.
+    pub fn current_gateway(&self) -> CurrentGateway {
+        let current = self.current.clone();
+        Arc::new(move || current.load().gateway.clone())
     }
 
     /// The connection settings for a connection accepted now.
     pub(super) fn acceptor(&self) -> Arc<Acceptor> {
-        self.acceptor.load_full()
+        self.current.load().acceptor.clone()
     }
 
     /// Reads the config file again and swaps it in if valid; logs and counts the outcome.
@@ -111,11 +130,8 @@ impl Live {
         for warning in &new.warnings {
             tracing::warn!(msg = "config warning", warning = %warning);
         }
-        let new = Arc::new(new);
-        let gateway = Gateway::new(new.clone(), self.tags.clone(), self.desk.clone());
-        self.acceptor.store(Arc::new(Acceptor::for_config(&new)));
-        self.config.store(new);
-        self.gateway.store(Arc::new(gateway));
+        let next = Generation::new(Arc::new(new), &self.tags, &self.desk);
+        self.current.store(Arc::new(next));
         Ok(())
     }
 }

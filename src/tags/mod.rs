@@ -12,141 +12,29 @@
 //! in batches, from a bounded queue that drops its oldest entries, counted, when a slow store lets
 //! it fill. A store that fails never turns into a leak: an unknown controller is treated as not
 //! the caller's.
+//!
+//! Three files: `key.rs` turns identifiers into digests (the tag key and its per-thread memo),
+//! `resolve.rs` decides each record's controller, and this one holds the cache, the write-behind
+//! queue and retention.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
-use siphasher::sip128::{Hasher128, SipHasher13};
 use tokio::sync::Notify;
 
+mod key;
+mod resolve;
+
+pub use key::{PrehashedHasher, TagKey, normalize_identifier};
+pub use resolve::{Resolved, Scope, Source};
+
 use crate::admin::metrics;
-use crate::config::{Client, ClientKind, Config, Route};
-use crate::json::{Document, Kind, NodeId};
-use crate::redact::Direction;
 use crate::store::{Store, StoreError};
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// The keyed hash that turns identifiers into tag digests.
-///
-/// HMAC-SHA-256 costs two SHA-256 blocks per value, and a list response has several identifiers
-/// per record, so digests of recently seen values are memoised. The memo is keyed by a 128-bit
-/// fingerprint under this key's own random SipHash keys, never by the value itself: it holds no
-/// more than the tags do.
-#[derive(Clone)]
-pub struct TagKey {
-    mac: HmacSha256,
-    /// Per-instance random SipHash keys for memo fingerprints. Since every `TagKey` has its own,
-    /// one memo per thread serves them all: another key's fingerprints never match.
-    fingerprint: (u64, u64),
-}
-
-/// Most memoised digests per thread (about 5 MB); past it the memo starts over.
-const MEMO_LIMIT: usize = 50_000;
-
-thread_local! {
-    /// Recently computed digests by fingerprint. One per thread, not one shared map: every
-    /// request of a busy route looks up the same values, and a shared map's locks made the
-    /// worker threads contend for the same cache lines.
-    static MEMO: RefCell<HashMap<u128, Digest, BuildHasherDefault<PrehashedHasher>>> =
-        RefCell::new(HashMap::default());
-}
-
-impl TagKey {
-    /// Keys digests with the configured tag key.
-    pub fn new(key: &[u8]) -> TagKey {
-        TagKey {
-            mac: HmacSha256::new_from_slice(key).expect("HMAC takes any key length"),
-            fingerprint: rand::random(),
-        }
-    }
-
-    fn hmac(&self, domain: &[u8], value: &str) -> Digest {
-        let mut mac = self.mac.clone();
-        mac.update(domain);
-        mac.update(value.as_bytes());
-        mac.finalize().into_bytes().into()
-    }
-
-    /// The digest of `value` in `domain`, through the memo; `normalise` runs only on a miss.
-    fn memoised(&self, domain: &[u8], value: &str, normalise: fn(&str) -> String) -> Digest {
-        let mut hasher = SipHasher13::new_with_keys(self.fingerprint.0, self.fingerprint.1);
-        hasher.write(domain);
-        hasher.write(value.as_bytes());
-        let key = hasher.finish128().as_u128();
-        if let Some(digest) = MEMO.with_borrow(|memo| memo.get(&key).copied()) {
-            return digest;
-        }
-        let digest = self.hmac(domain, &normalise(value));
-        MEMO.with_borrow_mut(|memo| {
-            if memo.len() >= MEMO_LIMIT {
-                memo.clear();
-            }
-            memo.insert(key, digest);
-        });
-        digest
-    }
-
-    /// Digest of a record key value (an id or tracking number).
-    pub fn record(&self, value: &str) -> Digest {
-        self.memoised(b"record\0", value, str::to_string)
-    }
-
-    /// Digest of a recipient identifier, normalised first.
-    pub fn recipient(&self, identifier: &str) -> Digest {
-        self.memoised(b"recipient\0", identifier, normalize_identifier)
-    }
-}
-
-/// A hasher for keys that are already uniformly random (digests, fingerprints): it keeps their
-/// first eight bytes instead of hashing them again.
-#[derive(Default)]
-pub struct PrehashedHasher(u64);
-
-impl Hasher for PrehashedHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut head = [0u8; 8];
-        let n = bytes.len().min(8);
-        head[..n].copy_from_slice(&bytes[..n]);
-        self.0 ^= u64::from_le_bytes(head);
-    }
-
-    fn write_u128(&mut self, value: u128) {
-        self.0 ^= value as u64;
-    }
-
-    // Length prefixes of slices and arrays carry no entropy.
-    fn write_usize(&mut self, _: usize) {}
-}
-
-/// E-mail addresses are trimmed and lower-cased; phone numbers reduced to `+` and digits; other
-/// identifiers trimmed and lower-cased. The kind is read from the value, so any member name works.
-pub fn normalize_identifier(value: &str) -> String {
-    let trimmed = value.trim();
-    let digits = trimmed.chars().filter(char::is_ascii_digit).count();
-    let phone_like = trimmed
-        .chars()
-        .all(|c| c.is_ascii_digit() || " +-().".contains(c));
-    if !trimmed.contains('@') && phone_like && digits >= 5 {
-        trimmed
-            .chars()
-            .filter(|c| c.is_ascii_digit() || *c == '+')
-            .collect()
-    } else {
-        trimmed.to_lowercase()
-    }
-}
+use crate::vocabulary::Direction;
 
 pub use crate::store::{Deleted, Digest, RecipientTag, RecordTag, TagWrite};
 
@@ -159,6 +47,17 @@ const HIT_TTL: Duration = Duration::from_secs(60);
 const CACHE_LIMIT: usize = 1_000_000;
 /// Most sightings waiting for the store; past it the oldest are dropped.
 const QUEUE_LIMIT: usize = 100_000;
+
+/// Keeps the queue within [`QUEUE_LIMIT`] the one way both its writers need: the oldest sightings
+/// go first (a newer sighting of the same tag carries a later last-seen), each one counted in
+/// `gateway_tag_writes_dropped_total`.
+fn drop_oldest_beyond_limit(queue: &mut std::collections::VecDeque<TagWrite>) {
+    let excess = queue.len().saturating_sub(QUEUE_LIMIT);
+    if excess > 0 {
+        queue.drain(..excess);
+        ::metrics::counter!(metrics::TAG_WRITES_DROPPED).increment(excess as u64);
+    }
+}
 /// Most sightings written in one store transaction.
 const BATCH: usize = 1_000;
 /// A tag's last-seen time is refreshed in the store at most this often (seconds): retention counts
@@ -197,45 +96,6 @@ pub struct Tags {
     wake: Notify,
     /// Whether the last store operation succeeded (`/readyz`).
     healthy: AtomicBool,
-}
-
-/// How a record's controller was found (SPEC §4.2 order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A record key was already tagged.
-    Tag,
-    /// The `controller_member` named a customer.
-    Member,
-    /// The calling customer sent it (request) or created it (single-record response).
-    Caller,
-    /// Nothing says who controls it.
-    Unknown,
-}
-
-/// A record with its controller and the digests to tag.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The record's node.
-    pub node: NodeId,
-    /// Controlling client id, when known.
-    pub controller: Option<Arc<str>>,
-    /// How it was found.
-    pub source: Source,
-    /// Digests of the record's key values.
-    pub keys: Vec<Digest>,
-    /// Digests of the recipient's identifiers.
-    pub recipients: Vec<Digest>,
-}
-
-/// Who asks, on which route, under which config: what controller resolution depends on.
-#[derive(Clone, Copy)]
-pub struct Scope<'a> {
-    /// The config (for the known clients).
-    pub config: &'a Config,
-    /// The route (record keys, recipient, controller member).
-    pub route: &'a Route,
-    /// The authenticated caller, if any.
-    pub caller: Option<&'a Client>,
 }
 
 /// Unix seconds now.
@@ -396,106 +256,6 @@ impl Tags {
         }
     }
 
-    /// Finds each record's controller in SPEC §4.2 order and the digests to tag.
-    /// `created` marks a response to a create: its single record is the caller's.
-    pub async fn resolve(
-        &self,
-        scope: &Scope<'_>,
-        doc: &Document<'_>,
-        records: &[NodeId],
-        direction: Direction,
-        created: bool,
-    ) -> Vec<Resolved> {
-        let Scope {
-            config,
-            route,
-            caller,
-        } = *scope;
-        let customer = caller.filter(|c| c.kind == ClientKind::Customer);
-        let known_customer = |id: &str| {
-            config
-                .client(id)
-                .filter(|c| c.kind == ClientKind::Customer)
-                .map(|c| c.id.clone())
-        };
-        let keys_of: Vec<Vec<Digest>> = records
-            .iter()
-            .map(|&node| {
-                route
-                    .record_keys
-                    .iter()
-                    .filter_map(|name| doc.member(node, name))
-                    .filter_map(|value| scalar_text(doc, value))
-                    .map(|value| self.key.record(&value))
-                    .collect()
-            })
-            .collect();
-        self.preload(&keys_of.concat()).await;
-        let now = Instant::now();
-        let mut resolved = Vec::with_capacity(records.len());
-        for (&node, keys) in records.iter().zip(keys_of) {
-            let mut tagged = None;
-            for key in &keys {
-                let controller = match self.cached_controller(key, now) {
-                    Some(cached) => cached,
-                    None => self.record_controller(key).await,
-                };
-                if let Some(controller) = controller {
-                    tagged = known_customer(&controller);
-                    break;
-                }
-            }
-            let member = || {
-                let name = route.controller_member.as_deref()?;
-                let value = doc.str_value(doc.member(node, name)?)?;
-                known_customer(&value)
-            };
-            let caller_owned = match direction {
-                Direction::Request => customer.is_some(),
-                Direction::Response => created && records.len() == 1 && customer.is_some(),
-            };
-            let (controller, source) = if let Some(id) = tagged {
-                (Some(id), Source::Tag)
-            } else if let Some(id) = member() {
-                (Some(id), Source::Member)
-            } else if caller_owned {
-                (customer.map(|c| c.id.clone()), Source::Caller)
-            } else {
-                (None, Source::Unknown)
-            };
-            let recipients = match controller {
-                Some(_) => self.recipient_digests(route, doc, node),
-                None => Vec::new(),
-            };
-            resolved.push(Resolved {
-                node,
-                controller,
-                source,
-                keys,
-                recipients,
-            });
-        }
-        resolved
-    }
-
-    fn recipient_digests(&self, route: &Route, doc: &Document<'_>, record: NodeId) -> Vec<Digest> {
-        let Some(recipient) = route
-            .recipient
-            .as_deref()
-            .and_then(|name| doc.member(record, name))
-        else {
-            return Vec::new();
-        };
-        route
-            .recipient_identifiers
-            .iter()
-            .filter_map(|name| doc.member(recipient, name))
-            .filter_map(|value| doc.str_value(value))
-            .filter(|value| !value.trim().is_empty())
-            .map(|value| self.key.recipient(&value))
-            .collect()
-    }
-
     /// Writes the tags of resolved records: recipients in both directions, record keys only from
     /// responses (where the upstream assigned them). The cache is updated now; the store later.
     /// Returns (record, recipient) tags written.
@@ -610,17 +370,10 @@ impl Tags {
         if writes.is_empty() {
             return;
         }
-        let mut dropped = 0;
         {
             let mut queue = self.queue.lock().expect("not poisoned");
             queue.extend(writes);
-            while queue.len() > QUEUE_LIMIT {
-                queue.pop_front();
-                dropped += 1;
-            }
-        }
-        if dropped > 0 {
-            ::metrics::counter!(metrics::TAG_WRITES_DROPPED).increment(dropped);
+            drop_oldest_beyond_limit(&mut queue);
         }
         self.wake.notify_one();
     }
@@ -648,9 +401,7 @@ impl Tags {
                 for write in batch.into_iter().rev() {
                     queue.push_front(write);
                 }
-                while queue.len() > QUEUE_LIMIT {
-                    queue.pop_back();
-                }
+                drop_oldest_beyond_limit(&mut queue);
                 return Err(error);
             }
             self.healthy.store(true, Ordering::Relaxed);
@@ -733,64 +484,11 @@ impl Tags {
     }
 }
 
-/// A string's value or a number's text: what a record key can be.
-fn scalar_text<'a>(doc: &Document<'a>, node: NodeId) -> Option<std::borrow::Cow<'a, str>> {
-    match doc.node(node).kind {
-        Kind::String => doc.str_value(node),
-        Kind::Number => std::str::from_utf8(doc.raw(node))
-            .ok()
-            .map(std::borrow::Cow::Borrowed),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn memoised_digests_equal_the_hmac_and_normalise_identifiers() {
-        let key = TagKey::new(b"memo-test-key-0123456789");
-        let direct = key.hmac(b"recipient\0", "jane@example.com");
-        // First computed, then from the memo: the same digest, normalised either way.
-        assert_eq!(key.recipient("Jane@Example.com "), direct);
-        assert_eq!(key.recipient("Jane@Example.com "), direct);
-        assert_eq!(key.recipient("jane@example.com"), direct);
-        assert_eq!(key.record("1ZACME"), key.hmac(b"record\0", "1ZACME"));
-        assert_ne!(key.record("jane@example.com"), direct, "domains stay apart");
-        // Another key never shares a memo entry.
-        let other = TagKey::new(b"memo-test-key-9876543210");
-        assert_ne!(other.recipient("jane@example.com"), direct);
-        for i in 0..MEMO_LIMIT + 10 {
-            key.record(&i.to_string());
-        }
-        let size = MEMO.with_borrow(HashMap::len);
-        assert!(size <= MEMO_LIMIT, "the memo stays bounded: {size}");
-        assert_eq!(key.recipient("JANE@example.com"), direct);
-    }
     use crate::store::memory::MemoryStore;
-
-    #[test]
-    fn identifiers_normalise_by_shape() {
-        let cases = [
-            ("  Jane.Doe@Example.COM ", "jane.doe@example.com"),
-            ("+1 (415) 555-0101", "+14155550101"),
-            ("+44 20 7946 0958", "+442079460958"),
-            ("0049.30.1234", "0049301234"),
-            ("1234", "1234"),
-            ("Customer-REF-9", "customer-ref-9"),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(normalize_identifier(input), expected, "{input}");
-        }
-        let key = TagKey::new(b"k");
-        assert_eq!(key.recipient("JANE@x.com "), key.recipient("jane@x.com"));
-        assert_ne!(
-            key.recipient("jane@x.com"),
-            key.record("jane@x.com"),
-            "domains are separate"
-        );
-    }
 
     fn resolved(keys: &[Digest], controller: &str, recipients: &[Digest]) -> Resolved {
         Resolved {

@@ -1,0 +1,145 @@
+//! One config generation's connection settings, and serving one client connection with them:
+//! the PROXY header from listed balancers, the slow-read guard, the TLS handshake under the header
+//! timeout, the framing watch, then HTTP/1.1 or HTTP/2.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::framing::{self, FramingWatch};
+use super::proxy_protocol;
+use super::stall::WriteStall;
+use crate::admin::metrics;
+use crate::config::{Config, Limits, listed};
+use crate::proxy::headers::Peer;
+use crate::proxy::{CurrentGateway, ProxyService};
+
+/// Connection settings of one config generation, shared by the connections accepted under it.
+pub(super) struct Acceptor {
+    pub(super) tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    handshake_timeout: Duration,
+    max_header_bytes: usize,
+    /// A peer that reads nothing for this long is disconnected (slow-read guard).
+    write_stall_timeout: Duration,
+    /// Peers that must open with a PROXY protocol header (`listen.proxy_protocol_from`).
+    proxy_protocol_from: Vec<ipnet::IpNet>,
+}
+
+impl Acceptor {
+    pub(super) fn for_config(config: &Config) -> Acceptor {
+        Acceptor {
+            tls: config.listen.tls.clone().map(TlsAcceptor::from),
+            builder: http_builder(&config.limits),
+            handshake_timeout: config.limits.header_read_timeout,
+            max_header_bytes: config.limits.max_header_bytes,
+            write_stall_timeout: config.limits.body_read_timeout,
+            proxy_protocol_from: config.listen.client_address.proxy_protocol_from.clone(),
+        }
+    }
+
+    /// Reads a PROXY header (from listed peers), handshakes (when TLS) and serves one
+    /// connection; returns when it closes. Each request on it is handled by the gateway current
+    /// when the request arrives.
+    pub(super) async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        gateway: CurrentGateway,
+        graceful: Watcher,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let (stream, ip) = if listed(&self.proxy_protocol_from, peer.ip()) {
+            let header = proxy_protocol::accept(stream);
+            match tokio::time::timeout(self.handshake_timeout, header).await {
+                Ok(Ok((stream, source))) => (stream, source.unwrap_or(peer.ip())),
+                Ok(Err(error)) => {
+                    ::metrics::counter!(metrics::PROXY_PROTOCOL_ERRORS).increment(1);
+                    tracing::debug!(msg = "proxy protocol header refused", error = %error);
+                    return;
+                }
+                Err(_) => {
+                    ::metrics::counter!(metrics::PROXY_PROTOCOL_ERRORS).increment(1);
+                    tracing::debug!(msg = "proxy protocol header timed out");
+                    return;
+                }
+            }
+        } else {
+            (proxy_protocol::Rewind::new(stream, Bytes::new()), peer.ip())
+        };
+        let stream = WriteStall::new(stream, self.write_stall_timeout);
+        let ambiguous = framing::AmbiguousFlag::default();
+        let peer = |client_cert| Peer {
+            ip,
+            tls: self.tls.is_some(),
+            ambiguous_framing: ambiguous.clone(),
+            client_cert,
+        };
+        let max_head = self.max_header_bytes;
+        match &self.tls {
+            Some(tls) => {
+                let stream =
+                    match tokio::time::timeout(self.handshake_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            ::metrics::counter!(metrics::TLS_HANDSHAKE_ERRORS).increment(1);
+                            tracing::debug!(msg = "tls handshake failed", error = %error);
+                            return;
+                        }
+                        Err(_) => {
+                            ::metrics::counter!(metrics::TLS_HANDSHAKE_ERRORS).increment(1);
+                            tracing::debug!(msg = "tls handshake timed out");
+                            return;
+                        }
+                    };
+                let client_cert = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| crate::tls::forwarded_client_cert(leaf));
+                let service =
+                    TowerToHyperService::new(ProxyService::new(gateway, peer(client_cert)));
+                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
+                let connection = self.builder.serve_connection(io, service).into_owned();
+                let _ = graceful.watch(connection).await;
+            }
+            None => {
+                let service = TowerToHyperService::new(ProxyService::new(gateway, peer(None)));
+                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
+                let connection = self.builder.serve_connection(io, service).into_owned();
+                let _ = graceful.watch(connection).await;
+            }
+        }
+    }
+}
+
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        // Rapid reset (CVE-2023-44487): a client resetting streams faster than they are
+        // accepted gets GOAWAY; streams the gateway itself resets for errors are bounded too.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
