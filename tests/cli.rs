@@ -40,7 +40,9 @@ fn check_accepts_a_valid_config_and_prints_the_report() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("**Summary:** 3 routes (0 inspected), 0 rules, 1 warning, 0 coverage findings"),
+        stdout.contains(
+            "**Summary:** 3 routes (0 inspected), 0 rules, 1 warning, 0 coverage findings"
+        ),
         "{stdout}"
     );
 }
