@@ -11,7 +11,7 @@ work=$(mktemp -d)
 trap 'kill "${demo:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 # A fresh store, so counts and the inbox are the tour's own: the demo's config, data elsewhere.
 mkdir -p "$work/config"
-cp -r config/rules "$work/config/"
+cp -r config/rules config/dev.env "$work/config/"
 sed 's|^path = "../data/gateway.db"|path = "'"$work"'/gateway.db"|; s|"../certs/dev/|"'"$PWD"'/certs/dev/|g' \
   config/gateway.toml > "$work/config/gateway.toml"
 target/debug/recipient-gateway demo --config "$work/config/gateway.toml" > "$work/demo.out" 2> "$work/demo.err" &
