@@ -4,10 +4,13 @@
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  echo "installing nginx and wrk (Debian packages)" >&2
+# nginx with the Lua module and cjson is the Kong-style redacting peer; haproxy a second
+# passthrough peer. Debian's packages, installed when missing (needs root).
+if ! need nginx || ! need wrk || ! need haproxy || [ ! -e /usr/share/nginx/modules/ngx_http_lua_module.so ]; then
+  echo "installing nginx (with the Lua module and cjson), haproxy and wrk (Debian packages)" >&2
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-http-lua lua-cjson \
+    haproxy wrk >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --locked --quiet

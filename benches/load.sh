@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# Load comparison on loopback: the gateway and nginx as reverse proxies in front of the same nginx
-# upstream serving static shipment JSON, driven by the same wrk load.
+# Load comparison on loopback: the gateway beside what users would run instead, in front of the same
+# nginx upstream serving static shipment JSON, driven by the same wrk load.
 #
-#   benches/load.sh                 # 1 KB, 16 KB, 256 KB; plain and TLS; 10 s per run
-#   DURATION=30s CONNS=128 SIZES="16k" MODES="tls" benches/load.sh
+#   benches/load.sh                 # 1 KB, 16 KB, 256 KB; plain and TLS; 3 alternating 6 s rounds
+#   ROUNDS=5 DURATION=10s CONNS=128 SIZES="16k" MODES="tls" benches/load.sh
 #
-# Installs nginx and wrk from Debian's packages when missing (needs root). Prints, per mode (plain
-# HTTP/1.1 or TLS terminated by the proxy), body size and proxy: rps, p50, p99 and the proxy's
-# resident memory after the run; then the gateway/nginx ratios and the redacting route's ratio to
-# the gateway's own passthrough. nginx runs one worker (two were slower on 2 cores) with upstream
-# keep-alive, `keepalive_requests` high and `proxy_buffers 32 16k`; the gateway runs its default
-# tokio runtime. The upstream (nginx serving static shipment JSON) and wrk share the same cores.
+# The peers:
+# - passthrough: nginx (one worker: two were slower on 2 cores; upstream keep-alive,
+#   `proxy_buffers 32 16k`) and haproxy (its default threads, `http-reuse always`) against the
+#   gateway's passthrough route;
+# - redacting: nginx with the Lua module and cjson, a `body_filter` that redacts the same fields of
+#   the records of another customer as the gateway's ten rules (the data plane Kong's response
+#   transformers run on), against the gateway's redacting route. Before any timing, both must give
+#   the same JSON for every size.
+#
+# Each round runs every peer once, in turn, after a 2 s warm-up; the table shows the median rps and
+# the median p99 over the rounds, and the proxy's resident memory after the last. Installs nginx,
+# the Lua module, cjson, haproxy and wrk from Debian's packages when missing (needs root). The
+# upstream and wrk share the same cores.
 set -euo pipefail
 
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-6s}
+ROUNDS=${ROUNDS:-3}
 STORE=${STORE:-memory}       # tag store of the gateway: memory or sqlite
 CONNS=${CONNS:-64}
 SIZES=${SIZES:-"1k 16k 256k"}
@@ -23,6 +31,8 @@ NGINX_PORT=18082
 NGINX_TLS_PORT=18084
 GATEWAY_PORT=18083
 GATEWAY_TLS_PORT=18085
+HAPROXY_PORT=18086
+HAPROXY_TLS_PORT=18087
 ADMIN_PORT=18093
 ADMIN_TLS_PORT=18095
 
@@ -35,7 +45,53 @@ done
 mkdir -p "$WORK/www/redact"
 cp "$WORK"/www/*.json "$WORK/www/redact/"
 "$GATEWAY" dev-certs --out "$WORK/certs" >/dev/null
+cat "$WORK/certs/localhost.crt" "$WORK/certs/localhost.key" > "$WORK/certs/haproxy.pem"
+
+# The Kong-style peer's redaction: for records whose customer_id is not the caller's, the fields
+# the gateway's ten rules name (redact, mask every character, remove; date_of_birth at any depth).
+cat > "$WORK/redact.lua" <<'LUA'
+local cjson = require "cjson"
+local M = {}
+local callers = { ["Bearer bench-key-acme"] = "acme", ["Bearer bench-key-globex"] = "globex" }
+function M.caller(authorization) return callers[authorization or ""] end
+local function remove_deep(t, name)
+  if type(t) ~= "table" then return end
+  t[name] = nil
+  for _, v in pairs(t) do remove_deep(v, name) end
+end
+local function redact(t, name) if t and t[name] ~= nil then t[name] = "[REDACTED]" end end
+local function record(r)
+  local recipient = r.recipient
+  if type(recipient) == "table" then
+    redact(recipient, "email"); redact(recipient, "phone"); redact(recipient, "name")
+    redact(recipient, "company")
+    local address = recipient.address
+    if type(address) == "table" then
+      redact(address, "street"); redact(address, "street2")
+      if type(address.postal_code) == "string" then
+        address.postal_code = string.rep("*", #address.postal_code)
+      elseif address.postal_code ~= nil then
+        address.postal_code = "[REDACTED]"
+      end
+      address.geo = nil
+    end
+  end
+  redact(r, "delivery_notes")
+  remove_deep(r, "date_of_birth")
+end
+function M.body(text, caller)
+  local doc = cjson.decode(text)
+  for _, r in ipairs(doc.shipments or {}) do
+    if r.customer_id ~= caller then record(r) end
+  end
+  return cjson.encode(doc)
+end
+return M
+LUA
+
 cat > "$WORK/proxy.conf" <<EOF
+load_module /usr/share/nginx/modules/ndk_http_module.so;
+load_module /usr/share/nginx/modules/ngx_http_lua_module.so;
 worker_processes 1;
 pid $WORK/proxy.pid;
 error_log $WORK/proxy.err warn;
@@ -43,6 +99,8 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
+  lua_package_path "$WORK/?.lua;;";
+  lua_package_cpath "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
   upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 256; keepalive_requests 1000000; }
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_session_cache shared:SSL:10m;
@@ -57,8 +115,48 @@ http {
       proxy_set_header Connection "";
       proxy_buffers 32 16k;
     }
+    location /redact/ {
+      access_by_lua_block {
+        ngx.ctx.caller = require("redact").caller(ngx.var.http_authorization)
+        if not ngx.ctx.caller then return ngx.exit(401) end
+      }
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "";
+      proxy_buffers 32 16k;
+      header_filter_by_lua_block { ngx.header.content_length = nil }
+      body_filter_by_lua_block {
+        local ctx = ngx.ctx
+        ctx.parts = ctx.parts or {}
+        if ngx.arg[1] ~= "" then table.insert(ctx.parts, ngx.arg[1]) end
+        if ngx.arg[2] then
+          ngx.arg[1] = require("redact").body(table.concat(ctx.parts), ctx.caller)
+        else
+          ngx.arg[1] = nil
+        end
+      }
+    }
   }
 }
+EOF
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+  maxconn 20000
+  pidfile $WORK/haproxy.pid
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend bench
+  bind 127.0.0.1:$HAPROXY_PORT
+  bind 127.0.0.1:$HAPROXY_TLS_PORT ssl crt $WORK/certs/haproxy.pem alpn http/1.1
+  default_backend static
+backend static
+  server upstream 127.0.0.1:$UPSTREAM_PORT maxconn 256
 EOF
 cat > "$WORK/gateway-common.toml" <<EOF
 [keys]
@@ -114,10 +212,25 @@ sed -i "s|^path = \"$WORK/tags.db\"|path = \"$WORK/tags-tls.db\"|" "$WORK/gatewa
 
 start_upstream $UPSTREAM_PORT
 "$NGINX" -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!); NGINX_PID=$!
+haproxy -q -f "$WORK/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
 "$GATEWAY" run --config "$WORK/gateway-plain.toml" > /dev/null & PIDS+=($!); GW_PLAIN_PID=$!
 "$GATEWAY" run --config "$WORK/gateway-tls.toml" > /dev/null & PIDS+=($!); GW_TLS_PID=$!
 
-wait_port $UPSTREAM_PORT; wait_port $NGINX_PORT; wait_port $GATEWAY_PORT; wait_port $GATEWAY_TLS_PORT
+for port in $UPSTREAM_PORT $NGINX_PORT $HAPROXY_PORT $GATEWAY_PORT $GATEWAY_TLS_PORT; do wait_port "$port"; done
+
+# The two redacting peers must agree before either is timed.
+for size in $SIZES; do
+  curl -sf -H "Authorization: Bearer bench-key-acme" "http://127.0.0.1:$GATEWAY_PORT/redact/$size.json" > "$WORK/gateway-$size.out"
+  curl -sf -H "Authorization: Bearer bench-key-acme" "http://127.0.0.1:$NGINX_PORT/redact/$size.json" > "$WORK/lua-$size.out"
+  python3 - "$WORK/gateway-$size.out" "$WORK/lua-$size.out" "$WORK/www/$size.json" <<'PY'
+import json, sys
+gateway, lua, original = (json.load(open(p)) for p in sys.argv[1:4])
+assert gateway == lua, f"the redacting peers disagree on {sys.argv[3]}"
+assert gateway != original, "nothing was redacted"
+assert any(r["recipient"]["email"] == "[REDACTED]" for r in gateway["shipments"])
+PY
+done
+echo "redacting peers agree on every size" >&2
 
 # wrk's latency line values come with units; normalise to milliseconds.
 to_ms() {
@@ -134,46 +247,68 @@ rss_mib() {
   done
   echo $((total / 1024))
 }
-run() { # url pid [header] -> "rps p50_ms p99_ms rss_mib"
-  local out header=${3:-"X-Bench: 1"}
-  wrk -t1 -c"$CONNS" -d3s -H "$header" "$1" >/dev/null 2>&1 # warm-up
-  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$header" "$1")
+once() { # url header -> "rps p99_ms"
+  local out
+  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "$1")
   if echo "$out" | grep -q "Non-2xx"; then
     echo "non-2xx answers from $1: $out" >&2
     exit 1
   fi
-  local rps p50 p99
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
-  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(rss_mib "$2")"
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
 }
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-row() { printf '%-6s %-6s %-10s %10.0f %8s %8s %8s\n' "$@"; }
-printf '\n%-6s %-6s %-10s %10s %8s %8s %8s\n' mode size proxy rps p50_ms p99_ms rss_mib
+row() { printf '%-6s %-6s %-18s %10.0f %8s %8s\n' "$@"; }
+printf '\n%-6s %-6s %-18s %10s %8s %8s\n' mode size proxy rps p99_ms rss_mib
 results=()
+ACME="Authorization: Bearer bench-key-acme"
 for mode in $MODES; do
   if [ "$mode" = tls ]; then
-    scheme=https; nginx_port=$NGINX_TLS_PORT; gw_port=$GATEWAY_TLS_PORT; gw_pid=$GW_TLS_PID
+    base_nginx=https://127.0.0.1:$NGINX_TLS_PORT base_haproxy=https://127.0.0.1:$HAPROXY_TLS_PORT
+    base_gw=https://127.0.0.1:$GATEWAY_TLS_PORT gw_pid=$GW_TLS_PID
   else
-    scheme=http; nginx_port=$NGINX_PORT; gw_port=$GATEWAY_PORT; gw_pid=$GW_PLAIN_PID
+    base_nginx=http://127.0.0.1:$NGINX_PORT base_haproxy=http://127.0.0.1:$HAPROXY_PORT
+    base_gw=http://127.0.0.1:$GATEWAY_PORT gw_pid=$GW_PLAIN_PID
   fi
   for size in $SIZES; do
-    read -r n_rps n_p50 n_p99 n_rss < <(run "$scheme://127.0.0.1:$nginx_port/$size.json" "$NGINX_PID")
-    read -r g_rps g_p50 g_p99 g_rss < <(run "$scheme://127.0.0.1:$gw_port/$size.json" "$gw_pid")
-    row "$mode" "$size" nginx "$n_rps" "$n_p50" "$n_p99" "$n_rss"
-    row "$mode" "$size" gateway "$g_rps" "$g_p50" "$g_p99" "$g_rss"
-    results+=("$(awk -v g="$g_rps" -v n="$n_rps" -v gp="$g_p99" -v np="$n_p99" -v s="$size" -v m="$mode" \
-      'BEGIN { printf "%-6s %-6s passthrough  rps gateway/nginx %.2f   p99 gateway/nginx %.2f", m, s, g / n, gp / np }')")
-    # The redacting route: the same list, 10 rules, half the records another customer's.
-    if [ "$size" = 16k ]; then
-      read -r r_rps r_p50 r_p99 r_rss < <(run "$scheme://127.0.0.1:$gw_port/redact/16k.json" "$gw_pid" "Authorization: Bearer bench-key-acme")
-      row "$mode" "$size" redacting "$r_rps" "$r_p50" "$r_p99" "$r_rss"
-      results+=("$(awk -v r="$r_rps" -v g="$g_rps" -v rp="$r_p99" -v gp="$g_p99" -v m="$mode" \
-        'BEGIN { printf "%-6s 16k    redacting    rps redacting/passthrough %.2f   p99 overhead %.2f ms", m, r / g, rp - gp }')")
-    fi
+    # name|URL|header|PID whose memory is shown
+    peers=(
+      "nginx|$base_nginx/$size.json|X-Bench: 1|$NGINX_PID"
+      "haproxy|$base_haproxy/$size.json|X-Bench: 1|$HAPROXY_PID"
+      "gateway|$base_gw/$size.json|X-Bench: 1|$gw_pid"
+      "nginx+lua-redacting|$base_nginx/redact/$size.json|$ACME|$NGINX_PID"
+      "gateway-redacting|$base_gw/redact/$size.json|$ACME|$gw_pid"
+    )
+    declare -A rps=() p99=() rss=()
+    for peer in "${peers[@]}"; do
+      IFS='|' read -r name url header pid <<<"$peer"
+      wrk -t1 -c"$CONNS" -d2s -H "$header" "$url" >/dev/null 2>&1 # warm-up
+    done
+    for _ in $(seq "$ROUNDS"); do
+      for peer in "${peers[@]}"; do
+        IFS='|' read -r name url header pid <<<"$peer"
+        read -r r p < <(once "$url" "$header")
+        rps[$name]+="$r "; p99[$name]+="$p "
+        rss[$name]=$(rss_mib "$pid")
+      done
+    done
+    declare -A m_rps=() m_p99=()
+    for peer in "${peers[@]}"; do
+      name=${peer%%|*}
+      m_rps[$name]=$(tr ' ' '\n' <<<"${rps[$name]}" | grep . | median)
+      m_p99[$name]=$(tr ' ' '\n' <<<"${p99[$name]}" | grep . | median)
+      row "$mode" "$size" "$name" "${m_rps[$name]}" "${m_p99[$name]}" "${rss[$name]}"
+    done
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+    results+=("$(printf '%-6s %-6s gateway/nginx %s (p99 %s vs %s ms)   gateway/haproxy %s (p99 %s ms)   redacting gateway/lua %s (p99 %s vs %s ms)' \
+      "$mode" "$size" \
+      "$(ratio "${m_rps[gateway]}" "${m_rps[nginx]}")" "${m_p99[gateway]}" "${m_p99[nginx]}" \
+      "$(ratio "${m_rps[gateway]}" "${m_rps[haproxy]}")" "${m_p99[haproxy]}" \
+      "$(ratio "${m_rps[gateway-redacting]}" "${m_rps[nginx+lua-redacting]}")" \
+      "${m_p99[gateway-redacting]}" "${m_p99[nginx+lua-redacting]}")")
+    unset rps p99 rss m_rps m_p99
   done
 done
 echo
 printf '%s\n' "${results[@]}"
-echo "(wrk -t1 -c$CONNS -d$DURATION, keep-alive; tag store $STORE; gateway access log written to /dev/null; rss after each run)"
+echo "(wrk -t1 -c$CONNS, $ROUNDS alternating rounds of $DURATION, medians; keep-alive; tag store $STORE; gateway access log to /dev/null; rss after the last round)"

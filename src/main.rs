@@ -251,8 +251,10 @@ fn runtime_result(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// The main thread's runtime: the admin listener, reloads, webhook delivery and store upkeep. The
+/// traffic itself is served by the server's worker threads, each with a runtime of its own.
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -54,7 +54,7 @@ fn every_configuration_key_is_documented() {
         ("`[listen]`".into(), keys_of(&with("listen"), None)),
         ("`[keys]`".into(), keys_of(&with("keys"), None)),
     ];
-    for table in ["admin", "limits", "store", "privacy"] {
+    for table in ["admin", "limits", "runtime", "store", "privacy"] {
         let text = format!("{base}[{table}]\nzzz_unknown = 1\n");
         sections.push((format!("`[{table}]`"), keys_of(&text, None)));
     }

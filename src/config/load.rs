@@ -17,6 +17,9 @@ use crate::redact::path::Path as JsonPath;
 use crate::redact::{Action, Purpose, Rule, RuleScope};
 use crate::target;
 
+/// Most serving threads `[runtime] workers` may ask for.
+const MAX_WORKERS: usize = 256;
+
 /// Validates TOML text as if it were the file at `path`; secrets are read through `env`.
 pub(super) fn from_toml(
     path: &Path,
@@ -115,6 +118,7 @@ impl Loader<'_> {
             token: admin_token.map(|t| Secret(t.into_bytes())),
         };
         let limits = self.limits(&file.limits)?;
+        let runtime = self.runtime(&file.runtime)?;
         let tag_key = self
             .secret(
                 "keys.tag_key",
@@ -136,6 +140,7 @@ impl Loader<'_> {
             listen,
             admin,
             limits,
+            runtime,
             tag_key: Secret(tag_key.into_bytes()),
             store,
             privacy,
@@ -217,6 +222,20 @@ impl Loader<'_> {
                     })
             })
             .collect()
+    }
+
+    fn runtime(&self, file: &schema::RuntimeFile) -> Result<Runtime, ConfigError> {
+        let workers = match file.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n if n <= MAX_WORKERS => n,
+            _ => {
+                return Err(self.err(
+                    "runtime.workers",
+                    format!("at most {MAX_WORKERS} serving threads"),
+                ));
+            }
+        };
+        Ok(Runtime { workers })
     }
 
     fn limits(&self, file: &schema::LimitsFile) -> Result<Limits, ConfigError> {

@@ -41,6 +41,8 @@ pub struct Config {
     pub admin: Admin,
     /// Resource limits.
     pub limits: Limits,
+    /// Serving threads.
+    pub runtime: Runtime,
     /// HMAC key for tags and `hash` actions.
     pub tag_key: Secret,
     /// Where tags and privacy requests live.
@@ -120,6 +122,13 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+}
+
+/// `[runtime]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runtime {
+    /// Serving threads (`0` in the file resolved to the number of cores).
+    pub workers: usize,
 }
 
 /// A secret value; its `Debug` never prints it.

@@ -20,6 +20,9 @@ pub struct FileConfig {
     /// Resource limits; every key has a production default.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// How many serving threads run; every key has a default.
+    #[serde(default)]
+    pub runtime: RuntimeFile,
     /// Where the HMAC key for tags and `hash` actions comes from.
     pub keys: KeysFile,
     /// Where tags and privacy requests are kept.
@@ -110,6 +113,15 @@ impl Default for AdminFile {
             token: None,
         }
     }
+}
+
+/// `[runtime]`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeFile {
+    /// Serving threads, each with its own listener socket (`SO_REUSEPORT`), event loop and
+    /// upstream connection pools, as nginx's workers. `0` (default): one per CPU core.
+    pub workers: usize,
 }
 
 /// `[limits]`: every key optional.

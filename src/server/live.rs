@@ -37,8 +37,9 @@ pub enum ReloadError {
 pub struct Generation {
     /// The config new requests see (the delivery worker and store upkeep read it too).
     pub config: Arc<Config>,
-    /// The request handler new requests use.
-    pub gateway: Arc<Gateway>,
+    /// The request handler new requests use, one per serving thread: each has its own upstream
+    /// pools, whose connections live on that thread.
+    pub gateways: Vec<Arc<Gateway>>,
     /// TLS and HTTP settings new connections get.
     acceptor: Arc<Acceptor>,
 }
@@ -46,7 +47,9 @@ pub struct Generation {
 impl Generation {
     fn new(config: Arc<Config>, tags: &Arc<Tags>, desk: &Arc<Desk>) -> Generation {
         Generation {
-            gateway: Arc::new(Gateway::new(config.clone(), tags.clone(), desk.clone())),
+            gateways: (0..config.runtime.workers)
+                .map(|_| Arc::new(Gateway::new(config.clone(), tags.clone(), desk.clone())))
+                .collect(),
             acceptor: Arc::new(Acceptor::for_config(&config)),
             config,
         }
@@ -86,10 +89,11 @@ impl Live {
         Arc::new(move || current.load().config.clone())
     }
 
-    /// The current request handler, for connections that outlive reloads.
-    pub fn current_gateway(&self) -> CurrentGateway {
+    /// The current request handler of serving thread `worker`, for connections that outlive
+    /// reloads.
+    pub fn current_gateway(&self, worker: usize) -> CurrentGateway {
         let current = self.current.clone();
-        Arc::new(move || current.load().gateway.clone())
+        Arc::new(move || current.load().gateways[worker].clone())
     }
 
     /// The connection settings for a connection accepted now.
@@ -157,6 +161,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.limits.max_connections != new.limits.max_connections {
         changed.push("limits.max_connections");
+    }
+    if old.runtime != new.runtime {
+        changed.push("runtime.workers");
     }
     changed
 }

@@ -1,7 +1,13 @@
 //! Listeners, connections and graceful drain.
 //!
-//! The accept loop takes a connection-limit permit before it accepts, so past `max_connections`
-//! new clients wait in the kernel's backlog instead of costing memory here. Each connection does
+//! Traffic is served as nginx serves it: `[runtime] workers` threads, each a single-threaded
+//! runtime with its own listening socket on the shared address (`SO_REUSEPORT`) and its own
+//! gateway, whose upstream pools keep their connections on that thread. A request never wakes
+//! another thread. The main thread keeps the admin listener, reloads and background work.
+//!
+//! Each worker takes a connection-limit slot after it accepts and before it serves, so past
+//! `max_connections` a worker holds one accepted connection and the rest wait in the kernel's
+//! backlog instead of costing memory here. Each connection does
 //! its TLS handshake under the header timeout, then hyper-util's auto builder serves HTTP/1.1 or
 //! HTTP/2 (ALPN, or the h2c preface in plaintext mode). Shutdown is a future passed in: when it
 //! resolves, accepting stops, `/readyz` turns 503, in-flight requests finish (bounded by the
@@ -61,7 +67,10 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Bound listeners, ready to serve.
 pub struct Server {
     config: Arc<Config>,
-    listener: TcpListener,
+    /// One listening socket per serving thread, all on the same address (`SO_REUSEPORT`: the
+    /// kernel spreads new connections over them). Registered with a runtime by the thread that
+    /// serves it.
+    listeners: Vec<std::net::TcpListener>,
     admin: TcpListener,
     /// The tag cache over the configured store, opened (and migrated) at bind time.
     tags: Arc<Tags>,
@@ -89,11 +98,11 @@ impl Server {
         let store = crate::store::open(&config.store).await?;
         let tags = Arc::new(Tags::new(config.tag_key.expose(), store.tags.clone()));
         let desk = Arc::new(Desk::new(&store, tags.clone(), Clock::default()));
-        let listener = bind(config.listen.address).await?;
+        let listeners = bind_shared(config.listen.address, config.runtime.workers)?;
         let admin = bind(config.admin.address).await?;
         Ok(Server {
             config,
-            listener,
+            listeners,
             admin,
             tags,
             desk,
@@ -102,7 +111,7 @@ impl Server {
 
     /// The main listener's bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.listeners[0]
             .local_addr()
             .expect("bound listener has an address")
     }
@@ -160,57 +169,39 @@ impl Server {
         let deliverer = Arc::new(Deliverer::new(self.desk.clone(), live.current_config()));
         // Stopped with the process: an attempt cut short is retried when its lease runs out.
         let _deliverer = AbortOnDrop(tokio::spawn(deliverer.run()));
-        let gateway = live.current_gateway();
-        let graceful = GracefulShutdown::new();
+        let limit = Arc::new(Semaphore::new(self.config.limits.max_connections));
+        let (accepting_tx, accepting_rx) = watch::channel(true);
+        let drain_deadline = self.config.limits.request_timeout + DRAIN_GRACE;
+        let mut workers = Vec::with_capacity(self.listeners.len());
+        for (index, listener) in self.listeners.into_iter().enumerate() {
+            let worker = Worker {
+                index,
+                listener,
+                live: live.clone(),
+                limit: limit.clone(),
+                accepting: accepting_rx.clone(),
+                drain_deadline,
+            };
+            workers.push(worker.start());
+        }
         tracing::info!(
             msg = "listening",
             address = %local_addr,
             admin = %admin_addr,
             tls = live.acceptor().tls.is_some(),
+            workers = workers.len(),
         );
         health.ready.store(true, Ordering::Release);
         let _probe = AbortOnDrop(tokio::spawn(announce_unreachable_upstreams(
             self.config.clone(),
         )));
 
-        let limit = Arc::new(Semaphore::new(self.config.limits.max_connections));
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                permit = limit.clone().acquire_owned() => permit.expect("semaphore never closes"),
-                _ = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(msg = "accept failed", error = %error);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-            };
-            let connection =
-                live.acceptor()
-                    .serve(stream, peer, gateway.clone(), graceful.watcher());
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _active = ActiveConnection::open();
-                connection.await;
-            });
-        }
-
+        shutdown.await;
         tracing::info!(msg = "draining");
         health.ready.store(false, Ordering::Release);
-        drop(self.listener);
-        let deadline = self.config.limits.request_timeout + DRAIN_GRACE;
-        if tokio::time::timeout(deadline, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(msg = "drain deadline passed; closing remaining connections");
+        let _ = accepting_tx.send(false);
+        for stopped in workers {
+            let _ = stopped.await;
         }
         // Tags written by the last requests reach the store before the process exits.
         match tokio::time::timeout(DRAIN_GRACE, tags.flush()).await {
@@ -227,6 +218,112 @@ impl Server {
         let _ = admin_task.await;
         tracing::info!(msg = "stopped");
     }
+}
+
+/// One serving thread: a single-threaded runtime with its own listening socket, serving the
+/// connections it accepts with its own gateway (and so its own upstream pools). A request never
+/// wakes another thread; only the connection limit, the tag cache, the store and the metrics are
+/// shared.
+struct Worker {
+    index: usize,
+    listener: std::net::TcpListener,
+    live: Arc<Live>,
+    /// `max_connections`, across all workers.
+    limit: Arc<Semaphore>,
+    /// Turns false when the gateway drains.
+    accepting: watch::Receiver<bool>,
+    drain_deadline: Duration,
+}
+
+impl Worker {
+    /// Runs the worker on a thread of its own; the receiver resolves once it has drained.
+    fn start(self) -> tokio::sync::oneshot::Receiver<()> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("gateway-worker-{}", self.index))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a single-threaded runtime builds");
+                runtime.block_on(self.serve());
+                let _ = done_tx.send(());
+            })
+            .expect("the serving thread starts");
+        done_rx
+    }
+
+    async fn serve(mut self) {
+        let listener = TcpListener::from_std(self.listener).expect("a listening socket registers");
+        let gateway = self.live.current_gateway(self.index);
+        let graceful = GracefulShutdown::new();
+        loop {
+            // Accept first, then wait for a slot: the kernel gives each listening socket its own
+            // connections, so a slot freed elsewhere must reach a thread that holds one waiting.
+            // Each thread holds at most one such connection; the rest wait in the backlog.
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(msg = "accept failed", error = %error);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = self.accepting.wait_for(|accepting| !accepting) => break,
+            };
+            let permit = tokio::select! {
+                permit = self.limit.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                _ = self.accepting.wait_for(|accepting| !accepting) => break,
+            };
+            let connection =
+                self.live
+                    .acceptor()
+                    .serve(stream, peer, gateway.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _active = ActiveConnection::open();
+                connection.await;
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(self.drain_deadline, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(msg = "drain deadline passed; closing remaining connections");
+        }
+    }
+}
+
+/// `workers` listening sockets on `address`, with `SO_REUSEPORT` so that each serving thread
+/// accepts on its own. The first binds the configured address (port 0 picks a free port); the
+/// others bind the address it got.
+fn bind_shared(
+    address: SocketAddr,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    use socket2::{Domain, Socket, Type};
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
+    for _ in 0..workers.max(1) {
+        let address = listeners
+            .first()
+            .map_or(Ok(address), std::net::TcpListener::local_addr)
+            .map_err(|source| ServerError::Bind { address, source })?;
+        let socket = (|| {
+            let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&address.into())?;
+            socket.listen(1024)?;
+            Ok(std::net::TcpListener::from(socket))
+        })()
+        .map_err(|source| ServerError::Bind { address, source })?;
+        listeners.push(socket);
+    }
+    Ok(listeners)
 }
 
 /// Reloads the config on every SIGHUP (errors are logged and counted by [`Live::reload`]).

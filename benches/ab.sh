@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# A/B of two gateway builds: both run at once behind the same nginx upstream, and wrk alternates
+# between them, so a noisy machine moves both alike. Prints the median rps and p99 of each over
+# ROUNDS rounds, per route and size, and the ratio B/A.
+#
+#   cp target/release/recipient-gateway /tmp/gateway-a      # before the change
+#   ... change, cargo build --release ...
+#   benches/ab.sh /tmp/gateway-a target/release/recipient-gateway
+#   ROUNDS=5 DURATION=8s SIZES="1k" ROUTES="passthrough" benches/ab.sh A B
+#
+# Plain HTTP, memory tag store, the same ten redaction rules as load.sh on the redacting route.
+set -euo pipefail
+
+A=$(realpath "$1")
+B=$(realpath "$2")
+DURATION=${DURATION:-6s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-64}
+SIZES=${SIZES:-"1k 16k"}
+ROUTES=${ROUTES:-"passthrough redacting"}
+UPSTREAM_PORT=18181
+A_PORT=18182
+B_PORT=18183
+
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
+
+for size in $SIZES; do
+  make_body "$size" $(( ${size%k} * 1024 - 3 ))
+done
+mkdir -p "$WORK/www/redact"
+cp "$WORK"/www/*.json "$WORK/www/redact/"
+for spec in "email:\$.recipient.email:redact" "phone:\$.recipient.phone:redact" "name:\$.recipient.name:redact" \
+            "street:\$.recipient.address.street:redact" "street2:\$.recipient.address.street2:redact" \
+            "postal:\$.recipient.address.postal_code:mask" "company:\$.recipient.company:redact" \
+            "notes:\$.delivery_notes:redact" "dob:\$..date_of_birth:remove" "geo:\$.recipient.address.geo:remove"; do
+  IFS=: read -r id path action <<<"$spec"
+  printf '[[rule]]\nid = "%s"\npath = "%s"\naction = "%s"\ncategory = "user"\nreason = "benchmark"\nwhen.caller = "not_controller"\n' \
+    "$id" "$path" "$action" >> "$WORK/rules.toml"
+done
+config() { # port admin_port
+  cat <<EOF
+[listen]
+address = "127.0.0.1:$1"
+tls = false
+[admin]
+address = "127.0.0.1:$2"
+[keys]
+tag_key = "bench-only-tag-key-0123456789"
+[store]
+backend = "memory"
+[[upstream]]
+name = "static"
+url = "http://127.0.0.1:$UPSTREAM_PORT"
+$(bench_clients)
+[[route]]
+name = "passthrough"
+path_prefix = "/"
+upstream = "static"
+auth = "none"
+[[route]]
+name = "redacting"
+path_prefix = "/redact"
+upstream = "static"
+records = ["\$", "\$.shipments[*]"]
+record_keys = ["id", "tracking_number"]
+recipient = "recipient"
+recipient_identifiers = ["email", "phone"]
+controller_member = "customer_id"
+rules = ["rules.toml"]
+EOF
+}
+config $A_PORT 18192 > "$WORK/a.toml"
+config $B_PORT 18193 > "$WORK/b.toml"
+start_upstream $UPSTREAM_PORT
+"$A" run --config "$WORK/a.toml" > /dev/null & PIDS+=($!)
+"$B" run --config "$WORK/b.toml" > /dev/null & PIDS+=($!)
+for port in $UPSTREAM_PORT $A_PORT $B_PORT; do wait_port "$port"; done
+
+once() { # url header -> "rps p99_ms"
+  local out p99
+  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "$1")
+  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(awk -v v="$p99" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u); if (u == "us") n /= 1000; else if (u == "s") n *= 1000; printf "%.2f", n }')"
+}
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+printf '%-12s %-5s %10s %8s %10s %8s %7s\n' route size a_rps a_p99 b_rps b_p99 b/a
+for route in $ROUTES; do
+  prefix=""; header="X-Bench: 1"
+  [ "$route" = redacting ] && { prefix="/redact"; header="Authorization: Bearer bench-key-acme"; }
+  for size in $SIZES; do
+    a_rps=""; a_p99=""; b_rps=""; b_p99=""
+    wrk -t1 -c"$CONNS" -d2s -H "$header" "http://127.0.0.1:$A_PORT$prefix/$size.json" >/dev/null 2>&1
+    wrk -t1 -c"$CONNS" -d2s -H "$header" "http://127.0.0.1:$B_PORT$prefix/$size.json" >/dev/null 2>&1
+    for _ in $(seq "$ROUNDS"); do
+      read -r r p < <(once "http://127.0.0.1:$A_PORT$prefix/$size.json" "$header"); a_rps+="$r "; a_p99+="$p "
+      read -r r p < <(once "http://127.0.0.1:$B_PORT$prefix/$size.json" "$header"); b_rps+="$r "; b_p99+="$p "
+    done
+    ar=$(median <<<"$a_rps"); ap=$(median <<<"$a_p99"); br=$(median <<<"$b_rps"); bp=$(median <<<"$b_p99")
+    printf '%-12s %-5s %10.0f %8s %10.0f %8s %7.3f\n' "$route" "$size" "$ar" "$ap" "$br" "$bp" \
+      "$(awk -v a="$ar" -v b="$br" 'BEGIN { print b / a }')"
+  done
+done
+echo "(wrk -t1 -c$CONNS, $ROUNDS alternating rounds of $DURATION, medians; plain HTTP; memory store)"
