@@ -142,7 +142,7 @@ http {
 EOF
 cat > "$WORK/haproxy.cfg" <<EOF
 global
-  maxconn 20000
+  maxconn 8000
   pidfile $WORK/haproxy.pid
 defaults
   mode http
