@@ -30,14 +30,7 @@ for size in $SIZES; do
 done
 mkdir -p "$WORK/www/redact"
 cp "$WORK"/www/*.json "$WORK/www/redact/"
-for spec in "email:\$.recipient.email:redact" "phone:\$.recipient.phone:redact" "name:\$.recipient.name:redact" \
-            "street:\$.recipient.address.street:redact" "street2:\$.recipient.address.street2:redact" \
-            "postal:\$.recipient.address.postal_code:mask" "company:\$.recipient.company:redact" \
-            "notes:\$.delivery_notes:redact" "dob:\$..date_of_birth:remove" "geo:\$.recipient.address.geo:remove"; do
-  IFS=: read -r id path action <<<"$spec"
-  printf '[[rule]]\nid = "%s"\npath = "%s"\naction = "%s"\ncategory = "user"\nreason = "benchmark"\nwhen.caller = "not_controller"\n' \
-    "$id" "$path" "$action" >> "$WORK/rules.toml"
-done
+bench_rules
 config() { # port admin_port
   cat <<EOF
 [listen]
@@ -49,25 +42,7 @@ address = "127.0.0.1:$2"
 tag_key = "bench-only-tag-key-0123456789"
 [store]
 backend = "memory"
-[[upstream]]
-name = "static"
-url = "http://127.0.0.1:$UPSTREAM_PORT"
-$(bench_clients)
-[[route]]
-name = "passthrough"
-path_prefix = "/"
-upstream = "static"
-auth = "none"
-[[route]]
-name = "redacting"
-path_prefix = "/redact"
-upstream = "static"
-records = ["\$", "\$.shipments[*]"]
-record_keys = ["id", "tracking_number"]
-recipient = "recipient"
-recipient_identifiers = ["email", "phone"]
-controller_member = "customer_id"
-rules = ["rules.toml"]
+$(bench_routes $UPSTREAM_PORT)
 EOF
 }
 config $A_PORT 18192 > "$WORK/a.toml"
@@ -76,14 +51,6 @@ start_upstream $UPSTREAM_PORT
 "$A" run --config "$WORK/a.toml" > /dev/null & PIDS+=($!)
 "$B" run --config "$WORK/b.toml" > /dev/null & PIDS+=($!)
 for port in $UPSTREAM_PORT $A_PORT $B_PORT; do wait_port "$port"; done
-
-once() { # url header -> "rps p99_ms"
-  local out p99
-  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "$1")
-  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(awk -v v="$p99" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u); if (u == "us") n /= 1000; else if (u == "s") n *= 1000; printf "%.2f", n }')"
-}
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 printf '%-12s %-5s %10s %8s %10s %8s %7s\n' route size a_rps a_p99 b_rps b_p99 b/a
 for route in $ROUTES; do
@@ -94,8 +61,8 @@ for route in $ROUTES; do
     wrk -t1 -c"$CONNS" -d2s -H "$header" "http://127.0.0.1:$A_PORT$prefix/$size.json" >/dev/null 2>&1
     wrk -t1 -c"$CONNS" -d2s -H "$header" "http://127.0.0.1:$B_PORT$prefix/$size.json" >/dev/null 2>&1
     for _ in $(seq "$ROUNDS"); do
-      read -r r p < <(once "http://127.0.0.1:$A_PORT$prefix/$size.json" "$header"); a_rps+="$r "; a_p99+="$p "
-      read -r r p < <(once "http://127.0.0.1:$B_PORT$prefix/$size.json" "$header"); b_rps+="$r "; b_p99+="$p "
+      read -r r p < <(wrk_once "http://127.0.0.1:$A_PORT$prefix/$size.json" "$header"); a_rps+="$r "; a_p99+="$p "
+      read -r r p < <(wrk_once "http://127.0.0.1:$B_PORT$prefix/$size.json" "$header"); b_rps+="$r "; b_p99+="$p "
     done
     ar=$(median <<<"$a_rps"); ap=$(median <<<"$a_p99"); br=$(median <<<"$b_rps"); bp=$(median <<<"$b_p99")
     printf '%-12s %-5s %10.0f %8s %10.0f %8s %7.3f\n' "$route" "$size" "$ar" "$ap" "$br" "$bp" \

@@ -78,3 +78,65 @@ wait_port() {
   echo "nothing listens on port $1" >&2
   exit 1
 }
+
+# The ten rules of the redacting benchmarks, a non-controller's view, into $WORK/rules.toml:
+# half the records (globex's) are redacted for acme.
+bench_rules() {
+  local spec id path action
+  for spec in "email:\$.recipient.email:redact" "phone:\$.recipient.phone:redact" "name:\$.recipient.name:redact" \
+              "street:\$.recipient.address.street:redact" "street2:\$.recipient.address.street2:redact" \
+              "postal:\$.recipient.address.postal_code:mask" "company:\$.recipient.company:redact" \
+              "notes:\$.delivery_notes:redact" "dob:\$..date_of_birth:remove" "geo:\$.recipient.address.geo:remove"; do
+    IFS=: read -r id path action <<<"$spec"
+    printf '[[rule]]\nid = "%s"\npath = "%s"\naction = "%s"\ncategory = "user"\nreason = "benchmark"\nwhen.caller = "not_controller"\n' \
+      "$id" "$path" "$action" >> "$WORK/rules.toml"
+  done
+}
+
+# The upstream, the bench customers and the two benchmark routes (a passthrough catch-all and the
+# redacting `/redact` with bench_rules), as config text for an upstream on PORT.
+bench_routes() { # upstream_port
+  cat <<C
+[[upstream]]
+name = "static"
+url = "http://127.0.0.1:$1"
+$(bench_clients)
+[[route]]
+name = "passthrough"
+path_prefix = "/"
+upstream = "static"
+auth = "none"
+[[route]]
+name = "redacting"
+path_prefix = "/redact"
+upstream = "static"
+records = ["\$", "\$.shipments[*]"]
+record_keys = ["id", "tracking_number"]
+recipient = "recipient"
+recipient_identifiers = ["email", "phone"]
+controller_member = "customer_id"
+rules = ["rules.toml"]
+C
+}
+
+# wrk's latency values come with units; normalised to milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+    printf "%.2f", n }'
+}
+
+# One wrk run of $DURATION with $CONNS connections: "rps p99_ms". Any non-2xx answer aborts.
+wrk_once() { # url header
+  local out
+  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "$1")
+  if echo "$out" | grep -q "Non-2xx"; then
+    echo "non-2xx answers from $1: $out" >&2
+    exit 1
+  fi
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
+}
+
+# The median of whitespace-separated numbers on stdin.
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

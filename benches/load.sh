@@ -164,42 +164,9 @@ tag_key = "bench-only-tag-key-0123456789"
 [store]
 backend = "$STORE"
 path = "$WORK/tags.db"
-[[upstream]]
-name = "static"
-url = "http://127.0.0.1:$UPSTREAM_PORT"
-$(bench_clients)
-[[route]]
-name = "passthrough"
-path_prefix = "/"
-upstream = "static"
-auth = "none"
-[[route]]
-name = "redacting"
-path_prefix = "/redact"
-upstream = "static"
-records = ["\$", "\$.shipments[*]"]
-record_keys = ["id", "tracking_number"]
-recipient = "recipient"
-recipient_identifiers = ["email", "phone"]
-controller_member = "customer_id"
-rules = ["rules.toml"]
+$(bench_routes $UPSTREAM_PORT)
 EOF
-# Ten rules for a non-controller's view: half the records (globex's) are redacted for acme.
-for spec in "email:\$.recipient.email:redact" "phone:\$.recipient.phone:redact" "name:\$.recipient.name:redact" \
-            "street:\$.recipient.address.street:redact" "street2:\$.recipient.address.street2:redact" \
-            "postal:\$.recipient.address.postal_code:mask" "company:\$.recipient.company:redact" \
-            "notes:\$.delivery_notes:redact" "dob:\$..date_of_birth:remove" "geo:\$.recipient.address.geo:remove"; do
-  IFS=: read -r id path action <<<"$spec"
-  cat >> "$WORK/rules.toml" <<EOF
-[[rule]]
-id = "$id"
-path = "$path"
-action = "$action"
-category = "user"
-reason = "benchmark"
-when.caller = "not_controller"
-EOF
-done
+bench_rules
 
 # One gateway per mode, the same config behind different listeners.
 printf '[listen]\naddress = "127.0.0.1:%s"\ntls = false\n[admin]\naddress = "127.0.0.1:%s"\n' \
@@ -232,13 +199,6 @@ PY
 done
 echo "redacting peers agree on every size" >&2
 
-# wrk's latency line values come with units; normalise to milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
-    if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
-    printf "%.2f", n }'
-}
 # Resident memory in MiB of a process and its children (nginx's master and worker).
 rss_mib() {
   local total=0 pid
@@ -247,17 +207,6 @@ rss_mib() {
   done
   echo $((total / 1024))
 }
-once() { # url header -> "rps p99_ms"
-  local out
-  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "$1")
-  if echo "$out" | grep -q "Non-2xx"; then
-    echo "non-2xx answers from $1: $out" >&2
-    exit 1
-  fi
-  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
-}
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-
 row() { printf '%-6s %-6s %-18s %10.0f %8s %8s\n' "$@"; }
 printf '\n%-6s %-6s %-18s %10s %8s %8s\n' mode size proxy rps p99_ms rss_mib
 results=()
@@ -287,7 +236,7 @@ for mode in $MODES; do
     for _ in $(seq "$ROUNDS"); do
       for peer in "${peers[@]}"; do
         IFS='|' read -r name url header pid <<<"$peer"
-        read -r r p < <(once "$url" "$header")
+        read -r r p < <(wrk_once "$url" "$header")
         rps[$name]+="$r "; p99[$name]+="$p "
         rss[$name]=$(rss_mib "$pid")
       done
@@ -295,8 +244,8 @@ for mode in $MODES; do
     declare -A m_rps=() m_p99=()
     for peer in "${peers[@]}"; do
       name=${peer%%|*}
-      m_rps[$name]=$(tr ' ' '\n' <<<"${rps[$name]}" | grep . | median)
-      m_p99[$name]=$(tr ' ' '\n' <<<"${p99[$name]}" | grep . | median)
+      m_rps[$name]=$(median <<<"${rps[$name]}")
+      m_p99[$name]=$(median <<<"${p99[$name]}")
       row "$mode" "$size" "$name" "${m_rps[$name]}" "${m_p99[$name]}" "${rss[$name]}"
     done
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

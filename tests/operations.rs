@@ -68,6 +68,7 @@ async fn a_valid_reload_applies_and_an_invalid_one_keeps_the_old_config() {
         text.replace("upsteam = \"x\"\n", "")
             .replacen("[limits]\n", "[limits]\nmax_connections = 7\n", 1)
             .replace(EXTRA_ROUTE, "")
+            + "\n[runtime]\nworkers = 5\n"
     });
     let (status, body) = gw.reload(None).await;
     assert_eq!(status, 422);
@@ -75,7 +76,7 @@ async fn a_valid_reload_applies_and_an_invalid_one_keeps_the_old_config() {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("limits.max_connections, which only a restart can apply"),
+            .contains("limits.max_connections, runtime.workers, which only a restart can apply"),
         "{body}"
     );
     assert_eq!(

@@ -106,6 +106,20 @@ fn the_valid_config_loads() {
 }
 
 #[test]
+fn serving_threads_default_to_the_cores_and_are_bounded() {
+    let fixture = Fixture::new();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(fixture.load(VALID, RULES).unwrap().runtime.workers, cores);
+    let with = |workers: usize| format!("{VALID}\n[runtime]\nworkers = {workers}\n");
+    assert_eq!(fixture.load(&with(3), RULES).unwrap().runtime.workers, 3);
+    let error = fixture.load(&with(257), RULES).unwrap_err().to_string();
+    assert!(
+        error.contains("runtime.workers") && error.contains("at most 256"),
+        "{error}"
+    );
+}
+
+#[test]
 fn inline_secrets_and_plaintext_warn() {
     let fixture = Fixture::new();
     let main = VALID

@@ -3,6 +3,7 @@
 
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
+use super::body::BodyError;
 use crate::vocabulary::{BoxBody, error_response};
 
 /// A privacy-endpoint request the gateway refuses. Messages never hold personal data.
@@ -117,6 +118,12 @@ impl PrivacyError {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+impl From<BodyError> for PrivacyError {
+    fn from(error: BodyError) -> PrivacyError {
+        PrivacyError::InvalidBody(error.0)
     }
 }
 

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::body::{self, BodyError};
+use super::body;
 use super::error::PrivacyError;
 use super::limit::retry_after_secs;
 use super::{Desk, format_id, parse_id, rfc3339};
@@ -106,12 +106,6 @@ impl Endpoint {
             Endpoint::Status(_) | Endpoint::Inbox => Method::GET,
             Endpoint::Intake | Endpoint::Ack(_) | Endpoint::Erasure => Method::POST,
         }
-    }
-}
-
-impl From<BodyError> for PrivacyError {
-    fn from(error: BodyError) -> PrivacyError {
-        PrivacyError::InvalidBody(error.0)
     }
 }
 

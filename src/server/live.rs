@@ -34,12 +34,12 @@ pub enum ReloadError {
 }
 
 /// A config and what is built from it, replaced together.
-pub struct Generation {
+struct Generation {
     /// The config new requests see (the delivery worker and store upkeep read it too).
-    pub config: Arc<Config>,
+    config: Arc<Config>,
     /// The request handler new requests use, one per serving thread: each has its own upstream
     /// pools, whose connections live on that thread.
-    pub gateways: Vec<Arc<Gateway>>,
+    gateways: Vec<Arc<Gateway>>,
     /// TLS and HTTP settings new connections get.
     acceptor: Arc<Acceptor>,
 }
