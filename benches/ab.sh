@@ -25,11 +25,7 @@ B_PORT=18183
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
-for size in $SIZES; do
-  make_body "$size" $(( ${size%k} * 1024 - 3 ))
-done
-mkdir -p "$WORK/www/redact"
-cp "$WORK"/www/*.json "$WORK/www/redact/"
+bench_bodies $SIZES
 bench_rules
 config() { # port admin_port
   cat <<EOF

@@ -41,6 +41,17 @@ make_body() { # name bytes
   printf '%s]}' "$body" > "$WORK/www/$name.json"
 }
 
+# Shipment lists of each size (`1k`, `16k`, `256k`…) as NAME.json, also under /redact/ for the
+# redacting route.
+bench_bodies() { # size...
+  local size
+  for size in "$@"; do
+    make_body "$size" $(( ${size%k} * 1024 - 3 ))
+  done
+  mkdir -p "$WORK/www/redact"
+  cp "$WORK"/www/*.json "$WORK/www/redact/"
+}
+
 # Starts the upstream: one nginx worker serving $WORK/www on PORT; its PID is UPSTREAM_PID.
 start_upstream() { # port
   chmod -R a+rX "$WORK" # nginx workers drop root

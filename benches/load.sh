@@ -39,11 +39,7 @@ ADMIN_TLS_PORT=18095
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
-for size in $SIZES; do
-  make_body "$size" $(( ${size%k} * 1024 - 3 ))
-done
-mkdir -p "$WORK/www/redact"
-cp "$WORK"/www/*.json "$WORK/www/redact/"
+bench_bodies $SIZES
 "$GATEWAY" dev-certs --out "$WORK/certs" >/dev/null
 cat "$WORK/certs/localhost.crt" "$WORK/certs/localhost.key" > "$WORK/certs/haproxy.pem"
 
