@@ -1,6 +1,6 @@
 //! Hot reload: the config generation new requests and connections use, swapped atomically.
 //!
-//! A [`Generation`] is a config with the request handler and the connection settings built from
+//! A generation is a config with the request handler and the connection settings built from
 //! it. It sits in one [`ArcSwap`], so a reload replaces all three in one store: no request or
 //! connection can see the new config with the old handler or certificates.
 //!
