@@ -628,3 +628,89 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     assert_eq!(status, StatusCode::OK);
     drop(second);
 }
+
+/// Upstream connections are kept alive and reused by later requests, over plain HTTP and over
+/// TLS verified against the upstream's own CA. An upstream whose certificate does not verify is
+/// a 502 and never sees the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_reused_and_https_upstreams_verified() {
+    // Its own folder, so its certificate comes from another CA than the gateway's.
+    let upstream_dir = TestDir::new();
+    let secure = MockUpstream::start_tls(&upstream_dir).await;
+    let port = secure.addr.port();
+    let ca = upstream_dir.ca();
+    let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
+        format!(
+            r#"{base}
+[[upstream]]
+name = "secure"
+url = "https://localhost:{port}/base"
+ca_file = "{ca}"
+
+[[upstream]]
+name = "untrusted"
+url = "https://localhost:{port}"
+# The gateway's own development CA, which did not sign the upstream's certificate.
+ca_file = "certs/ca.crt"
+{PLAIN_ROUTES}
+[[route]]
+name = "secure"
+path_prefix = "/secure"
+upstream = "secure"
+
+[[route]]
+name = "untrusted"
+path_prefix = "/untrusted"
+upstream = "untrusted"
+"#,
+            ca = ca.display()
+        )
+    })
+    .await;
+    let mut client = gw.h1().await;
+
+    for i in 0..10 {
+        let answer = client.get(&format!("/api/x?{i}"), Some(KEY_ACME)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert_eq!(gw.upstream.connections(), 1, "one keep-alive connection");
+
+    for i in 0..10 {
+        let answer = client.get(&format!("/secure/x?{i}"), Some(KEY_ACME)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.json()["path"], "/base/secure/x");
+    }
+    assert_eq!(secure.connections(), 1, "one keep-alive TLS connection");
+    let seen = secure.last();
+    assert_eq!(seen["headers"]["host"][0], format!("localhost:{port}"));
+    assert_eq!(
+        seen["headers"]["x-forwarded-host"][0], "localhost",
+        "the client's Host"
+    );
+
+    let answer = client.get("/untrusted/x", Some(KEY_ACME)).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.error_code(), "upstream_unavailable");
+    assert_eq!(secure.count(), 10, "the request never reached the upstream");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"gateway_upstream_errors_total{upstream="untrusted",kind="connect"}"#),
+        "{metrics}"
+    );
+}
+
+/// An upstream that closes its connection after each response (`Connection: close`) costs a
+/// new connection per request, never a failed request.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreams_that_close_after_each_response_are_reconnected() {
+    let gw = TestGateway::start(PLAIN_ROUTES).await;
+    gw.upstream
+        .set_canned(Canned::json(r#"{"ok":true}"#).header("connection", "close"));
+    let mut client = gw.h1().await;
+    for _ in 0..5 {
+        let answer = client.get("/api/canned", Some(KEY_ACME)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.json()["ok"], true);
+    }
+    assert_eq!(gw.upstream.connections(), 5);
+}

@@ -217,6 +217,23 @@ pub struct Upstream {
     pub fold_case: bool,
 }
 
+impl Upstream {
+    /// The host to connect to (an IPv6 literal without its brackets) and the port, 80 or 443
+    /// unless the URL names one.
+    pub fn host_and_port(&self) -> (&str, u16) {
+        let default = if self.scheme == http::uri::Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        let host = self.authority.host();
+        (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            self.authority.port_u16().unwrap_or(default),
+        )
+    }
+}
+
 /// A route, validated, with its rules compiled.
 #[derive(Debug)]
 pub struct Route {

@@ -92,6 +92,11 @@ impl Gateway {
         }
     }
 
+    /// Closes upstream connections idle too long; the serving thread that owns them calls it.
+    pub fn sweep_upstream_connections(&self) {
+        self.upstreams.sweep();
+    }
+
     /// Answers one request: forwarded, or refused with a JSON error.
     pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<BoxBody> {
         let started = Instant::now();

@@ -1,16 +1,21 @@
-//! Pooled keep-alive connections to upstreams, and the classification of their failures.
+//! Keep-alive connections to upstreams, and the classification of their failures.
+//!
+//! Each serving thread has its own [`Upstreams`] (one [`Gateway`](super::Gateway) per thread), so
+//! a pool is only ever used by the thread that owns it. A request drives its upstream exchange
+//! with hyper's [`client::conn`](hyper::client::conn) directly: it takes a ready connection from
+//! its thread's pool, or opens one, and the connection's own task runs on the same thread. No
+//! request crosses to another thread or waits behind a shared pool.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::header::HOST;
 use http::uri::{PathAndQuery, Uri};
-use http::{Request, Response, Version};
+use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::body::ClientBodyError;
 use super::error::ProxyError;
@@ -18,33 +23,63 @@ use crate::admin::metrics;
 use crate::config::{Config, Upstream};
 use crate::vocabulary::BoxBody;
 
-/// How long an idle pooled connection is kept.
+/// How long an unused connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Longest TCP connect (also bounded by the request timeout).
+/// Longest TCP connect and TLS handshake (also bounded by the request timeout).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keep-alive probes on upstream connections, so a dead peer is noticed while idle.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Connections one serving thread keeps per upstream, busy or idle. Past it, a connection
+/// closes after its response instead of returning to the pool, as nginx's `keepalive N`.
+const POOL_CAPACITY: usize = 1024;
 
-/// One connection pool per upstream (each has its own TLS roots).
+/// One connection pool per upstream, owned by one serving thread.
 pub struct Upstreams {
-    pools: HashMap<String, Pool>,
+    pools: Vec<Pool>,
 }
 
 struct Pool {
     upstream: Arc<Upstream>,
-    client: Client<HttpsConnector<HttpConnector>, BoxBody>,
+    /// `Host` of every request: the upstream's authority (the client's goes in
+    /// `X-Forwarded-Host`).
+    host: HeaderValue,
+    /// TLS for https upstreams, with the server name to verify.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    /// Every connection this thread holds to the upstream, in use or not. A connection is put
+    /// back as soon as its response head arrives; it is ready for the next request once hyper has
+    /// read the response to its end. Only this thread locks it, so the lock is never contended.
+    connections: Mutex<Vec<Pooled>>,
+    connect_timeout: Duration,
+}
+
+struct Pooled {
+    sender: SendRequest<BoxBody>,
+    last_used: Instant,
+}
+
+/// Why no connection could be opened (logged; never shown to the client).
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("connect: {0}")]
+    Tcp(std::io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP handshake: {0}")]
+    Http(hyper::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
 }
 
 impl Upstreams {
-    /// Builds the pools for every upstream of `config`.
+    /// Builds the (empty) pools for every upstream of `config`.
     pub fn new(config: &Config) -> Upstreams {
         let pools = config
             .upstreams
             .iter()
-            .map(|upstream| {
-                (
-                    upstream.name.clone(),
-                    Pool::new(upstream.clone(), config.limits.request_timeout),
-                )
-            })
+            .map(|upstream| Pool::new(upstream.clone(), config.limits.request_timeout))
             .collect();
         Upstreams { pools }
     }
@@ -59,36 +94,58 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, ProxyError> {
         let pool = self
             .pools
-            .get(upstream)
+            .iter()
+            .find(|pool| pool.upstream.name == upstream)
             .expect("routes reference known upstreams");
         *request.uri_mut() = pool.target(request.uri());
         *request.version_mut() = Version::HTTP_11;
+        request.headers_mut().insert(HOST, pool.host.clone());
         let started = Instant::now();
-        let result = tokio::time::timeout_at(deadline, pool.client.request(request)).await;
+        let result = tokio::time::timeout_at(deadline, pool.exchange(request)).await;
         metrics::upstream_duration()
             .get([&pool.upstream.name])
             .record(started.elapsed().as_secs_f64());
-        let label = pool.upstream.name.clone();
-        let error = match result {
+        let label = &pool.upstream.name;
+        let (kind, error) = match result {
             Ok(Ok(response)) => return Ok(response),
-            Ok(Err(error)) if client_body_failure(&error).is_some() => {
-                // The client's fault, not the upstream's: no upstream error is counted.
-                return Err(client_body_failure(&error).expect("checked"));
-            }
-            Ok(Err(error)) if error.is_connect() => {
+            Ok(Err(Failure::Connect(error))) => {
                 tracing::warn!(msg = "upstream connect failed", upstream = %label, error = %error);
                 ("connect", ProxyError::UpstreamConnect)
             }
-            Ok(Err(error)) => {
+            Ok(Err(Failure::Exchange(error))) => {
+                if let Some(client_fault) = client_body_failure(&error) {
+                    // The client's fault, not the upstream's: no upstream error is counted.
+                    return Err(client_fault);
+                }
                 tracing::warn!(msg = "upstream request failed", upstream = %label, error = %error);
                 ("protocol", ProxyError::UpstreamProtocol)
             }
             Err(_) => ("timeout", ProxyError::UpstreamTimeout),
         };
-        ::metrics::counter!(metrics::UPSTREAM_ERRORS, "upstream" => label, "kind" => error.0)
+        ::metrics::counter!(metrics::UPSTREAM_ERRORS, "upstream" => label.clone(), "kind" => kind)
             .increment(1);
-        Err(error.1)
+        Err(error)
     }
+
+    /// Closes connections unused for [`POOL_IDLE_TIMEOUT`] and forgets closed ones, for threads
+    /// that see no request to do it on the way.
+    pub fn sweep(&self) {
+        for pool in &self.pools {
+            pool.connections.lock().expect("pool lock").retain(usable);
+        }
+    }
+}
+
+/// How one exchange failed.
+enum Failure {
+    Connect(ConnectError),
+    Exchange(hyper::Error),
+}
+
+/// Whether a pooled connection may still serve: open, and if idle, not idle for too long.
+fn usable(pooled: &Pooled) -> bool {
+    !pooled.sender.is_closed()
+        && !(pooled.sender.is_ready() && pooled.last_used.elapsed() > POOL_IDLE_TIMEOUT)
 }
 
 /// The client-side cause of a failed upstream request, if its request body broke.
@@ -109,45 +166,134 @@ fn client_body_failure(error: &(dyn std::error::Error + 'static)) -> Option<Prox
 
 impl Pool {
     fn new(upstream: Arc<Upstream>, request_timeout: Duration) -> Pool {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT.min(request_timeout)));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = match &upstream.tls {
-            Some(config) => (**config).clone(),
-            // Never used for an http upstream, but the connector type wants one.
-            None => rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default versions")
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-        };
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
-        Pool { upstream, client }
+        let host = HeaderValue::from_str(upstream.authority.as_str())
+            .expect("an authority is a valid header value");
+        let tls = upstream.tls.as_ref().map(|config| {
+            let (host, _) = upstream.host_and_port();
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .expect("an upstream URL's host is a DNS name or an IP address");
+            (tokio_rustls::TlsConnector::from(config.clone()), name)
+        });
+        Pool {
+            upstream,
+            host,
+            tls,
+            connections: Mutex::new(Vec::new()),
+            connect_timeout: CONNECT_TIMEOUT.min(request_timeout),
+        }
     }
 
-    /// The absolute URI for the upstream: its scheme and authority, its base path, then the
-    /// client's path and query.
-    fn target(&self, original: &Uri) -> Uri {
-        let path_and_query = original.path_and_query().map_or("/", PathAndQuery::as_str);
-        let joined = format!("{}{}", self.upstream.base_path, path_and_query);
-        Uri::builder()
-            .scheme(self.upstream.scheme.clone())
-            .authority(self.upstream.authority.clone())
-            .path_and_query(joined)
-            .build()
-            .expect("scheme, authority and a validated path make a URI")
+    /// One request and its response head, over a ready pooled connection or a new one. A request
+    /// a pooled connection refused before sending a byte (it closed meanwhile) goes out again on a
+    /// new connection; once sent, it never is.
+    async fn exchange(&self, request: Request<BoxBody>) -> Result<Response<Incoming>, Failure> {
+        let request = match self.ready_connection() {
+            Some(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.put_back(sender);
+                    return Ok(response);
+                }
+                Err(mut refused) => match refused.take_message() {
+                    Some(request) => request,
+                    None => return Err(Failure::Exchange(refused.into_error())),
+                },
+            },
+            None => request,
+        };
+        let mut sender = self.connect().await.map_err(Failure::Connect)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(Failure::Exchange)?;
+        self.put_back(sender);
+        Ok(response)
     }
+
+    /// A pooled connection ready for a request, dropping closed and long-idle ones met on the way.
+    fn ready_connection(&self) -> Option<SendRequest<BoxBody>> {
+        let mut connections = self.connections.lock().expect("pool lock");
+        let mut index = 0;
+        while index < connections.len() {
+            let pooled = &connections[index];
+            if !usable(pooled) {
+                connections.swap_remove(index);
+            } else if pooled.sender.is_ready() {
+                return Some(connections.swap_remove(index).sender);
+            } else {
+                index += 1;
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose request is under way; it serves again once its response ends.
+    fn put_back(&self, sender: SendRequest<BoxBody>) {
+        let mut connections = self.connections.lock().expect("pool lock");
+        if connections.len() < POOL_CAPACITY {
+            connections.push(Pooled {
+                sender,
+                last_used: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a connection (TCP, TLS for https, the HTTP/1.1 handshake) and starts its task on
+    /// this thread.
+    async fn connect(&self) -> Result<SendRequest<BoxBody>, ConnectError> {
+        tokio::time::timeout(self.connect_timeout, self.open())
+            .await
+            .unwrap_or(Err(ConnectError::Timeout(self.connect_timeout)))
+    }
+
+    async fn open(&self) -> Result<SendRequest<BoxBody>, ConnectError> {
+        let tcp = TcpStream::connect(self.upstream.host_and_port())
+            .await
+            .map_err(ConnectError::Tcp)?;
+        tcp.set_nodelay(true).map_err(ConnectError::Tcp)?;
+        socket2::SockRef::from(&tcp)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))
+            .map_err(ConnectError::Tcp)?;
+        let mut sender = match &self.tls {
+            None => handshake(tcp).await?,
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(ConnectError::Tls)?;
+                handshake(tls).await?
+            }
+        };
+        sender.ready().await.map_err(ConnectError::Http)?;
+        Ok(sender)
+    }
+
+    /// The origin-form target for the upstream: its base path, then the client's path and query.
+    fn target(&self, original: &Uri) -> Uri {
+        let path_and_query = original
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if self.upstream.base_path.is_empty() {
+            return Uri::from(path_and_query);
+        }
+        let joined = format!("{}{}", self.upstream.base_path, path_and_query);
+        Uri::try_from(joined).expect("a base path and a validated path make a URI")
+    }
+}
+
+/// The HTTP/1.1 handshake over `io`; the connection's task runs on the current thread.
+async fn handshake<T>(io: T) -> Result<SendRequest<BoxBody>, ConnectError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(ConnectError::Http)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(msg = "upstream connection closed", error = %error);
+        }
+    });
+    Ok(sender)
 }

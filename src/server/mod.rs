@@ -63,6 +63,8 @@ pub enum ServerError {
 
 /// Extra time in-flight requests get to finish after shutdown, beyond the request timeout.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How often a serving thread closes its upstream connections that have idled too long.
+const UPSTREAM_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Bound listeners, ready to serve.
 pub struct Server {
@@ -257,6 +259,7 @@ impl Worker {
         let listener = TcpListener::from_std(self.listener).expect("a listening socket registers");
         let gateway = self.live.current_gateway(self.index);
         let graceful = GracefulShutdown::new();
+        let mut sweep = tokio::time::interval(UPSTREAM_SWEEP_INTERVAL);
         loop {
             // Accept first, then wait for a slot: the kernel gives each listening socket its own
             // connections, so a slot freed elsewhere must reach a thread that holds one waiting.
@@ -272,6 +275,10 @@ impl Worker {
                     }
                 },
                 _ = self.accepting.wait_for(|accepting| !accepting) => break,
+                _ = sweep.tick() => {
+                    gateway().sweep_upstream_connections();
+                    continue;
+                }
             };
             let permit = tokio::select! {
                 permit = self.limit.clone().acquire_owned() => permit.expect("semaphore never closes"),

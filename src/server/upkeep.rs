@@ -59,19 +59,7 @@ pub(super) async fn store_upkeep(
 /// answer 502 until it does, and an operator reading the first lines should know why.
 pub(super) async fn announce_unreachable_upstreams(config: Arc<Config>) {
     for upstream in &config.upstreams {
-        let port = upstream.authority.port_u16().unwrap_or(
-            if upstream.scheme == http::uri::Scheme::HTTPS {
-                443
-            } else {
-                80
-            },
-        );
-        let host = upstream
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let connect = tokio::net::TcpStream::connect((host, port));
+        let connect = tokio::net::TcpStream::connect(upstream.host_and_port());
         if !matches!(
             tokio::time::timeout(Duration::from_secs(2), connect).await,
             Ok(Ok(_))

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -480,6 +481,7 @@ pub struct MockUpstream {
     pub seen: Arc<std::sync::Mutex<Vec<Value>>>,
     /// The answer to requests whose path contains `/canned`.
     pub canned: Arc<std::sync::Mutex<Canned>>,
+    connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -520,12 +522,30 @@ impl Drop for MockUpstream {
 
 impl MockUpstream {
     pub async fn start() -> MockUpstream {
+        MockUpstream::serve(None).await
+    }
+
+    /// The mock upstream over TLS, with the certificate and key of `dir` (`localhost`).
+    pub async fn start_tls(dir: &TestDir) -> MockUpstream {
+        let certs = dir.path().join("certs");
+        let config = recipient_gateway::tls::server_config(
+            &certs.join("localhost.crt"),
+            &certs.join("localhost.key"),
+            None,
+        )
+        .unwrap();
+        MockUpstream::serve(Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
         let canned: Arc<std::sync::Mutex<Canned>> = Arc::default();
+        let connections: Arc<AtomicUsize> = Arc::default();
         let log = seen.clone();
         let script = canned.clone();
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -533,15 +553,28 @@ impl MockUpstream {
                 };
                 let log = log.clone();
                 let script = script.clone();
+                let tls = tls.clone();
+                let accepted = accepted.clone();
+                let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
+                        if first.swap(false, Ordering::SeqCst) {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
                         let log = log.clone();
                         let script = script.clone();
                         async move { Ok::<_, Infallible>(mock_handle(req, log, script).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
@@ -549,8 +582,15 @@ impl MockUpstream {
             addr,
             seen,
             canned,
+            connections,
             task,
         }
+    }
+
+    /// Connections that carried at least one request (the gateway's startup probe opens one that
+    /// carries none).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Scripts the answer to `/canned` requests.
