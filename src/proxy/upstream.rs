@@ -144,8 +144,8 @@ enum Failure {
 
 /// Whether a pooled connection may still serve: open, and if idle, not idle for too long.
 fn usable(pooled: &Pooled) -> bool {
-    !pooled.sender.is_closed()
-        && !(pooled.sender.is_ready() && pooled.last_used.elapsed() > POOL_IDLE_TIMEOUT)
+    let idle_too_long = pooled.sender.is_ready() && pooled.last_used.elapsed() > POOL_IDLE_TIMEOUT;
+    !pooled.sender.is_closed() && !idle_too_long
 }
 
 /// The client-side cause of a failed upstream request, if its request body broke.
