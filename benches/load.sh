@@ -14,8 +14,10 @@
 #   transformers run on), against the gateway's redacting route. Before any timing, both must give
 #   the same JSON for every size.
 #
-# Each round runs every peer once, in turn, after a 2 s warm-up; the table shows the median rps and
-# the median p99 over the rounds, and the proxy's resident memory after the last. Installs nginx,
+# Every proxy writes one access line per request (nginx buffered, 32k; haproxy to stdout; the
+# gateway per serving thread), all to /dev/null. Each round runs every peer once, in turn, after
+# a 2 s warm-up; the table shows the median rps and the median p99 over the rounds, and the
+# proxy's resident memory after the last. Installs nginx,
 # the Lua module, cjson, haproxy and wrk from Debian's packages when missing (needs root). The
 # upstream and wrk share the same cores.
 set -euo pipefail
@@ -93,7 +95,9 @@ pid $WORK/proxy.pid;
 error_log $WORK/proxy.err warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  # One JSON access line per request, as the gateway writes, buffered as production nginx is.
+  log_format json escape=json '{"ts":"\$time_iso8601","msg":"request","method":"\$request_method","path":"\$uri","status":\$status,"duration_ms":\$request_time,"request_id":"\$request_id"}';
+  access_log /dev/null json buffer=32k flush=1s;
   keepalive_requests 1000000;
   lua_package_path "$WORK/?.lua;;";
   lua_package_cpath "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
@@ -140,8 +144,12 @@ cat > "$WORK/haproxy.cfg" <<EOF
 global
   maxconn 8000
   pidfile $WORK/haproxy.pid
+  # One access line per request to stdout (/dev/null), as the gateway writes.
+  log stdout format raw local0 info
 defaults
   mode http
+  log global
+  option httplog
   option http-keep-alive
   http-reuse always
   timeout connect 5s
@@ -175,7 +183,7 @@ sed -i "s|^path = \"$WORK/tags.db\"|path = \"$WORK/tags-tls.db\"|" "$WORK/gatewa
 
 start_upstream $UPSTREAM_PORT
 "$NGINX" -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!); NGINX_PID=$!
-haproxy -q -f "$WORK/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
+haproxy -q -f "$WORK/haproxy.cfg" > /dev/null & PIDS+=($!); HAPROXY_PID=$!
 "$GATEWAY" run --config "$WORK/gateway-plain.toml" > /dev/null & PIDS+=($!); GW_PLAIN_PID=$!
 "$GATEWAY" run --config "$WORK/gateway-tls.toml" > /dev/null & PIDS+=($!); GW_TLS_PID=$!
 
@@ -256,4 +264,4 @@ for mode in $MODES; do
 done
 echo
 printf '%s\n' "${results[@]}"
-echo "(wrk -t1 -c$CONNS, $ROUNDS alternating rounds of $DURATION, medians; keep-alive; tag store $STORE; gateway access log to /dev/null; rss after the last round)"
+echo "(wrk -t1 -c$CONNS, $ROUNDS alternating rounds of $DURATION, medians; keep-alive; tag store $STORE; every proxy writes its access log to /dev/null; rss after the last round)"

@@ -1,11 +1,19 @@
 //! Structured logs: one JSON object per line with `ts`, `level`, `msg` and the event's fields.
 //!
+//! Serving threads buffer their lines ([`buffer_this_thread`]) and write them in one system call
+//! when the thread runs out of work, when the buffer fills, or at once for a warning or error, as
+//! nginx's `access_log … buffer=`. A busy thread so writes its access lines per batch instead of
+//! one `write` per request; an idle one writes each line as soon as its request is answered.
+//! Other threads write each line as it comes.
+//!
 //! tracing-subscriber's own JSON format nests fields and names the message `message`; operators'
 //! log pipelines expect the flat shape of reference §6, so the formatter is written here. Callers are
 //! responsible for what they log: request handling logs only ids, route names, methods, paths
 //! without query and numbers, never bodies, query strings, credentials or recipient identifiers.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::io::Write as _;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -21,8 +29,83 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .event_format(JsonLines)
-        .with_writer(std::io::stdout)
+        .with_writer(Stdout)
         .try_init();
+}
+
+/// Bytes a serving thread buffers before it writes them out, whatever else it has to do.
+const THREAD_BUFFER_BYTES: usize = 32 * 1024;
+
+thread_local! {
+    /// This thread's unwritten lines, when it buffers (serving threads).
+    static BUFFERED: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Makes this thread buffer its log lines until [`flush_this_thread`] (a serving thread calls it
+/// whenever it runs out of work, from its runtime's park hook) or until the buffer fills.
+pub fn buffer_this_thread() {
+    BUFFERED.with(|buffer| *buffer.borrow_mut() = Some(Vec::with_capacity(THREAD_BUFFER_BYTES)));
+}
+
+/// Writes out the lines this thread has buffered.
+pub fn flush_this_thread() {
+    BUFFERED.with(|buffer| {
+        if let Some(lines) = buffer.borrow_mut().as_mut() {
+            write_out(lines);
+        }
+    });
+}
+
+fn write_out(lines: &mut Vec<u8>) {
+    if !lines.is_empty() {
+        // A closed or full stdout must not stop the proxy: the lines are dropped.
+        let _ = std::io::stdout().lock().write_all(lines);
+        lines.clear();
+    }
+}
+
+/// Standard output, through this thread's buffer when it has one.
+struct Stdout;
+
+/// One line's way out; warnings and errors leave the buffer at once, with what precedes them.
+struct Line {
+    urgent: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Stdout {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line { urgent: true }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line {
+        Line {
+            urgent: *meta.level() <= Level::WARN,
+        }
+    }
+}
+
+impl std::io::Write for Line {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        BUFFERED.with(|buffer| match buffer.borrow_mut().as_mut() {
+            Some(lines) => {
+                lines.extend_from_slice(bytes);
+                if self.urgent || lines.len() >= THREAD_BUFFER_BYTES {
+                    write_out(lines);
+                }
+                Ok(bytes.len())
+            }
+            None => std::io::stdout()
+                .lock()
+                .write_all(bytes)
+                .map(|()| bytes.len()),
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The flat JSON line format.

@@ -254,6 +254,48 @@ async fn a_client_cannot_claim_a_record_by_sending_its_id() {
     assert!(redacted(&seen), "{seen}");
 }
 
+/// Only a POST answered 201 Created makes its caller the controller of the record it returns: a
+/// PUT, or a POST answered 200, echoing a record the gateway holds no tag for claims nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_post_answered_201_claims_the_record_it_returns() {
+    let s = setup(false).await;
+    let mut client = s.gw.h1().await;
+    let send = |method: &str, id: &str| {
+        let mut record = shipment(&format!("{id}@buyers.test"), "Pat");
+        record["id"] = json!(id);
+        Request::builder()
+            .method(method)
+            .uri("/canned/shipments")
+            .header("authorization", format!("Bearer {KEY_GLOBEX}"))
+            .header("content-type", "application/json")
+            .body(common::body(record.to_string()))
+            .unwrap()
+    };
+    for (method, status, id, claimed) in [
+        ("PUT", 200, "shp_put", false),
+        ("PATCH", 201, "shp_patch", false),
+        ("POST", 200, "shp_post_200", false),
+        ("POST", 201, "shp_post_201", true),
+    ] {
+        let mut record = shipment(&format!("{id}@buyers.test"), "Pat");
+        record["id"] = json!(id);
+        s.gw.upstream
+            .set_canned(Canned::json(record.to_string()).status(status));
+        let answer = client.send(send(method, id)).await;
+        assert_eq!(answer.status.as_u16(), status, "{method} {id}");
+        let read = client
+            .get("/canned/shipments", Some(KEY_GLOBEX))
+            .await
+            .json();
+        assert_eq!(whole(&read), claimed, "{method} answered {status}: {read}");
+        assert_eq!(
+            redacted(&read),
+            !claimed,
+            "{method} answered {status}: {read}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn controller_member_names_the_controller() {
     let s = setup(true).await;

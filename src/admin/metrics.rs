@@ -42,8 +42,16 @@ pub const TAGS_WRITTEN: &str = "gateway_tags_written_total";
 pub const TAG_STORE_ENTRIES: &str = "gateway_tag_store_entries";
 /// Deleted by retention, by `kind` (record, recipient, privacy_subject).
 pub const RETENTION_DELETED: &str = "gateway_retention_deleted_total";
-/// Tag sightings dropped because the write-behind queue was full (the store fell behind).
-pub const TAG_WRITES_DROPPED: &str = "gateway_tag_writes_dropped_total";
+/// Tag sightings waiting for the store.
+pub const TAG_QUEUE_LENGTH: &str = "gateway_tag_queue_length";
+/// Last-seen refreshes merged into one already waiting for the same tag.
+pub const TAG_REFRESHES_COALESCED: &str = "gateway_tag_refreshes_coalesced_total";
+/// Responses held until the store made room in the tag queue (the gateway slowing down).
+pub const TAG_QUEUE_WAITS: &str = "gateway_tag_queue_waits_total";
+/// Creates answered 503 because their record's tag was not committed before the deadline.
+pub const TAG_COMMIT_TIMEOUTS: &str = "gateway_tag_commit_timeouts_total";
+/// Times a full tag cache table evicted entries.
+pub const TAG_CACHE_EVICTIONS: &str = "gateway_tag_cache_evictions_total";
 
 /// Privacy requests filed, by `type` and `verified`.
 pub const PRIVACY_REQUESTS: &str = "gateway_privacy_requests_total";
@@ -122,9 +130,22 @@ fn describe() {
         RETENTION_DELETED,
         "Expired tags and settled request subjects deleted by retention."
     );
+    describe_gauge!(TAG_QUEUE_LENGTH, "Tag sightings waiting for the store.");
     describe_counter!(
-        TAG_WRITES_DROPPED,
-        "Tag sightings dropped because the store fell behind."
+        TAG_REFRESHES_COALESCED,
+        "Tag last-seen refreshes merged into one already waiting."
+    );
+    describe_counter!(
+        TAG_QUEUE_WAITS,
+        "Responses held until the tag queue had room."
+    );
+    describe_counter!(
+        TAG_COMMIT_TIMEOUTS,
+        "Creates refused because their tag was not committed in time."
+    );
+    describe_counter!(
+        TAG_CACHE_EVICTIONS,
+        "Evictions from a full tag cache table."
     );
     describe_counter!(PRIVACY_REQUESTS, "Privacy requests filed.");
     describe_counter!(CONFIG_RELOADS, "Config reloads by outcome.");

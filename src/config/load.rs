@@ -280,11 +280,15 @@ impl Loader<'_> {
         if file.retention_days == 0 {
             return Err(self.err("store.retention_days", "must be at least 1"));
         }
+        if file.cache_entries < 1_000 {
+            return Err(self.err("store.cache_entries", "must be at least 1000"));
+        }
         Ok(Store {
             backend: file.backend,
             path: self.resolve(&file.path),
             url: url.map(|u| Secret(u.into_bytes())),
             retention: Duration::from_secs(u64::from(file.retention_days) * 86_400),
+            cache_entries: file.cache_entries,
         })
     }
 

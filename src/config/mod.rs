@@ -159,6 +159,8 @@ pub struct Store {
     pub url: Option<Secret>,
     /// Tag lifetime after last sight.
     pub retention: Duration,
+    /// Most entries per tag cache table.
+    pub cache_entries: usize,
 }
 
 /// `[privacy]`, validated.
@@ -216,6 +218,9 @@ pub struct Upstream {
     /// Whether it may match paths ignoring case (`path_case = "insensitive"`).
     pub fold_case: bool,
 }
+
+/// Entries per tag cache table unless `[store] cache_entries` says otherwise.
+pub const DEFAULT_TAG_CACHE_ENTRIES: usize = 1_000_000;
 
 impl Upstream {
     /// The host to connect to (an IPv6 literal without its brackets) and the port, 80 or 443

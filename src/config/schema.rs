@@ -185,6 +185,11 @@ pub struct StoreFile {
     /// Days after last sight that a tag is deleted.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Most entries in each of the two tag cache tables (records, recipients), which bounds the
+    /// cache's memory: about 200 bytes per record entry and 120 per recipient entry. Evicted
+    /// entries are read from the store again when needed.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
 }
 
 impl Default for StoreFile {
@@ -195,8 +200,13 @@ impl Default for StoreFile {
             url_env: None,
             url: None,
             retention_days: default_retention_days(),
+            cache_entries: default_cache_entries(),
         }
     }
+}
+
+fn default_cache_entries() -> usize {
+    super::DEFAULT_TAG_CACHE_ENTRIES
 }
 
 /// The tag and outbox store.

@@ -49,6 +49,12 @@ pub enum ProxyError {
     /// The upstream broke the protocol or the connection.
     #[error("The upstream service sent an invalid response.")]
     UpstreamProtocol,
+    /// The upstream created a record, but the tag naming its controller was not committed
+    /// before the deadline: answering 201 could let the record lose its controller.
+    #[error(
+        "The record was created upstream, but the gateway could not yet record who controls it; read it again before retrying the create."
+    )]
+    TagNotCommitted,
 }
 
 impl ProxyError {
@@ -68,6 +74,7 @@ impl ProxyError {
             ProxyError::UpstreamConnect => "upstream_unavailable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamProtocol => "upstream_protocol_error",
+            ProxyError::TagNotCommitted => "store_unavailable",
         }
     }
 
@@ -129,6 +136,7 @@ impl From<ProxyError> for StatusCode {
             ProxyError::Blocked(blocked) => blocked.status(),
             ProxyError::UpstreamConnect | ProxyError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::TagNotCommitted => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -79,7 +79,10 @@ impl Exchange<'_> {
         let sent = match inspected {
             Some(inspected) => Sent {
                 redactions: inspected.redactions,
-                created: inspected.resolved.len() == 1
+                // Only a POST creates: a PUT or PATCH naming a record the gateway has no tag for
+                // must not hand it to the caller.
+                created: parts.method == Method::POST
+                    && inspected.resolved.len() == 1
                     && inspected.resolved[0].source != Source::Tag
                     && self
                         .caller
@@ -108,7 +111,8 @@ impl Exchange<'_> {
         headers::forward_response_headers(&mut parts.headers, request_id);
         let now = tags::now();
         if parts.status.is_success() {
-            self.write_tags(&sent.pending_tags, Direction::Request, now);
+            self.write_tags(&sent.pending_tags, Direction::Request, now)
+                .await?;
         }
         if parts.status == StatusCode::PARTIAL_CONTENT {
             return Err(ProxyError::Blocked(Blocked::response(
@@ -128,13 +132,16 @@ impl Exchange<'_> {
             return Ok((Response::from_parts(parts, full(Bytes::new())), 0));
         }
         let body = with_idle_timeout(body, self.gateway.config.limits.body_read_timeout);
+        // A create is a POST answered 201 Created with the one record.
+        let created = sent.created && parts.status == StatusCode::CREATED;
         let (body, inspected) = self
-            .body(Direction::Response, &mut parts.headers, body, sent.created)
+            .body(Direction::Response, &mut parts.headers, body, created)
             .await?;
         let redactions = match inspected {
             Some(inspected) => {
                 if parts.status.is_success() {
-                    self.write_tags(&inspected.resolved, Direction::Response, now);
+                    self.write_tags(&inspected.resolved, Direction::Response, now)
+                        .await?;
                 }
                 inspected.redactions
             }
@@ -270,8 +277,16 @@ impl Exchange<'_> {
         })
     }
 
-    fn write_tags(&self, resolved: &[Resolved], direction: Direction, now: u64) {
-        let (records, recipients) = self.gateway.tags.write(resolved, direction, now);
+    /// Tags what a body taught, and holds the response until its durable tags are committed and
+    /// the queue has room ([`tags::Tags::settle`]).
+    async fn write_tags(
+        &self,
+        resolved: &[Resolved],
+        direction: Direction,
+        now: u64,
+    ) -> Result<(), ProxyError> {
+        let written = self.gateway.tags.write(resolved, direction, now);
+        let (records, recipients) = written.counts();
         if records > 0 {
             ::metrics::counter!(metrics::TAGS_WRITTEN, "kind" => "record")
                 .increment(records as u64);
@@ -280,6 +295,11 @@ impl Exchange<'_> {
             ::metrics::counter!(metrics::TAGS_WRITTEN, "kind" => "recipient")
                 .increment(recipients as u64);
         }
+        self.gateway
+            .tags
+            .settle(&written, self.deadline)
+            .await
+            .map_err(|_| ProxyError::TagNotCommitted)
     }
 }
 

@@ -153,6 +153,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.store.backend != new.store.backend
         || old.store.path != new.store.path
         || old.store.url != new.store.url
+        || old.store.cache_entries != new.store.cache_entries
     {
         changed.push("store");
     }

@@ -98,7 +98,10 @@ impl Server {
                 .map_err(|source| ServerError::Bind { address, source })
         };
         let store = crate::store::open(&config.store).await?;
-        let tags = Arc::new(Tags::new(config.tag_key.expose(), store.tags.clone()));
+        let tags = Arc::new(
+            Tags::new(config.tag_key.expose(), store.tags.clone())
+                .with_cache_entries(config.store.cache_entries),
+        );
         let desk = Arc::new(Desk::new(&store, tags.clone(), Clock::default()));
         let listeners = bind_shared(config.listen.address, config.runtime.workers)?;
         let admin = bind(config.admin.address).await?;
@@ -244,11 +247,16 @@ impl Worker {
         std::thread::Builder::new()
             .name(format!("gateway-worker-{}", self.index))
             .spawn(move || {
+                crate::logging::buffer_this_thread();
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    // Out of work: the access lines of what it just did go out in one write.
+                    .on_thread_park(crate::logging::flush_this_thread)
                     .build()
                     .expect("a single-threaded runtime builds");
                 runtime.block_on(self.serve());
+                drop(runtime);
+                crate::logging::flush_this_thread();
                 let _ = done_tx.send(());
             })
             .expect("the serving thread starts");

@@ -8,26 +8,29 @@
 //! [`Tags`] is a cache in front of a [`Store`]. Lookups are served from the cache and read through
 //! on a miss; a miss is trusted for [`MISS_TTL`] only, so a tag another gateway wrote to a shared
 //! store is honoured here within a second. Writes update the cache at once (a tag is honoured from
-//! the moment the response that created it is sent) and reach the store behind the request path,
-//! in batches, from a bounded queue that drops its oldest entries, counted, when a slow store lets
-//! it fill. A store that fails never turns into a leak: an unknown controller is treated as not
-//! the caller's.
+//! the moment the response that created it is sent) and reach the store in batches, from a queue
+//! whose classes are described in `queue.rs`: a tag that cannot be learnt again is committed
+//! before the response that taught it is released; other sightings are written behind the
+//! response and never dropped; refreshes coalesce. A store that fails never turns into a leak: an
+//! unknown controller is treated as not the caller's.
 //!
-//! Three files: `key.rs` turns identifiers into digests (the tag key and its per-thread memo),
-//! `resolve.rs` decides each record's controller, and this one holds the cache, the write-behind
-//! queue and retention.
+//! Four files: `key.rs` turns identifiers into digests (the tag key and its per-thread memo),
+//! `resolve.rs` decides each record's controller, `queue.rs` orders what waits for the store, and
+//! this one holds the cache, the writer and retention.
 
-use std::collections::VecDeque;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 mod key;
+mod queue;
 mod resolve;
+
+use queue::{Class, Pushed, Queue};
 
 pub use key::{PrehashedHasher, TagKey, normalize_identifier};
 pub use resolve::{Resolved, Scope, Source};
@@ -43,21 +46,9 @@ pub use crate::store::{Deleted, Digest, RecipientTag, RecordTag, TagWrite};
 pub const MISS_TTL: Duration = Duration::from_millis(500);
 /// How long a found tag is trusted before it is read again (erasure and retention elsewhere).
 const HIT_TTL: Duration = Duration::from_secs(60);
-/// Most entries per cache table; past it, entries older than [`MISS_TTL`] are evicted.
-const CACHE_LIMIT: usize = 1_000_000;
-/// Most sightings waiting for the store; past it the oldest are dropped.
+/// New sightings and refreshes waiting for the store past which responses that add to them wait
+/// for room.
 const QUEUE_LIMIT: usize = 100_000;
-
-/// Keeps the queue within [`QUEUE_LIMIT`] the one way both its writers need: the oldest sightings
-/// go first (a newer sighting of the same tag carries a later last-seen), each one counted in
-/// `gateway_tag_writes_dropped_total`.
-fn drop_oldest_beyond_limit(queue: &mut std::collections::VecDeque<TagWrite>) {
-    let excess = queue.len().saturating_sub(QUEUE_LIMIT);
-    if excess > 0 {
-        queue.drain(..excess);
-        ::metrics::counter!(metrics::TAG_WRITES_DROPPED).increment(excess as u64);
-    }
-}
 /// Most sightings written in one store transaction.
 const BATCH: usize = 1_000;
 /// A tag's last-seen time is refreshed in the store at most this often (seconds): retention counts
@@ -86,17 +77,59 @@ impl Cached<Option<RecordTag>> {
     }
 }
 
-/// The tag cache, its store and the write-behind queue.
+/// The tag cache, its store and the queue of sightings on their way to it.
 pub struct Tags {
     key: TagKey,
     store: Arc<dyn Store>,
     records: DashMap<Digest, Cached<Option<RecordTag>>, DigestHash>,
     recipients: DashMap<Digest, Cached<Vec<RecipientTag>>, DigestHash>,
-    queue: Mutex<VecDeque<TagWrite>>,
+    /// Most entries per cache table: memory stays bounded whatever the traffic.
+    cache_entries: usize,
+    queue: Mutex<Queue>,
+    /// The number of the last durable write committed, sent after every batch written: responses
+    /// waiting for a commit, or for room in the queue, watch it.
+    committed: watch::Sender<u64>,
     wake: Notify,
     /// Whether the last store operation succeeded (`/readyz`).
     healthy: AtomicBool,
 }
+
+/// What a sighting changes in what the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Novelty {
+    /// Nothing: the store has it, with a recent enough last-seen.
+    Known,
+    /// A later last-seen.
+    Refresh,
+    /// A tag, or a recipient of a record, the store may not hold.
+    New,
+}
+
+/// What one body's sightings did: the tags counted, and what its response must wait for
+/// ([`Tags::settle`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Record tags written (new or refreshed).
+    pub records: usize,
+    /// Recipient tags written (new or refreshed).
+    pub recipients: usize,
+    /// The number of its last durable write, to wait for.
+    durable: Option<u64>,
+    /// Whether the queue was over its limit after these sightings.
+    crowded: bool,
+}
+
+impl Written {
+    /// (record, recipient) tags written.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.records, self.recipients)
+    }
+}
+
+/// A tag that could not be learnt again was not committed before the request's deadline.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the tag store did not commit a created record's tag in time")]
+pub struct NotCommitted;
 
 /// Unix seconds now.
 pub fn now() -> u64 {
@@ -113,10 +146,18 @@ impl Tags {
             store,
             records: DashMap::default(),
             recipients: DashMap::default(),
-            queue: Mutex::new(VecDeque::new()),
+            cache_entries: crate::config::DEFAULT_TAG_CACHE_ENTRIES,
+            queue: Mutex::new(Queue::default()),
+            committed: watch::Sender::new(0),
             wake: Notify::new(),
             healthy: AtomicBool::new(true),
         }
+    }
+
+    /// Bounds each cache table to `entries` (`[store] cache_entries`).
+    pub fn with_cache_entries(mut self, entries: usize) -> Tags {
+        self.cache_entries = entries;
+        self
     }
 
     /// The digest function.
@@ -249,56 +290,142 @@ impl Tags {
         }
     }
 
-    /// Keeps a cache table under [`CACHE_LIMIT`] by dropping entries older than [`MISS_TTL`].
+    /// Keeps a cache table under `cache_entries`: when full, entries older than [`MISS_TTL`] go;
+    /// if that frees too little (fresh records on every response), a quarter of the table goes,
+    /// whatever its age. The store holds everything evicted, or will once the queue is written
+    /// (a tag still queued is honoured again after at most [`MISS_TTL`]).
     fn bound<T>(&self, table: &DashMap<Digest, Cached<T>, DigestHash>) {
-        if table.len() >= CACHE_LIMIT {
-            table.retain(|_, c| c.loaded.elapsed() < MISS_TTL);
+        if table.len() < self.cache_entries {
+            return;
         }
+        let now = Instant::now();
+        table.retain(|_, c| now.saturating_duration_since(c.loaded) < MISS_TTL);
+        let keep = self.cache_entries - self.cache_entries / 4;
+        if table.len() > keep {
+            let mut kept = 0;
+            table.retain(|_, _| {
+                kept += 1;
+                kept <= keep
+            });
+        }
+        ::metrics::counter!(metrics::TAG_CACHE_EVICTIONS).increment(1);
     }
 
     /// Writes the tags of resolved records: recipients in both directions, record keys only from
-    /// responses (where the upstream assigned them). The cache is updated now; the store later.
-    /// Returns (record, recipient) tags written.
-    pub fn write(&self, resolved: &[Resolved], direction: Direction, now: u64) -> (usize, usize) {
+    /// responses (where the upstream assigned them). The cache is updated now; the store gets
+    /// them through the queue. [`Tags::settle`] then waits for what the response must wait for.
+    pub fn write(&self, resolved: &[Resolved], direction: Direction, now: u64) -> Written {
         // Only sightings that change what the store holds are queued: a new tag, a new recipient
         // of a record, or a last-seen more than REFRESH_SECS old. The rest cost a cache check.
         let mut writes = Vec::new();
-        let mut written = (0, 0);
+        let mut written = Written::default();
         let instant = Instant::now();
         for record in resolved {
             let Some(controller) = &record.controller else {
                 continue;
             };
+            // The caller's own word is the only source of these tags: nothing will teach them
+            // again if they are lost.
+            let durable = record.source == Source::Caller;
+            let class = |novelty| match novelty {
+                Novelty::New if durable => Some(Class::Durable),
+                Novelty::New => Some(Class::New),
+                Novelty::Refresh => Some(Class::Refresh),
+                Novelty::Known => None,
+            };
             if direction == Direction::Response {
                 for key in &record.keys {
-                    if self.cache_record(key, controller, &record.recipients, now, instant) {
-                        written.0 += 1;
-                        writes.push(TagWrite::Record {
-                            digest: *key,
-                            controller: controller.clone(),
-                            recipients: record.recipients.clone(),
-                            seen: now,
-                        });
+                    let novelty =
+                        self.cache_record(key, controller, &record.recipients, now, instant);
+                    if let Some(class) = class(novelty) {
+                        written.records += 1;
+                        writes.push((
+                            class,
+                            TagWrite::Record {
+                                digest: *key,
+                                controller: controller.clone(),
+                                recipients: record.recipients.clone(),
+                                seen: now,
+                            },
+                        ));
                     }
                 }
             }
             for digest in &record.recipients {
-                if self.cache_recipient(digest, controller, now, instant) {
-                    written.1 += 1;
-                    writes.push(TagWrite::Recipient {
-                        digest: *digest,
-                        controller: controller.clone(),
-                        seen: now,
-                    });
+                let novelty = self.cache_recipient(digest, controller, now, instant);
+                if let Some(class) = class(novelty) {
+                    written.recipients += 1;
+                    writes.push((
+                        class,
+                        TagWrite::Recipient {
+                            digest: *digest,
+                            controller: controller.clone(),
+                            seen: now,
+                        },
+                    ));
                 }
             }
         }
-        self.enqueue(writes);
+        self.enqueue(writes, &mut written);
         written
     }
 
-    /// Applies a record sighting to the cache (first controller wins); true when the store needs
-    /// to hear of it.
+    fn enqueue(&self, writes: Vec<(Class, TagWrite)>, written: &mut Written) {
+        if writes.is_empty() {
+            return;
+        }
+        let mut coalesced = 0;
+        {
+            let mut queue = self.queue.lock().expect("not poisoned");
+            for (class, write) in writes {
+                match queue.push(class, write) {
+                    Pushed::Durable(number) => written.durable = Some(number),
+                    Pushed::Coalesced => coalesced += 1,
+                    Pushed::Queued => {}
+                }
+            }
+            written.crowded = queue.backlog() >= QUEUE_LIMIT;
+        }
+        if coalesced > 0 {
+            ::metrics::counter!(metrics::TAG_REFRESHES_COALESCED).increment(coalesced);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Waits until a response may be released: while the queue is over its limit, until the
+    /// writer makes room (the gateway slows down rather than drop a sighting), and until the
+    /// durable tags it taught are committed. At `deadline` the wait for room ends (the sightings
+    /// stay queued); a durable tag not committed by then is an error: the response must not
+    /// claim a record the store may forget.
+    pub async fn settle(
+        &self,
+        written: &Written,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), NotCommitted> {
+        let mut progress = self.committed.subscribe();
+        if written.crowded {
+            ::metrics::counter!(metrics::TAG_QUEUE_WAITS).increment(1);
+            while self.queue.lock().expect("not poisoned").backlog() >= QUEUE_LIMIT {
+                if tokio::time::timeout_at(deadline, progress.changed())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        if let Some(number) = written.durable {
+            let committed = tokio::time::timeout_at(deadline, progress.wait_for(|c| *c >= number));
+            if !matches!(committed.await, Ok(Ok(_))) {
+                ::metrics::counter!(metrics::TAG_COMMIT_TIMEOUTS).increment(1);
+                return Err(NotCommitted);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a record sighting to the cache (first controller wins): what the store needs to
+    /// hear of it.
     fn cache_record(
         &self,
         digest: &Digest,
@@ -306,7 +433,7 @@ impl Tags {
         recipients: &[Digest],
         seen: u64,
         loaded: Instant,
-    ) -> bool {
+    ) -> Novelty {
         let mut entry = self.records.entry(*digest).or_insert_with(|| Cached {
             value: None,
             loaded,
@@ -318,33 +445,35 @@ impl Tags {
                 last_seen: seen,
                 recipients: recipients.to_vec(),
             });
-            return true;
+            return Novelty::New;
         };
         if tag.controller != *controller {
-            return false;
+            return Novelty::Known;
         }
-        let mut changed = false;
+        let mut novelty = Novelty::Known;
         for r in recipients {
             if !tag.recipients.contains(r) {
                 tag.recipients.push(*r);
-                changed = true;
+                novelty = Novelty::New;
             }
         }
         if seen >= tag.last_seen + REFRESH_SECS {
             tag.last_seen = seen;
-            changed = true;
+            if novelty == Novelty::Known {
+                novelty = Novelty::Refresh;
+            }
         }
-        changed
+        novelty
     }
 
-    /// Applies a recipient sighting to the cache; true when the store needs to hear of it.
+    /// Applies a recipient sighting to the cache: what the store needs to hear of it.
     fn cache_recipient(
         &self,
         digest: &Digest,
         controller: &Arc<str>,
         seen: u64,
         loaded: Instant,
-    ) -> bool {
+    ) -> Novelty {
         let mut entry = self.recipients.entry(*digest).or_insert_with(|| Cached {
             value: Vec::new(),
             loaded,
@@ -352,30 +481,18 @@ impl Tags {
         match entry.value.iter_mut().find(|t| t.controller == *controller) {
             Some(tag) if seen >= tag.last_seen + REFRESH_SECS => {
                 tag.last_seen = seen;
-                true
+                Novelty::Refresh
             }
-            Some(_) => false,
+            Some(_) => Novelty::Known,
             None => {
                 entry.value.push(RecipientTag {
                     controller: controller.clone(),
                     first_seen: seen,
                     last_seen: seen,
                 });
-                true
+                Novelty::New
             }
         }
-    }
-
-    fn enqueue(&self, writes: Vec<TagWrite>) {
-        if writes.is_empty() {
-            return;
-        }
-        {
-            let mut queue = self.queue.lock().expect("not poisoned");
-            queue.extend(writes);
-            drop_oldest_beyond_limit(&mut queue);
-        }
-        self.wake.notify_one();
     }
 
     /// Sightings waiting for the store.
@@ -383,28 +500,24 @@ impl Tags {
         self.queue.lock().expect("not poisoned").len()
     }
 
-    /// Writes everything queued now, in batches; on a store failure the batch goes back to the
-    /// front of the queue and the error is returned.
+    /// Writes everything queued now, in batches of one transaction each, durable tags first; on
+    /// a store failure the batch goes back to the front of the queue and the error is returned.
     pub async fn flush(&self) -> Result<(), StoreError> {
         loop {
-            let batch: Vec<TagWrite> = {
-                let mut queue = self.queue.lock().expect("not poisoned");
-                let n = queue.len().min(BATCH);
-                queue.drain(..n).collect()
-            };
-            if batch.is_empty() {
+            let batch = self.queue.lock().expect("not poisoned").take(BATCH);
+            if batch.writes.is_empty() {
                 return Ok(());
             }
-            if let Err(error) = self.store.write(batch.clone()).await {
+            if let Err(error) = self.store.write(batch.writes.clone()).await {
                 self.outcome::<()>(Err(error.clone()));
-                let mut queue = self.queue.lock().expect("not poisoned");
-                for write in batch.into_iter().rev() {
-                    queue.push_front(write);
-                }
-                drop_oldest_beyond_limit(&mut queue);
+                self.queue.lock().expect("not poisoned").put_back(batch);
                 return Err(error);
             }
             self.healthy.store(true, Ordering::Relaxed);
+            ::metrics::gauge!(metrics::TAG_QUEUE_LENGTH).set(self.pending() as f64);
+            let upto = batch.durable_upto;
+            self.committed
+                .send_modify(|committed| *committed = (*committed).max(upto));
         }
     }
 
@@ -507,22 +620,26 @@ mod tests {
         let k = tags.key().record("shp_1");
         let (r1, r2) = (tags.key().recipient("a@x"), tags.key().recipient("b@x"));
         assert_eq!(
-            tags.write(&[resolved(&[k], "acme", &[r1])], Direction::Response, 100),
+            tags.write(&[resolved(&[k], "acme", &[r1])], Direction::Response, 100)
+                .counts(),
             (1, 1)
         );
         // Globex's sighting of acme's record changes nothing in the store but tags r2 to globex.
         assert_eq!(
-            tags.write(&[resolved(&[k], "globex", &[r2])], Direction::Response, 200),
+            tags.write(&[resolved(&[k], "globex", &[r2])], Direction::Response, 200)
+                .counts(),
             (0, 1)
         );
         // Acme again within the refresh period: nothing new, nothing written.
         assert_eq!(
-            tags.write(&[resolved(&[k], "acme", &[r1])], Direction::Response, 300),
+            tags.write(&[resolved(&[k], "acme", &[r1])], Direction::Response, 300)
+                .counts(),
             (0, 0)
         );
         // A new recipient, and later a stale last-seen, are written.
         assert_eq!(
-            tags.write(&[resolved(&[k], "acme", &[r2])], Direction::Response, 400),
+            tags.write(&[resolved(&[k], "acme", &[r2])], Direction::Response, 400)
+                .counts(),
             (1, 1)
         );
         tags.write(
@@ -532,7 +649,8 @@ mod tests {
         );
         // Request bodies never tag record keys.
         assert_eq!(
-            tags.write(&[resolved(&[k], "globex", &[])], Direction::Request, 20_000),
+            tags.write(&[resolved(&[k], "globex", &[])], Direction::Request, 20_000)
+                .counts(),
             (0, 0)
         );
         let cached = tags.record(&k).await.unwrap();
@@ -694,26 +812,78 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_keeps_the_newest_sightings() {
-        let tags = Tags::new(b"key", Arc::new(Down));
+    async fn a_full_queue_drops_nothing_and_holds_responses_until_there_is_room() {
+        let tags = Arc::new(Tags::new(b"key", Arc::new(MemoryStore::new())));
         let controller: Arc<str> = "acme".into();
-        let writes = (0..QUEUE_LIMIT as u64 + 5)
-            .map(|seen| TagWrite::Recipient {
-                digest: [7; 32],
-                controller: controller.clone(),
-                seen,
-            })
-            .collect();
-        tags.enqueue(writes);
-        assert_eq!(tags.pending(), QUEUE_LIMIT);
-        let queue = tags.queue.lock().unwrap();
-        assert!(
-            matches!(queue.front(), Some(TagWrite::Recipient { seen: 5, .. })),
-            "the 5 oldest were dropped"
+        let mut queue = Vec::new();
+        for i in 0..QUEUE_LIMIT as u32 + 5 {
+            let mut digest = [0; 32];
+            digest[..4].copy_from_slice(&i.to_be_bytes());
+            queue.push((
+                Class::New,
+                TagWrite::Recipient {
+                    digest,
+                    controller: controller.clone(),
+                    seen: 1,
+                },
+            ));
+        }
+        let mut written = Written::default();
+        tags.enqueue(queue, &mut written);
+        assert!(written.crowded);
+        assert_eq!(tags.pending(), QUEUE_LIMIT + 5, "nothing dropped");
+
+        // The response waits until the writer makes room.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let settle = tokio::spawn({
+            let tags = tags.clone();
+            async move { tags.settle(&written, deadline).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!settle.is_finished(), "held while the queue is full");
+        tags.flush().await.unwrap();
+        settle.await.unwrap().unwrap();
+        assert_eq!(tags.store.counts().await.unwrap().1, QUEUE_LIMIT as u64 + 5);
+    }
+
+    #[tokio::test]
+    async fn a_created_record_is_committed_before_its_response_is_released() {
+        let tags = Arc::new(Tags::new(b"key", Arc::new(MemoryStore::new())));
+        let k = tags.key().record("shp_new");
+        let created = tags.write(&[resolved(&[k], "acme", &[])], Direction::Response, 1);
+        assert_eq!(created.counts(), (1, 0));
+        assert!(created.durable.is_some());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let settle = tokio::spawn({
+            let tags = tags.clone();
+            async move { tags.settle(&created, deadline).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!settle.is_finished(), "held until committed");
+        tags.flush().await.unwrap();
+        settle.await.unwrap().unwrap();
+        assert!(tags.store.record(k).await.unwrap().is_some());
+
+        // A controller_member sighting is written behind: nothing to wait for.
+        let mut member = resolved(&[tags.key().record("shp_seen")], "acme", &[]);
+        member.source = Source::Member;
+        let seen = tags.write(&[member], Direction::Response, 1);
+        assert_eq!(seen.durable, None);
+        tags.settle(&seen, deadline).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_create_the_store_cannot_commit_is_an_error_at_the_deadline() {
+        let tags = Tags::new(b"key", Arc::new(Down));
+        let created = tags.write(
+            &[resolved(&[tags.key().record("shp_new")], "acme", &[])],
+            Direction::Response,
+            1,
         );
-        assert!(
-            matches!(queue.back(), Some(TagWrite::Recipient { seen, .. }) if *seen == QUEUE_LIMIT as u64 + 4)
-        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        assert!(tags.flush().await.is_err());
+        assert!(tags.settle(&created, deadline).await.is_err());
+        assert_eq!(tags.pending(), 1, "still queued for when the store is back");
     }
 
     #[tokio::test]

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Tag churn: a list endpoint that returns 10 never-seen records on every response (as after
+# deploying in front of an existing API), against the same endpoint returning the same 10 records,
+# per store backend. Records are resolved by `controller_member`, so every record key and recipient
+# is a first sighting that privacy requests will depend on.
+#
+#   benches/churn.sh                            # SQLite and PostgreSQL, 20 s runs
+#   DURATION=60s STORES="sqlite" benches/churn.sh
+#
+# Reports per backend: rps with fresh records against rps with repeated ones; record tags per
+# second; last-seen refreshes coalesced and responses held for queue room; first sightings seen
+# (the gateway's count of record tags written) against record tags in the store after a graceful
+# stop; the gateway's RSS every 5 s of the fresh run. PostgreSQL runs when 127.0.0.1:5432 answers
+# (a scratch database `gateway_churn` is created and dropped).
+set -euo pipefail
+
+DURATION=${DURATION:-20s}
+STORES=${STORES:-"sqlite postgres"}
+CONNS=${CONNS:-64}
+UPSTREAM_PORT=18481
+GATEWAY_PORT=18483
+ADMIN_PORT=18493
+PG_BASE=${PG_BASE:-postgres://postgres@127.0.0.1:5432}
+
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
+if ! need sqlite3 || ! need psql || ! need curl; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 postgresql-client curl >/dev/null
+fi
+
+# The upstream: nginx + Lua answering 10 records per request, fresh ids and e-mail addresses per
+# request under /fresh, always the same under /same; half acme's, half globex's.
+chmod -R a+rX "$WORK"
+cat > "$WORK/upstream.conf" <<EOF
+load_module /usr/share/nginx/modules/ndk_http_module.so;
+load_module /usr/share/nginx/modules/ngx_http_lua_module.so;
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  init_by_lua_block {
+    function shipments(prefix)
+      local parts = {}
+      for i = 1, 10 do
+        local customer = (i % 2 == 0) and "acme" or "globex"
+        parts[i] = string.format('{"id":"%s-%d","customer_id":"%s","status":"in_transit",' ..
+          '"recipient":{"name":"Jane Doe","email":"%s-%d@example.com","phone":"+1 415 555 0101"}}',
+          prefix, i, customer, prefix, i)
+      end
+      ngx.header.content_type = "application/json"
+      ngx.print('{"shipments":[' .. table.concat(parts, ",") .. ']}')
+    end
+  }
+  server {
+    listen 127.0.0.1:$UPSTREAM_PORT;
+    location /fresh { content_by_lua_block { shipments(ngx.var.request_id) } }
+    location /same { content_by_lua_block { shipments("same00000000000000000000000000000") } }
+  }
+}
+EOF
+"$NGINX" -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
+bench_rules
+
+metric() { # name: the sum of its series
+  curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d", s }'
+}
+rss_mib() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+wrk_rps() { # path: rps
+  wrk -t1 -c"$CONNS" -d"$DURATION" -H "Authorization: Bearer bench-key-acme" \
+    "http://127.0.0.1:$GATEWAY_PORT$1" | awk '/Requests\/sec/ {print $2}'
+}
+
+printf '%-9s %9s %9s %6s %11s %10s %7s %12s %12s %6s  %s\n' store same_rps fresh_rps ratio tags_per_s coalesced waits first_seen persisted lost rss_mib_every_5s
+for store in $STORES; do
+  case $store in
+    sqlite) store_config="backend = \"sqlite\"
+path = \"$WORK/churn.db\"" ;;
+    postgres)
+      if ! psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS gateway_churn" 2>/dev/null; then
+        echo "postgres: skipped (nothing answers at $PG_BASE)"
+        continue
+      fi
+      psql "$PG_BASE/postgres" -qc "CREATE DATABASE gateway_churn"
+      store_config="backend = \"postgres\"
+url = \"$PG_BASE/gateway_churn\"" ;;
+  esac
+  cat > "$WORK/gateway.toml" <<EOF
+[listen]
+address = "127.0.0.1:$GATEWAY_PORT"
+tls = false
+[admin]
+address = "127.0.0.1:$ADMIN_PORT"
+[keys]
+tag_key = "bench-only-tag-key-0123456789"
+[store]
+$store_config
+[[upstream]]
+name = "lua"
+url = "http://127.0.0.1:$UPSTREAM_PORT"
+$(bench_clients)
+[[route]]
+name = "churn"
+path_prefix = "/"
+upstream = "lua"
+records = ["\$.shipments[*]"]
+record_keys = ["id"]
+recipient = "recipient"
+recipient_identifiers = ["email", "phone"]
+controller_member = "customer_id"
+rules = ["rules.toml"]
+EOF
+  "$GATEWAY" run --config "$WORK/gateway.toml" > /dev/null & GP=$!
+  wait_port $UPSTREAM_PORT; wait_port $GATEWAY_PORT
+  same=$(wrk_rps /same)
+  seen_before=$(metric 'gateway_tags_written_total{kind="record"')
+  rss=""
+  (wrk_rps /fresh > "$WORK/fresh.rps") & WRK=$!
+  while kill -0 $WRK 2>/dev/null; do rss+="$(rss_mib $GP) "; sleep 5; done
+  fresh=$(cat "$WORK/fresh.rps")
+  seen=$(( $(metric 'gateway_tags_written_total{kind="record"') - seen_before ))
+  coalesced=$(metric gateway_tag_refreshes_coalesced_total)
+  waits=$(metric gateway_tag_queue_waits_total)
+  kill -TERM $GP; wait $GP || true
+  case $store in
+    sqlite) stored=$(sqlite3 "$WORK/churn.db" "SELECT count(*) FROM record_tags") ;;
+    postgres) stored=$(psql "$PG_BASE/gateway_churn" -tAc "SELECT count(*) FROM record_tags")
+              psql "$PG_BASE/postgres" -qc "DROP DATABASE gateway_churn" ;;
+  esac
+  persisted=$((stored - 10)) # the 10 repeated records of /same
+  secs=${DURATION%s}
+  printf '%-9s %9.0f %9.0f %6.2f %11.0f %10s %7s %12s %12s %6s  %s\n' "$store" "$same" "$fresh" \
+    "$(awk -v a="$fresh" -v b="$same" 'BEGIN { printf "%.2f", a / b }')" \
+    "$(awk -v n="$persisted" -v s="$secs" 'BEGIN { print n / s }')" \
+    "$coalesced" "$waits" "$seen" "$persisted" $((seen - persisted)) "$rss"
+done
+echo "(wrk -t1 -c$CONNS, $DURATION per run; 10 records per response; tags_per_s counts record tags persisted; lost = first sightings seen but not in the store after a graceful stop)"
