@@ -5,7 +5,7 @@
 # is a first sighting that privacy requests will depend on.
 #
 #   benches/churn.sh                            # SQLite and PostgreSQL, 20 s runs
-#   DURATION=60s STORES="sqlite" benches/churn.sh
+#   DURATION=60s STORES="sqlite" CACHE_ENTRIES=100000 benches/churn.sh
 #
 # Reports per backend: rps with fresh records against rps with repeated ones; record tags per
 # second; last-seen refreshes coalesced and responses held for queue room; first sightings seen
@@ -15,6 +15,7 @@
 set -euo pipefail
 
 DURATION=${DURATION:-20s}
+CACHE_ENTRIES=${CACHE_ENTRIES:-1000000}
 STORES=${STORES:-"sqlite postgres"}
 CONNS=${CONNS:-64}
 UPSTREAM_PORT=18481
@@ -64,8 +65,8 @@ EOF
 "$NGINX" -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
 bench_rules
 
-metric() { # name: the sum of its series
-  curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%d", s }'
+metric() { # series prefix (a name, or a name with its first labels): the sum of its series
+  curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" 'index($1, m) == 1 { s += $2 } END { printf "%d", s }'
 }
 rss_mib() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 wrk_rps() { # path: rps
@@ -97,6 +98,7 @@ address = "127.0.0.1:$ADMIN_PORT"
 tag_key = "bench-only-tag-key-0123456789"
 [store]
 $store_config
+cache_entries = $CACHE_ENTRIES
 [[upstream]]
 name = "lua"
 url = "http://127.0.0.1:$UPSTREAM_PORT"
@@ -118,6 +120,7 @@ EOF
   seen_before=$(metric 'gateway_tags_written_total{kind="record"')
   rss=""
   (wrk_rps /fresh > "$WORK/fresh.rps") & WRK=$!
+  [ -n "${PERF_OUT:-}" ] && (sleep 5; perf record -F 1000 -g -o "$PERF_OUT" -p $GP -- sleep 8 >/dev/null 2>&1) &
   while kill -0 $WRK 2>/dev/null; do rss+="$(rss_mib $GP) "; sleep 5; done
   fresh=$(cat "$WORK/fresh.rps")
   seen=$(( $(metric 'gateway_tags_written_total{kind="record"') - seen_before ))

@@ -320,6 +320,8 @@ impl Tags {
         let mut writes = Vec::new();
         let mut written = Written::default();
         let instant = Instant::now();
+        self.bound(&self.records);
+        self.bound(&self.recipients);
         for record in resolved {
             let Some(controller) = &record.controller else {
                 continue;
