@@ -714,3 +714,51 @@ async fn upstreams_that_close_after_each_response_are_reconnected() {
     }
     assert_eq!(gw.upstream.connections(), 5);
 }
+
+/// HTTP/2 connections that never send a request, or that stop sending, are closed after their
+/// deadlines even though they answer keep-alive pings; a client that keeps sending is served
+/// throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_h2_connections_are_closed_and_busy_ones_keep_being_served() {
+    // The base config's header_read_timeout_ms (1 s) bounds the wait for a first request.
+    let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
+        let base = base.replace("[limits]\n", "[limits]\nidle_timeout_ms = 1500\n");
+        format!("{base}{PLAIN_ROUTES}")
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(gw.h2().await);
+    }
+    let mut quiet = gw.h2().await;
+    assert_eq!(
+        quiet.get("/api/public/x", None).await.status,
+        StatusCode::OK
+    );
+
+    let mut busy = gw.h2().await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let answer = busy.get("/api/public/x", None).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !busy.is_closed(),
+        "a client that keeps sending stays connected"
+    );
+    let open = silent.iter().filter(|c| !c.is_closed()).count();
+    assert_eq!(open, 0, "connections that never sent a request are closed");
+    assert!(
+        quiet.is_closed(),
+        "a connection idle past idle_timeout_ms is closed"
+    );
+    let metrics = gw.metrics().await;
+    let closed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_idle_connections_closed_total "))
+        .expect("the counter is exported")
+        .parse()
+        .unwrap();
+    assert!(closed >= 201.0, "{closed}");
+}

@@ -231,7 +231,6 @@ async fn a_store_outage_turns_readyz_red_and_leaks_nothing() {
         format!("{base}{}", routes(sample.addr))
     })
     .await;
-    let mut client = gw.h1().await;
     assert_eq!(admin_status(&gw, "/readyz").await, 200);
 
     let addr = relay.cut();
@@ -249,6 +248,8 @@ async fn a_store_outage_turns_readyz_red_and_leaks_nothing() {
         "the process itself is up"
     );
     // Seeded records have no tag and the store cannot say otherwise: redacted for everyone.
+    // (Connected only now: a connection must send its first request within the head timeout.)
+    let mut client = gw.h1().await;
     let list: Value = client.get("/v1/shipments", Some(KEY_ACME)).await.json();
     for record in list["shipments"].as_array().unwrap() {
         assert_eq!(record["recipient"]["email"], "[REDACTED]", "{record}");

@@ -264,6 +264,7 @@ impl Loader<'_> {
                 "h2_max_concurrent_streams",
                 file.h2_max_concurrent_streams.into(),
             )? as u32,
+            idle_timeout: ms("idle_timeout_ms", file.idle_timeout_ms)?,
         })
     }
 

@@ -122,6 +122,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// Longest time a client connection stays open with nothing in flight.
+    pub idle_timeout: Duration,
 }
 
 /// `[runtime]`, validated.

@@ -142,6 +142,10 @@ pub struct LimitsFile {
     pub max_header_bytes: u32,
     /// HTTP/2 streams a single connection may have open.
     pub h2_max_concurrent_streams: u32,
+    /// A client connection with no request in flight for this long is closed, on HTTP/2 as on
+    /// HTTP/1.1 (keep-alive pings do not count). Its first request must come within
+    /// `header_read_timeout_ms`.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for LimitsFile {
@@ -154,6 +158,7 @@ impl Default for LimitsFile {
             max_connections: 10_000,
             max_header_bytes: 65_536,
             h2_max_concurrent_streams: 100,
+            idle_timeout_ms: 60_000,
         }
     }
 }

@@ -127,7 +127,7 @@ impl Upstreams {
         Err(error)
     }
 
-    /// Closes connections unused for [`POOL_IDLE_TIMEOUT`] and forgets closed ones, for threads
+    /// Closes connections unused for 90 s and forgets closed ones, for threads
     /// that see no request to do it on the way.
     pub fn sweep(&self) {
         for pool in &self.pools {

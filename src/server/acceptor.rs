@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::{self, FramingWatch};
+use super::idle::{Activity, IdleClose, Tracked};
 use super::proxy_protocol;
 use super::stall::WriteStall;
 use crate::admin::metrics;
@@ -32,6 +33,8 @@ pub(super) struct Acceptor {
     write_stall_timeout: Duration,
     /// Peers that must open with a PROXY protocol header (`listen.proxy_protocol_from`).
     proxy_protocol_from: Vec<ipnet::IpNet>,
+    /// A connection with nothing in flight for this long is closed.
+    idle_timeout: Duration,
 }
 
 impl Acceptor {
@@ -43,6 +46,7 @@ impl Acceptor {
             max_header_bytes: config.limits.max_header_bytes,
             write_stall_timeout: config.limits.body_read_timeout,
             proxy_protocol_from: config.listen.client_address.proxy_protocol_from.clone(),
+            idle_timeout: config.limits.idle_timeout,
         }
     }
 
@@ -84,6 +88,8 @@ impl Acceptor {
             client_cert,
         };
         let max_head = self.max_header_bytes;
+        // The first request must arrive as promptly as a head must be read.
+        let first_request = self.handshake_timeout;
         match &self.tls {
             Some(tls) => {
                 let stream =
@@ -106,14 +112,23 @@ impl Acceptor {
                     .peer_certificates()
                     .and_then(|chain| chain.first())
                     .and_then(|leaf| crate::tls::forwarded_client_cert(leaf));
-                let service =
-                    TowerToHyperService::new(ProxyService::new(gateway, peer(client_cert)));
+                let activity = Activity::new();
+                let service = TowerToHyperService::new(Tracked {
+                    inner: ProxyService::new(gateway, peer(client_cert)),
+                    activity: activity.clone(),
+                });
+                let stream = IdleClose::new(stream, activity, first_request, self.idle_timeout);
                 let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
                 let connection = self.builder.serve_connection(io, service).into_owned();
                 let _ = graceful.watch(connection).await;
             }
             None => {
-                let service = TowerToHyperService::new(ProxyService::new(gateway, peer(None)));
+                let activity = Activity::new();
+                let service = TowerToHyperService::new(Tracked {
+                    inner: ProxyService::new(gateway, peer(None)),
+                    activity: activity.clone(),
+                });
+                let stream = IdleClose::new(stream, activity, first_request, self.idle_timeout);
                 let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
                 let connection = self.builder.serve_connection(io, service).into_owned();
                 let _ = graceful.watch(connection).await;

@@ -30,6 +30,7 @@ use tokio::sync::{Semaphore, watch};
 
 mod acceptor;
 mod framing;
+mod idle;
 pub mod live;
 pub mod proxy_protocol;
 mod stall;

@@ -424,6 +424,14 @@ impl Client {
         }
     }
 
+    /// Whether the gateway has closed the connection.
+    pub fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(sender) => sender.is_closed(),
+            Sender::H2(sender) => sender.is_closed(),
+        }
+    }
+
     pub async fn send(&mut self, request: Request<TestBody>) -> Answer {
         let response = self.send_streaming(request).await.expect("response");
         let (parts, body) = response.into_parts();
