@@ -88,7 +88,9 @@ async fn main() {
     );
     match probe().await {
         Ok(()) => {
-            let postgres = PostgresStore::open(&scratch_url().await).await.unwrap();
+            let postgres = PostgresStore::open(&scratch_url().await, None)
+                .await
+                .unwrap();
             println!(
                 "{:<10} {:>14.0}",
                 "postgres",

@@ -37,6 +37,11 @@ fn main() -> std::process::ExitCode {
             Needs::Postgres,
             || Box::pin(a_store_outage_turns_readyz_red_and_leaks_nothing()),
         ),
+        (
+            "postgres_over_tls_verifies_the_server_certificate_and_host_name",
+            Needs::PostgresTls,
+            || Box::pin(postgres_over_tls_verifies_the_server_certificate_and_host_name()),
+        ),
     ])
 }
 
@@ -231,7 +236,7 @@ async fn a_store_outage_turns_readyz_red_and_leaks_nothing() {
         format!("{base}{}", routes(sample.addr))
     })
     .await;
-    assert_eq!(admin_status(&gw, "/readyz").await, 200);
+    wait_until_ready(&gw).await;
 
     let addr = relay.cut();
     let started = std::time::Instant::now();
@@ -269,7 +274,9 @@ async fn a_store_outage_turns_readyz_red_and_leaks_nothing() {
 
 /// The scenarios every store backend passes (memory and SQLite run them in their unit tests).
 async fn postgres_conforms_to_the_store_contract() {
-    let store = PostgresStore::open(&scratch_url().await).await.unwrap();
+    let store = PostgresStore::open(&scratch_url().await, None)
+        .await
+        .unwrap();
     recipient_gateway::store::conformance::run(&store).await;
     recipient_gateway::store::conformance::run_outbox(&store).await;
 }
@@ -289,7 +296,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
         (row.get::<_, i64>(0), row.get::<_, i32>(1))
     };
     let alone = scratch_url().await;
-    PostgresStore::open(&alone).await.unwrap();
+    PostgresStore::open(&alone, None).await.unwrap();
     let expected = migrations(alone).await;
     assert_eq!(expected.0, i64::from(expected.1), "versions 1 to the last");
 
@@ -297,10 +304,94 @@ async fn postgres_replicas_starting_together_migrate_once() {
     let mut opens = tokio::task::JoinSet::new();
     for _ in 0..4 {
         let url = url.clone();
-        opens.spawn(async move { PostgresStore::open(&url).await.map(|_| ()) });
+        opens.spawn(async move { PostgresStore::open(&url, None).await.map(|_| ()) });
     }
     while let Some(opened) = opens.join_next().await {
         opened.unwrap().unwrap();
     }
     assert_eq!(migrations(url).await, expected);
+}
+
+/// `[store] tls = "verify-full"`: the gateway connects to PostgreSQL over TLS and serves; a CA
+/// that did not sign the server's certificate, or a host name the certificate does not name,
+/// fails at start with an error that says so.
+async fn postgres_over_tls_verifies_the_server_certificate_and_host_name() {
+    let ca = std::path::PathBuf::from(std::env::var("GATEWAY_TEST_POSTGRES_CA").unwrap());
+    let url = scratch_url().await;
+    let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let config = |url: &str, ca: &std::path::Path| {
+        let url = url.to_string();
+        let ca = ca.display().to_string();
+        let routes = routes(sample.addr);
+        move |base: String| {
+            let store = format!(
+                "backend = \"postgres\"\nurl = \"{url}\"\ntls = \"verify-full\"\nca_file = \"{ca}\""
+            );
+            format!("{}{routes}", base.replace("backend = \"memory\"", &store))
+        }
+    };
+
+    let gw = TestGateway::start_with(MockUpstream::start().await, config(&url, &ca)).await;
+    wait_until_ready(&gw).await;
+    let answer = gw.h1().await.get("/v1/shipments", Some(KEY_ACME)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    gw.stop().await;
+
+    // The session is encrypted: PostgreSQL says so of a connection made the same way.
+    let tls = recipient_gateway::tls::client_config(Some(&ca)).unwrap();
+    let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+    let mut settings: tokio_postgres::Config = url.parse().unwrap();
+    settings.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, connection) = settings.connect(connector).await.unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "the connection is encrypted");
+
+    // Another CA: refused, and the error names the certificate.
+    let other = TestDir::new();
+    let error = start_error(config(&url, &other.ca())).await;
+    assert!(error.contains("certificate"), "{error}");
+    eprintln!("wrong CA: {error}");
+
+    // The right CA, but the certificate is for localhost and 127.0.0.1, not this name.
+    assert!(url.contains("@127.0.0.1:"), "the default test URL: {url}");
+    let wrong_host = url.replace("@127.0.0.1:", "@db.wrong.example:") + "&hostaddr=127.0.0.1";
+    let error = start_error(config(&wrong_host, &ca)).await;
+    assert!(
+        error.contains("certificate") && error.contains("name"),
+        "{error}"
+    );
+    eprintln!("wrong host name: {error}");
+}
+
+/// Waits (5 s at most) for `/readyz` to turn green once the serving threads are up.
+async fn wait_until_ready(gw: &TestGateway) {
+    let started = std::time::Instant::now();
+    while admin_status(gw, "/readyz").await != 200 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "/readyz never turned green"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The error a gateway with this config fails to start with.
+async fn start_error(build: impl FnOnce(String) -> String) -> String {
+    let dir = TestDir::new();
+    let text = build(base_config(unused_addr(), unused_addr()));
+    let path = dir.write("gateway.toml", &text);
+    let config = recipient_gateway::config::Config::load_with_env(&path, &|_| None).unwrap();
+    match recipient_gateway::server::Server::bind(std::sync::Arc::new(config)).await {
+        Ok(_) => panic!("the gateway started"),
+        Err(error) => error.to_string(),
+    }
 }

@@ -146,7 +146,7 @@ async fn creates_survive_sigkill_on_sqlite() {
 async fn creates_survive_sigkill_on_postgres() {
     let url = recipient_gateway::store::test_postgres::scratch_url().await;
     let created = burst_then_sigkill(&format!("backend = \"postgres\"\nurl = \"{url}\"\n")).await;
-    let store = recipient_gateway::store::postgres::PostgresStore::open(&url)
+    let store = recipient_gateway::store::postgres::PostgresStore::open(&url, None)
         .await
         .unwrap();
     assert_every_create_kept_its_controller(&store, &created).await;

@@ -284,13 +284,83 @@ impl Loader<'_> {
         if file.cache_entries < 1_000 {
             return Err(self.err("store.cache_entries", "must be at least 1000"));
         }
+        if file.backend != StoreBackend::Postgres && (file.tls.is_some() || file.ca_file.is_some())
+        {
+            return Err(self.err(
+                "store.tls",
+                "only the `postgres` backend takes TLS settings",
+            ));
+        }
+        let postgres_tls = match &url {
+            Some(url) => self.postgres_tls(file, url)?,
+            None => None,
+        };
         Ok(Store {
             backend: file.backend,
             path: self.resolve(&file.path),
             url: url.map(|u| Secret(u.into_bytes())),
             retention: Duration::from_secs(u64::from(file.retention_days) * 86_400),
             cache_entries: file.cache_entries,
+            postgres_tls,
         })
+    }
+
+    /// The TLS settings of the PostgreSQL connection. Plaintext is the default only where the
+    /// traffic never leaves the machine (loopback, a Unix socket); elsewhere it is `verify-full`,
+    /// and choosing `disable` is warned about.
+    fn postgres_tls(
+        &mut self,
+        file: &schema::StoreFile,
+        url: &str,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+        use tokio_postgres::config::{Host, SslMode};
+        let parsed: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| self.err("store.url", format!("not a PostgreSQL URL: {e}")))?;
+        if parsed.get_ssl_mode() != SslMode::Prefer {
+            return Err(self.err(
+                "store.url",
+                "set `[store] tls` instead of `sslmode` in the URL",
+            ));
+        }
+        let local = parsed.get_hosts().iter().all(|host| match host {
+            Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            Host::Unix(_) => true,
+        });
+        let mode = file.tls.unwrap_or(if local {
+            schema::PgTlsMode::Disable
+        } else {
+            schema::PgTlsMode::VerifyFull
+        });
+        if file.ca_file.is_some() && mode != schema::PgTlsMode::VerifyFull {
+            return Err(self.err("store.ca_file", "only applies with `tls = \"verify-full\"`"));
+        }
+        match mode {
+            schema::PgTlsMode::Disable => {
+                if !local {
+                    self.warnings.push(
+                        "`store.tls = \"disable\"`: tags and privacy requests awaiting delivery \
+                         (recipients' e-mail addresses) travel to PostgreSQL in plaintext"
+                            .into(),
+                    );
+                }
+                Ok(None)
+            }
+            schema::PgTlsMode::Require => crate::tls::client_config_without_verification()
+                .map(Some)
+                .map_err(|e| self.err("store.tls", e.to_string())),
+            schema::PgTlsMode::VerifyFull => {
+                let ca = file.ca_file.as_deref().map(|p| self.resolve(p));
+                crate::tls::client_config(ca.as_deref())
+                    .map(Some)
+                    .map_err(|e| self.err("store.ca_file", e.to_string()))
+            }
+        }
     }
 
     fn privacy(&self, file: &schema::PrivacyFile) -> Result<Privacy, ConfigError> {

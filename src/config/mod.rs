@@ -163,6 +163,9 @@ pub struct Store {
     pub retention: Duration,
     /// Most entries per tag cache table.
     pub cache_entries: usize,
+    /// TLS for PostgreSQL: `None` for plaintext; with `require`, a config that accepts any
+    /// certificate.
+    pub postgres_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// `[privacy]`, validated.

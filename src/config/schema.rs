@@ -190,6 +190,13 @@ pub struct StoreFile {
     /// Days after last sight that a tag is deleted.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Encryption of the PostgreSQL connection: `disable`, `require` (encrypted, the server's
+    /// certificate not checked) or `verify-full` (encrypted, the certificate checked against
+    /// `ca_file` or the system's web roots, and the URL's host name against it). Default:
+    /// `verify-full`, or `disable` when the URL names a loopback address or a Unix socket.
+    pub tls: Option<PgTlsMode>,
+    /// PEM CA bundle that signed the PostgreSQL server's certificate (`verify-full`).
+    pub ca_file: Option<String>,
     /// Most entries in each of the two tag cache tables (records, recipients), which bounds the
     /// cache's memory: about 200 bytes per record entry and 120 per recipient entry. Evicted
     /// entries are read from the store again when needed.
@@ -206,12 +213,28 @@ impl Default for StoreFile {
             url: None,
             retention_days: default_retention_days(),
             cache_entries: default_cache_entries(),
+            tls: None,
+            ca_file: None,
         }
     }
 }
 
 fn default_cache_entries() -> usize {
     super::DEFAULT_TAG_CACHE_ENTRIES
+}
+
+/// How the PostgreSQL connection is encrypted (libpq's `sslmode` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum PgTlsMode {
+    /// Plaintext.
+    #[serde(rename = "disable")]
+    Disable,
+    /// Encrypted; the server's certificate is not verified.
+    #[serde(rename = "require")]
+    Require,
+    /// Encrypted; the certificate chain and the host name are verified.
+    #[serde(rename = "verify-full")]
+    VerifyFull,
 }
 
 /// The tag and outbox store.

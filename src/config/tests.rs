@@ -135,6 +135,61 @@ fn inline_secrets_and_plaintext_warn() {
     assert!(config.listen.tls.is_none());
 }
 
+#[test]
+fn postgres_is_encrypted_and_verified_unless_it_is_local() {
+    let fixture = Fixture::new();
+    let with = |store: &str| format!("{VALID}\n[store]\nbackend = \"postgres\"\n{store}\n");
+    let load = |store: &str| fixture.load(&with(store), RULES);
+
+    // Elsewhere than loopback: verify-full by default, no warning.
+    let remote = load(r#"url = "postgres://gw@db.internal:5432/gw""#).unwrap();
+    assert!(remote.store.postgres_tls.is_some());
+    assert!(remote.warnings.iter().all(|w| !w.contains("store.tls")));
+    // Loopback and Unix sockets stay plaintext unless asked.
+    for url in [
+        "postgres://gw@127.0.0.1:5432/gw",
+        "postgres://gw@localhost/gw",
+        "host=/run/postgresql user=gw",
+    ] {
+        let local = load(&format!("url = \"{url}\"")).unwrap();
+        assert!(local.store.postgres_tls.is_none(), "{url}");
+    }
+    let asked = load(
+        r#"url = "postgres://gw@127.0.0.1/gw"
+tls = "require""#,
+    )
+    .unwrap();
+    assert!(asked.store.postgres_tls.is_some());
+    // Plaintext to another host is allowed, with a warning.
+    let plain = load(
+        r#"url = "postgres://gw@db.internal/gw"
+tls = "disable""#,
+    )
+    .unwrap();
+    assert!(plain.store.postgres_tls.is_none());
+    assert!(
+        plain
+            .warnings
+            .iter()
+            .any(|w| w.contains("store.tls") && w.contains("plaintext")),
+        "{:?}",
+        plain.warnings
+    );
+    // `sslmode` in the URL would contradict `tls`; a CA file needs verify-full.
+    let error = load(r#"url = "postgres://gw@db.internal/gw?sslmode=disable""#)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("sslmode"), "{error}");
+    let error = load(
+        r#"url = "postgres://gw@db.internal/gw"
+tls = "require"
+ca_file = "ca.pem""#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("store.ca_file"), "{error}");
+}
+
 /// (what is changed, main file, rule file, expected file suffix, expected key, text on the line the
 /// error must point at, message part)
 type Case = (

@@ -119,7 +119,8 @@ pub async fn open(config: &crate::config::Store) -> Result<Opened, StoreError> {
             let url = config.url.as_ref().expect("validated: postgres has a URL");
             let url = std::str::from_utf8(url.expose())
                 .map_err(|_| StoreError("the PostgreSQL URL is not UTF-8".into()))?;
-            Ok(Opened::of(postgres::PostgresStore::open(url).await?))
+            let tls = config.postgres_tls.clone();
+            Ok(Opened::of(postgres::PostgresStore::open(url, tls).await?))
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 
 use std::sync::Arc;
 
@@ -82,23 +83,46 @@ pub struct PostgresStore {
     pool: Pool,
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+/// The error with its causes: a failed TLS handshake only says why in its sources.
+fn err(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    StoreError(text)
 }
 
 impl PostgresStore {
-    /// Connects to `url` and brings the schema up to date.
-    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let config: tokio_postgres::Config = url
+    /// Connects to `url`, over TLS with `tls` when given (`[store] tls`), and brings the schema
+    /// up to date.
+    pub async fn open(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<PostgresStore, StoreError> {
+        let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| err(format!("invalid PostgreSQL URL: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+            .map_err(|e| StoreError(format!("invalid PostgreSQL URL: {e}")))?;
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => {
+                // Encrypted or nothing: a server without TLS is an error, never a fallback.
+                config.ssl_mode(SslMode::Require);
+                let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+                Manager::from_config(config, connector, manager_config())
+            }
+            None => {
+                config.ssl_mode(SslMode::Disable);
+                Manager::from_config(config, NoTls, manager_config())
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(16)
             .runtime(Runtime::Tokio1)
@@ -230,7 +254,7 @@ impl From<&Vec<TagWrite>> for Rows {
 fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
     bytes
         .try_into()
-        .map_err(|_| err("a stored digest is not 32 bytes"))
+        .map_err(|_| StoreError("a stored digest is not 32 bytes".into()))
 }
 
 impl Store for PostgresStore {

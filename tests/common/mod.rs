@@ -1100,6 +1100,8 @@ pub type Test = (
 pub enum Needs {
     Nothing,
     Postgres,
+    /// PostgreSQL with TLS on, its CA in `GATEWAY_TEST_POSTGRES_CA` (`.ci/run` sets both up).
+    PostgresTls,
 }
 
 /// The `main` of the test files whose tests need PostgreSQL (`harness = false`): the tests run
@@ -1116,7 +1118,7 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
             .build()
             .expect("a runtime")
     };
-    let postgres = if tests.iter().any(|(_, needs, _)| *needs == Needs::Postgres) {
+    let postgres = if tests.iter().any(|(_, needs, _)| *needs != Needs::Nothing) {
         runtime().block_on(test_postgres::probe())
     } else {
         Ok(())
@@ -1125,6 +1127,14 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
     if let (true, Err(why)) = (skip_postgres, &postgres) {
         eprintln!("PostgreSQL tests are ignored: {why}");
     }
+    let no_ca = std::env::var_os("GATEWAY_TEST_POSTGRES_CA").is_none();
+    if no_ca
+        && tests
+            .iter()
+            .any(|(_, needs, _)| *needs == Needs::PostgresTls)
+    {
+        eprintln!("PostgreSQL TLS tests are ignored: GATEWAY_TEST_POSTGRES_CA is not set");
+    }
     let trials = tests
         .iter()
         .map(|&(name, needs, test)| {
@@ -1132,7 +1142,11 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
                 runtime().block_on(test());
                 Ok(())
             })
-            .with_ignored_flag(needs == Needs::Postgres && skip_postgres)
+            .with_ignored_flag(match needs {
+                Needs::Nothing => false,
+                Needs::Postgres => skip_postgres,
+                Needs::PostgresTls => skip_postgres || no_ca,
+            })
         })
         .collect();
     libtest_mimic::run(&args, trials).exit_code()
