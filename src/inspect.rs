@@ -353,6 +353,7 @@ mod tests {
             plan: crate::redact::Plan::new(&[], None, &[], crate::redact::Purpose::Fulfillment),
             path_parameters: false,
             allowed_overrides: vec![],
+            allow_upgrade: false,
             fold_case: true,
             folded_prefix: "/r".into(),
         }

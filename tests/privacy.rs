@@ -682,3 +682,68 @@ async fn a_stalled_or_broken_intake_body_closes_the_connection_as_the_proxy_does
         "{reply}"
     );
 }
+
+/// HTTPS receivers: acme's, behind a private CA named in `webhook_ca_file`, gets its signed
+/// delivery over TLS; globex's, whose certificate no trusted root signed, is never sent a byte:
+/// the attempt fails, is retried and is counted as `outcome="tls_error"`.
+#[tokio::test]
+async fn https_webhooks_are_verified_against_the_receivers_ca() {
+    let (acme_dir, globex_dir) = (TestDir::new(), TestDir::new());
+    let acme = WebhookReceiver::start_tls(WEBHOOK_SECRET, &acme_dir).await;
+    let globex = WebhookReceiver::start_tls(WEBHOOK_SECRET, &globex_dir).await;
+    let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (acme_port, globex_port, api) = (acme.addr.port(), globex.addr.port(), sample.addr);
+    let acme_ca = acme_dir.ca().display().to_string();
+    let gw = TestGateway::start_with(MockUpstream::start().await, move |base| {
+        let base = base
+            .replace(
+                "name = \"Acme\"\n",
+                &format!(
+                    "name = \"Acme\"\nwebhook_url = \"https://localhost:{acme_port}/hooks\"\n\
+                     webhook_secret = \"{WEBHOOK_SECRET}\"\nwebhook_ca_file = \"{acme_ca}\"\n"
+                ),
+            )
+            .replace(
+                "name = \"Globex\"\n",
+                &format!(
+                    "name = \"Globex\"\nwebhook_url = \"https://localhost:{globex_port}/hooks\"\n\
+                     webhook_secret = \"{WEBHOOK_SECRET}\"\n"
+                ),
+            );
+        let route = shipments_route(api, "controller_member = \"customer_id\"");
+        format!("{base}{route}")
+    })
+    .await;
+    seed(&gw).await;
+    jane_also_ships_with_globex(&gw).await;
+    let id = id_of(&file(&gw, json!({"type": "access", "email": JANE})).await);
+
+    let delivered = acme.wait_for(1, Duration::from_secs(5)).await;
+    assert!(delivered[0].signed);
+    assert_eq!(delivered[0].body["request_id"], id.as_str());
+    let started = std::time::Instant::now();
+    while !gw
+        .metrics()
+        .await
+        .contains(r#"gateway_webhook_deliveries_total{outcome="tls_error"}"#)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "globex's failed attempt was not counted: {:?}",
+            gw.metrics()
+                .await
+                .lines()
+                .filter(|l| l.contains("webhook"))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        globex.got().is_empty(),
+        "nothing reached an unverified receiver"
+    );
+    let pending = inbox(&gw, KEY_GLOBEX, "").await;
+    assert_eq!(pending.len(), 1, "kept for retry: {pending:?}");
+}

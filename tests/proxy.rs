@@ -762,3 +762,96 @@ async fn idle_h2_connections_are_closed_and_busy_ones_keep_being_served() {
         .unwrap();
     assert!(closed >= 201.0, "{closed}");
 }
+
+/// Reads a response head from a raw stream (up to the blank line).
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("a response head in time")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the connection closed: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// A route with `allow_upgrade` tunnels a WebSocket upgrade after authentication: bytes go both
+/// ways untouched and the tunnel is counted. The same upgrade without a key, or on a route
+/// without `allow_upgrade`, is refused and reaches nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrades_are_tunnelled_only_where_allowed() {
+    use tokio::io::AsyncReadExt;
+    let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
+        format!(
+            "{base}{PLAIN_ROUTES}\n[[route]]\nname = \"live\"\npath_prefix = \"/live\"\n\
+             upstream = \"mock\"\nallow_upgrade = true\n"
+        )
+    })
+    .await;
+    let upgrade = |path: &str, key: Option<&str>| {
+        let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+
+    let mut stream = gw.raw().await;
+    write_all(&mut stream, upgrade("/live/ws", Some(KEY_ACME)).as_bytes()).await;
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for message in ["hello tunnel", "tracking update 2"] {
+        write_all(&mut stream, message.as_bytes()).await;
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+            .await
+            .expect("echoed in time")
+            .unwrap();
+        assert_eq!(echoed, message.as_bytes());
+    }
+    let seen = gw.upstream.last();
+    assert_eq!(seen["path"], "/live/ws");
+    assert_eq!(seen["headers"]["upgrade"][0], "websocket");
+    assert_eq!(seen["headers"]["x-gateway-client"][0], "acme");
+    assert!(seen["headers"].get("authorization").is_none(), "{seen}");
+    assert!(seen["headers"]["sec-websocket-key"][0].as_str().is_some());
+    drop(stream);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"gateway_tunnels_total{route="live"} 1"#),
+        "{metrics}"
+    );
+
+    let before = gw.upstream.count();
+    for (path, key, status) in [
+        ("/live/ws", None, "401"),
+        ("/api/ws", Some(KEY_ACME), "400"),
+    ] {
+        let mut stream = gw.raw().await;
+        write_all(&mut stream, upgrade(path, key).as_bytes()).await;
+        let head = read_head(&mut stream).await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {head}"
+        );
+    }
+    assert_eq!(
+        gw.upstream.count(),
+        before,
+        "refused upgrades reach nothing"
+    );
+}

@@ -42,6 +42,8 @@ pub const TAGS_WRITTEN: &str = "gateway_tags_written_total";
 pub const TAG_STORE_ENTRIES: &str = "gateway_tag_store_entries";
 /// Deleted by retention, by `kind` (record, recipient, privacy_subject).
 pub const RETENTION_DELETED: &str = "gateway_retention_deleted_total";
+/// Tunnels opened (an upgrade the route allows, answered 101 by the upstream), by `route`.
+pub const TUNNELS: &str = "gateway_tunnels_total";
 /// Client connections closed after idling past `idle_timeout_ms` (or sending no first request).
 pub const IDLE_CONNECTIONS_CLOSED: &str = "gateway_idle_connections_closed_total";
 /// Tag sightings waiting for the store.
@@ -133,6 +135,7 @@ fn describe() {
         "Expired tags and settled request subjects deleted by retention."
     );
     describe_gauge!(TAG_QUEUE_LENGTH, "Tag sightings waiting for the store.");
+    describe_counter!(TUNNELS, "Tunnels opened on routes that allow upgrades.");
     describe_counter!(
         IDLE_CONNECTIONS_CLOSED,
         "Client connections closed for idling."

@@ -446,10 +446,27 @@ impl Loader<'_> {
                 false,
             )?;
             let webhook = match (&file.webhook_url, secret) {
-                (Some(url), Some(secret)) => Some(Webhook {
-                    url: self.http_url(&key("webhook_url"), url)?,
-                    key: self.webhook_key(&key("webhook_secret"), &secret)?,
-                }),
+                (Some(url), Some(secret)) => {
+                    let url = self.http_url(&key("webhook_url"), url)?;
+                    let tls = match &file.webhook_ca_file {
+                        Some(_) if url.scheme_str() != Some("https") => {
+                            return Err(self.err(
+                                &key("webhook_ca_file"),
+                                "`webhook_ca_file` only applies to an https `webhook_url`",
+                            ));
+                        }
+                        Some(path) => Some(
+                            crate::tls::client_config(Some(&self.resolve(path)))
+                                .map_err(|e| self.err(&key("webhook_ca_file"), e.to_string()))?,
+                        ),
+                        None => None,
+                    };
+                    Some(Webhook {
+                        url,
+                        key: self.webhook_key(&key("webhook_secret"), &secret)?,
+                        tls,
+                    })
+                }
                 (Some(_), None) => {
                     return Err(self.err(
                         &key("webhook_secret_env"),
@@ -688,6 +705,12 @@ impl Loader<'_> {
                 }
                 passthrough.push(media);
             }
+            if file.allow_upgrade && (!records.is_empty() || !rules.is_empty()) {
+                return Err(self.err(
+                    &format!("route[{i}].allow_upgrade"),
+                    "a route with `records` or `rules` inspects its bodies; a tunnel's bytes could not be inspected",
+                ));
+            }
             let plan =
                 crate::redact::Plan::new(&records, file.recipient.as_deref(), &rules, file.purpose);
             routes.push(Arc::new(Route {
@@ -696,6 +719,7 @@ impl Loader<'_> {
                 path_prefix: prefix,
                 path_parameters: file.path_parameters,
                 allowed_overrides,
+                allow_upgrade: file.allow_upgrade,
                 fold_case: upstream.fold_case,
                 upstream: file.upstream.clone(),
                 auth: file.auth,

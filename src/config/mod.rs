@@ -205,6 +205,9 @@ pub struct Webhook {
     pub url: Uri,
     /// The decoded bytes of the `whsec_` secret: the HMAC key of signatures.
     pub key: Secret,
+    /// TLS for an https receiver behind a private CA (`webhook_ca_file`); `None`: the system's
+    /// web roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// An upstream service.
@@ -281,6 +284,8 @@ pub struct Route {
     pub allowed_overrides: Vec<http::HeaderName>,
     /// Whether its upstream may fold case, so case variants of paths are judged.
     pub fold_case: bool,
+    /// Whether HTTP/1.1 upgrades are tunnelled (only on routes with nothing to inspect).
+    pub allow_upgrade: bool,
     /// `path_prefix` case-folded, for judging what a case-insensitive upstream reads.
     pub folded_prefix: String,
 }

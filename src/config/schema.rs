@@ -295,6 +295,9 @@ pub struct ClientFile {
     pub webhook_secret_env: Option<String>,
     /// Inline webhook secret: development only (`check` warns).
     pub webhook_secret: Option<String>,
+    /// PEM CA bundle that signed an https webhook receiver's certificate, for receivers behind a
+    /// private CA (the system's web roots otherwise).
+    pub webhook_ca_file: Option<String>,
 }
 
 /// What a client is to the data flowing through the gateway.
@@ -383,6 +386,11 @@ pub struct RouteFile {
     /// removed. An allowed URL override must itself be a canonical path that takes this route.
     #[serde(default)]
     pub allow_override_headers: Vec<String>,
+    /// Tunnel HTTP/1.1 upgrades (WebSocket) to the upstream on this route, after the usual
+    /// authentication and header handling. Only on routes with nothing to inspect (no `records`,
+    /// no `rules`): a tunnel's bytes are never inspected.
+    #[serde(default)]
+    pub allow_upgrade: bool,
 }
 
 /// Whether a route requires an API key.

@@ -223,6 +223,18 @@ fn cases() -> Vec<Case> {
             "unknown field `bogus`",
         ),
         (
+            "an upgrade on a route that inspects",
+            main(
+                "upstream = \"shipping\"\nrecords",
+                "upstream = \"shipping\"\nallow_upgrade = true\nrecords",
+            ),
+            r.clone(),
+            "gateway.toml",
+            Some("route[0].allow_upgrade"),
+            Some("allow_upgrade = true"),
+            "could not be inspected",
+        ),
+        (
             "unknown key in a route",
             main(
                 "upstream = \"shipping\"\nrecords",

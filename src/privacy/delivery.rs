@@ -5,7 +5,9 @@
 //! retried with exponential backoff and jitter, later if the receiver sent `Retry-After`, until
 //! `delivery_max_attempts` attempts or `delivery_max_age_hours` have passed; then the delivery is
 //! `dead` and stays in the customer's inbox. Every attempt carries the same `webhook-id` and a
-//! fresh timestamp and signature.
+//! fresh timestamp and signature. An https receiver's certificate is verified against the
+//! system's web roots or the client's `webhook_ca_file`; one that fails is retried like any
+//! failure and counted as `outcome="tls_error"`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -51,23 +53,11 @@ pub struct Deliverer {
 impl Deliverer {
     /// A worker for the webhooks of the config in `config` over `desk`'s outbox.
     pub fn new(desk: Arc<Desk>, config: CurrentConfig) -> Deliverer {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
-        let tls = (*crate::tls::client_config(None).expect("built-in roots load")).clone();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let tls = crate::tls::client_config(None).expect("built-in roots load");
         Deliverer {
             desk,
             config,
-            client,
+            client: webhook_client(&tls),
         }
     }
 
@@ -136,6 +126,9 @@ impl Deliverer {
             Some(failure) => {
                 let wait = backoff(delivery.attempts).max(failure.retry_after.unwrap_or_default());
                 let next = (now + wait.as_secs().max(1)).min(deadline);
+                // Retried like any failure, but counted apart: a certificate that does not
+                // verify is a configuration problem, not a busy receiver.
+                let outcome = if failure.tls { "tls_error" } else { "retry" };
                 let error = failure.error;
                 (
                     Attempt::Retry {
@@ -143,7 +136,7 @@ impl Deliverer {
                         next,
                         error,
                     },
-                    "retry",
+                    outcome,
                 )
             }
         };
@@ -216,13 +209,26 @@ impl Deliverer {
             .header("webhook-signature", signature)
             .body(Full::new(body))
             .map_err(|_| Failure::new("invalid request"))?;
-        let response =
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, self.client.request(request)).await {
-                Err(_) => return Err(Failure::new("timeout")),
-                Ok(Err(error)) if error.is_connect() => return Err(Failure::new("connect")),
-                Ok(Err(_)) => return Err(Failure::new("protocol")),
-                Ok(Ok(response)) => response,
-            };
+        // A receiver behind a private CA gets a client trusting it; connections are not pooled
+        // across attempts then, which at webhook rates costs nothing that matters.
+        let client = match &webhook.tls {
+            Some(tls) => webhook_client(tls),
+            None => self.client.clone(),
+        };
+        let response = match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request)).await {
+            Err(_) => return Err(Failure::new("timeout")),
+            Ok(Err(error)) if error.is_connect() => {
+                return Err(match tls_failure(&error) {
+                    Some(why) => Failure {
+                        tls: true,
+                        ..Failure::new(&why)
+                    },
+                    None => Failure::new("connect"),
+                });
+            }
+            Ok(Err(_)) => return Err(Failure::new("protocol")),
+            Ok(Ok(response)) => response,
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -230,14 +236,55 @@ impl Deliverer {
         Err(Failure {
             error: format!("status {}", status.as_u16()),
             retry_after: retry_after(response.headers().get(header::RETRY_AFTER)),
+            tls: false,
         })
     }
+}
+
+/// An HTTP/1.1 client for webhook receivers, trusting the roots of `tls`.
+fn webhook_client(
+    tls: &rustls::ClientConfig,
+) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// The TLS error under a failed connect, when the receiver's certificate (or handshake) failed.
+/// The connector nests it in `io::Error`s, whose `source()` skips a level, so those are opened
+/// with `get_ref()`.
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(format!("tls: {tls}"));
+        }
+        current = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// A failed attempt: why (no personal data) and any wait the receiver asked for.
 struct Failure {
     error: String,
     retry_after: Option<Duration>,
+    /// The receiver's certificate or TLS handshake failed (`outcome="tls_error"`).
+    tls: bool,
 }
 
 impl Failure {
@@ -245,6 +292,7 @@ impl Failure {
         Failure {
             error: error.to_string(),
             retry_after: None,
+            tls: false,
         }
     }
 }

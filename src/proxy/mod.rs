@@ -20,6 +20,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 mod inspected;
+mod tunnel;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -30,7 +31,8 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{HeaderValue, Method, Request, Response, header};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 
 use crate::admin::metrics;
@@ -39,7 +41,7 @@ use crate::privacy::Desk;
 use crate::privacy::http::{Call, Endpoint};
 use crate::redact::HashKeys;
 use crate::tags::Tags;
-use crate::vocabulary::BoxBody;
+use crate::vocabulary::{BoxBody, full};
 use body::{client_body, with_idle_timeout};
 use error::ProxyError;
 use headers::{Credential, HeaderFlaw, Peer};
@@ -174,9 +176,17 @@ impl Gateway {
         }
         let route = judged.ok_or(ProxyError::NoRoute)?;
         outcome.route = Some(route);
-        if request.headers().contains_key(header::UPGRADE) {
-            return Err(ProxyError::UpgradeRefused);
-        }
+        let upgrade = match request.headers().get(header::UPGRADE) {
+            None => None,
+            Some(protocol)
+                if route.allow_upgrade
+                    && request.version() == Version::HTTP_11
+                    && connection_asks_upgrade(request.headers()) =>
+            {
+                Some(protocol.clone())
+            }
+            Some(_) => return Err(ProxyError::UpgradeRefused),
+        };
         let (mut parts, body) = request.into_parts();
         screen_request(&self.config, route, &mut parts.headers)?;
         outcome.client = self.authenticate(&parts.headers)?;
@@ -195,6 +205,11 @@ impl Gateway {
         );
         let limits = &self.config.limits;
         let deadline = tokio::time::Instant::now() + limits.request_timeout;
+        if let Some(protocol) = upgrade {
+            return self
+                .upgrade(route, parts, body, protocol, request_id, deadline)
+                .await;
+        }
         if !route.inspected() {
             let upstream_request =
                 Request::from_parts(parts, client_body(body, limits.body_read_timeout));
@@ -228,6 +243,61 @@ impl Gateway {
             .await?;
         outcome.redactions += redactions;
         Ok(response)
+    }
+
+    /// An upgrade on a route that allows it: forwarded over a connection of its own; on `101`
+    /// the two connections become a tunnel ([`tunnel`]), otherwise the upstream's answer goes
+    /// back as any other.
+    async fn upgrade(
+        &self,
+        route: &Route,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        protocol: HeaderValue,
+        request_id: &HeaderValue,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<BoxBody>, ProxyError> {
+        let client = parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .ok_or(ProxyError::UpgradeRefused)?;
+        // The hop-by-hop pair the header hygiene removed, put back for this hop.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+        let limits = &self.config.limits;
+        let request = Request::from_parts(parts, client_body(body, limits.body_read_timeout));
+        let mut response = self
+            .upstreams
+            .upgrade(&route.upstream, request, deadline)
+            .await?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = response.into_parts();
+            headers::forward_response_headers(&mut parts.headers, request_id);
+            return Ok(Response::from_parts(
+                parts,
+                with_idle_timeout(body, limits.body_read_timeout),
+            ));
+        }
+        let upstream = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let switched_to = parts.headers.get(header::UPGRADE).cloned();
+        headers::forward_response_headers(&mut parts.headers, request_id);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(switched_to) = switched_to {
+            parts.headers.insert(header::UPGRADE, switched_to);
+        }
+        tokio::spawn(tunnel::run(
+            client,
+            upstream,
+            limits.idle_timeout,
+            route.name.clone(),
+            request_id.to_str().unwrap_or_default().to_string(),
+        ));
+        Ok(Response::from_parts(parts, full(Bytes::new())))
     }
 
     /// The caller named by the credential headers: `None` without any, an error for a key no
@@ -323,6 +393,16 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
         .collect::<Vec<_>>()
         .join("/")
         .into()
+}
+
+/// Whether `Connection` lists `upgrade`, as an HTTP/1.1 upgrade request must.
+fn connection_asks_upgrade(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// The request handler in force now: each call returns the current generation's gateway.

@@ -102,29 +102,38 @@ impl Upstreams {
         request.headers_mut().insert(HOST, pool.host.clone());
         let started = Instant::now();
         let result = tokio::time::timeout_at(deadline, pool.exchange(request)).await;
-        metrics::upstream_duration()
-            .get([&pool.upstream.name])
-            .record(started.elapsed().as_secs_f64());
-        let label = &pool.upstream.name;
-        let (kind, error) = match result {
-            Ok(Ok(response)) => return Ok(response),
-            Ok(Err(Failure::Connect(error))) => {
-                tracing::warn!(msg = "upstream connect failed", upstream = %label, error = %error);
-                ("connect", ProxyError::UpstreamConnect)
-            }
-            Ok(Err(Failure::Exchange(error))) => {
-                if let Some(client_fault) = client_body_failure(&error) {
-                    // The client's fault, not the upstream's: no upstream error is counted.
-                    return Err(client_fault);
-                }
-                tracing::warn!(msg = "upstream request failed", upstream = %label, error = %error);
-                ("protocol", ProxyError::UpstreamProtocol)
-            }
-            Err(_) => ("timeout", ProxyError::UpstreamTimeout),
+        pool.classify(result, started)
+    }
+
+    /// Sends an upgrade request (`Upgrade` kept) over a connection of its own, which becomes the
+    /// tunnel when the upstream answers 101; never a pooled one.
+    pub async fn upgrade(
+        &self,
+        upstream: &str,
+        mut request: Request<BoxBody>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let pool = self
+            .pools
+            .iter()
+            .find(|pool| pool.upstream.name == upstream)
+            .expect("routes reference known upstreams");
+        *request.uri_mut() = pool.target(request.uri());
+        *request.version_mut() = Version::HTTP_11;
+        request.headers_mut().insert(HOST, pool.host.clone());
+        let started = Instant::now();
+        let exchange = async {
+            let mut sender = pool
+                .connect(Upgrades::Allowed)
+                .await
+                .map_err(Failure::Connect)?;
+            sender
+                .send_request(request)
+                .await
+                .map_err(Failure::Exchange)
         };
-        ::metrics::counter!(metrics::UPSTREAM_ERRORS, "upstream" => label.clone(), "kind" => kind)
-            .increment(1);
-        Err(error)
+        let result = tokio::time::timeout_at(deadline, exchange).await;
+        pool.classify(result, started)
     }
 
     /// Closes connections unused for 90 s and forgets closed ones, for threads
@@ -165,6 +174,38 @@ fn client_body_failure(error: &(dyn std::error::Error + 'static)) -> Option<Prox
 }
 
 impl Pool {
+    /// Records the exchange's duration and maps its failure to the client's answer, counting
+    /// upstream errors.
+    fn classify(
+        &self,
+        result: Result<Result<Response<Incoming>, Failure>, tokio::time::error::Elapsed>,
+        started: Instant,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        metrics::upstream_duration()
+            .get([&self.upstream.name])
+            .record(started.elapsed().as_secs_f64());
+        let label = &self.upstream.name;
+        let (kind, error) = match result {
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(Failure::Connect(error))) => {
+                tracing::warn!(msg = "upstream connect failed", upstream = %label, error = %error);
+                ("connect", ProxyError::UpstreamConnect)
+            }
+            Ok(Err(Failure::Exchange(error))) => {
+                if let Some(client_fault) = client_body_failure(&error) {
+                    // The client's fault, not the upstream's: no upstream error is counted.
+                    return Err(client_fault);
+                }
+                tracing::warn!(msg = "upstream request failed", upstream = %label, error = %error);
+                ("protocol", ProxyError::UpstreamProtocol)
+            }
+            Err(_) => ("timeout", ProxyError::UpstreamTimeout),
+        };
+        ::metrics::counter!(metrics::UPSTREAM_ERRORS, "upstream" => label.clone(), "kind" => kind)
+            .increment(1);
+        Err(error)
+    }
+
     fn new(upstream: Arc<Upstream>, request_timeout: Duration) -> Pool {
         let host = HeaderValue::from_str(upstream.authority.as_str())
             .expect("an authority is a valid header value");
@@ -200,7 +241,10 @@ impl Pool {
             },
             None => request,
         };
-        let mut sender = self.connect().await.map_err(Failure::Connect)?;
+        let mut sender = self
+            .connect(Upgrades::Refused)
+            .await
+            .map_err(Failure::Connect)?;
         let response = sender
             .send_request(request)
             .await
@@ -239,13 +283,13 @@ impl Pool {
 
     /// Opens a connection (TCP, TLS for https, the HTTP/1.1 handshake) and starts its task on
     /// this thread.
-    async fn connect(&self) -> Result<SendRequest<BoxBody>, ConnectError> {
-        tokio::time::timeout(self.connect_timeout, self.open())
+    async fn connect(&self, upgrades: Upgrades) -> Result<SendRequest<BoxBody>, ConnectError> {
+        tokio::time::timeout(self.connect_timeout, self.open(upgrades))
             .await
             .unwrap_or(Err(ConnectError::Timeout(self.connect_timeout)))
     }
 
-    async fn open(&self) -> Result<SendRequest<BoxBody>, ConnectError> {
+    async fn open(&self, upgrades: Upgrades) -> Result<SendRequest<BoxBody>, ConnectError> {
         let tcp = TcpStream::connect(self.upstream.host_and_port())
             .await
             .map_err(ConnectError::Tcp)?;
@@ -254,13 +298,13 @@ impl Pool {
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))
             .map_err(ConnectError::Tcp)?;
         let mut sender = match &self.tls {
-            None => handshake(tcp).await?,
+            None => handshake(tcp, upgrades).await?,
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(ConnectError::Tls)?;
-                handshake(tls).await?
+                handshake(tls, upgrades).await?
             }
         };
         sender.ready().await.map_err(ConnectError::Http)?;
@@ -281,8 +325,15 @@ impl Pool {
     }
 }
 
+/// Whether a connection may become a tunnel (only the dedicated connection of an upgrade).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upgrades {
+    Allowed,
+    Refused,
+}
+
 /// The HTTP/1.1 handshake over `io`; the connection's task runs on the current thread.
-async fn handshake<T>(io: T) -> Result<SendRequest<BoxBody>, ConnectError>
+async fn handshake<T>(io: T, upgrades: Upgrades) -> Result<SendRequest<BoxBody>, ConnectError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -291,7 +342,11 @@ where
         .await
         .map_err(ConnectError::Http)?;
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        let result = match upgrades {
+            Upgrades::Allowed => connection.with_upgrades().await,
+            Upgrades::Refused => connection.await,
+        };
+        if let Err(error) = result {
             tracing::debug!(msg = "upstream connection closed", error = %error);
         }
     });

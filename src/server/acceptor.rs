@@ -119,7 +119,10 @@ impl Acceptor {
                 });
                 let stream = IdleClose::new(stream, activity, first_request, self.idle_timeout);
                 let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
-                let connection = self.builder.serve_connection(io, service).into_owned();
+                let connection = self
+                    .builder
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned();
                 let _ = graceful.watch(connection).await;
             }
             None => {
@@ -130,7 +133,10 @@ impl Acceptor {
                 });
                 let stream = IdleClose::new(stream, activity, first_request, self.idle_timeout);
                 let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
-                let connection = self.builder.serve_connection(io, service).into_owned();
+                let connection = self
+                    .builder
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned();
                 let _ = graceful.watch(connection).await;
             }
         }

@@ -6,6 +6,9 @@
 //! HTTP/2 keep-alive pings, which a client answers without sending anything, keep neither alive
 //! (nginx's `keepalive_timeout` and `http2_recv_timeout`, Envoy's `idle_timeout`).
 //!
+//! A connection that became a tunnel (an upgrade the route allows) is left to the tunnel's own
+//! idle limit, which counts bytes both ways.
+//!
 //! The close happens at the socket: when the deadline passes with nothing in flight, the
 //! connection reads end-of-stream and hyper closes it, as if the client had hung up. Nothing is
 //! cut short, because nothing is in flight.
@@ -14,7 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,6 +42,9 @@ struct Counts {
     last_done_ms: AtomicU64,
     /// Requests seen, to tell the first-request deadline from the idle one.
     requests: AtomicU64,
+    /// The connection became a tunnel (101): the tunnel's own idle limit, which counts bytes
+    /// both ways, governs it from then on.
+    tunnel: AtomicBool,
     opened: Instant,
 }
 
@@ -48,6 +54,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            tunnel: AtomicBool::new(false),
             opened: Instant::now(),
         }))
     }
@@ -61,7 +68,7 @@ impl Activity {
 
     /// When the connection becomes closable if nothing happens: `None` while busy.
     fn deadline(&self, first_request: Duration, idle: Duration) -> Option<Instant> {
-        if self.0.in_flight.load(Ordering::Acquire) > 0 {
+        if self.0.in_flight.load(Ordering::Acquire) > 0 || self.0.tunnel.load(Ordering::Acquire) {
             return None;
         }
         if self.0.requests.load(Ordering::Relaxed) == 0 {
@@ -107,7 +114,14 @@ where
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let busy = self.activity.begin();
         let answered = self.inner.call(request);
-        Box::pin(async move { Ok(hold_until_sent(answered.await?, busy)) })
+        let activity = self.activity.clone();
+        Box::pin(async move {
+            let response = answered.await?;
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                activity.0.tunnel.store(true, Ordering::Release);
+            }
+            Ok(hold_until_sent(response, busy))
+        })
     }
 }
 

@@ -575,7 +575,11 @@ impl MockUpstream {
                     });
                     let http = hyper::server::conn::http1::Builder::new();
                     let _ = match tls {
-                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        None => {
+                            http.serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades()
+                                .await
+                        }
                         Some(tls) => match tls.accept(stream).await {
                             Ok(stream) => {
                                 http.serve_connection(TokioIo::new(stream), service).await
@@ -623,11 +627,15 @@ impl MockUpstream {
 type MockBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 async fn mock_handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     log: Arc<std::sync::Mutex<Vec<Value>>>,
     canned: Arc<std::sync::Mutex<Canned>>,
 ) -> Response<MockBody> {
     let path = req.uri().path().to_string();
+    // `/ws` with `Upgrade`: switches protocols and echoes every byte back (a WebSocket echo
+    // server's transport, without the framing).
+    let upgrade = (path.contains("/ws") && req.headers().contains_key("upgrade"))
+        .then(|| hyper::upgrade::on(&mut req));
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in req.headers() {
         headers
@@ -660,6 +668,32 @@ async fn mock_handle(
     });
     log.lock().unwrap().push(echo.clone());
 
+    if let Some(upgrade) = upgrade {
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = [0u8; 4096];
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let mut response = Response::new(Full::new(Bytes::new()).boxed());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        response
+            .headers_mut()
+            .insert("upgrade", "websocket".parse().unwrap());
+        response
+            .headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        return response;
+    }
     if path.contains("/canned") {
         let canned = canned.lock().unwrap().clone();
         let mut response = Response::new(Full::new(Bytes::from(canned.body)).boxed());
@@ -911,6 +945,28 @@ impl WebhookReceiver {
 
     /// Starts on `addr` (a port a gateway already points at).
     pub async fn start_on(addr: SocketAddr, secret: &str) -> WebhookReceiver {
+        WebhookReceiver::serve(addr, secret, None).await
+    }
+
+    /// Starts over TLS on a free port, with the `localhost` certificate of `dir` (signed by
+    /// `dir`'s own development CA).
+    pub async fn start_tls(secret: &str, dir: &TestDir) -> WebhookReceiver {
+        let certs = dir.path().join("certs");
+        let config = recipient_gateway::tls::server_config(
+            &certs.join("localhost.crt"),
+            &certs.join("localhost.key"),
+            None,
+        )
+        .unwrap();
+        let tls = tokio_rustls::TlsAcceptor::from(config);
+        WebhookReceiver::serve("127.0.0.1:0".parse().unwrap(), secret, Some(tls)).await
+    }
+
+    async fn serve(
+        addr: SocketAddr,
+        secret: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> WebhookReceiver {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let deliveries = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -923,6 +979,7 @@ impl WebhookReceiver {
                     continue;
                 };
                 let (seen, planned, secret) = (seen.clone(), planned.clone(), secret.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (seen, planned, secret) =
@@ -969,9 +1026,17 @@ impl WebhookReceiver {
                             Ok::<_, Infallible>(response.body(Full::<Bytes>::default()).unwrap())
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            // A client that does not trust the certificate: no HTTP at all.
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
