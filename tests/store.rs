@@ -28,14 +28,27 @@ fn main() -> std::process::ExitCode {
             || Box::pin(postgres_replicas_starting_together_migrate_once()),
         ),
         (
-            "two_gateways_sharing_postgres_honour_each_others_tags_within_a_second",
+            "two_gateways_sharing_postgres_honour_each_others_tags_and_erasures_within_a_second",
             Needs::Postgres,
-            || Box::pin(two_gateways_sharing_postgres_honour_each_others_tags_within_a_second()),
+            || {
+                Box::pin(
+                    two_gateways_sharing_postgres_honour_each_others_tags_and_erasures_within_a_second(),
+                )
+            },
         ),
         (
             "a_store_outage_turns_readyz_red_and_leaks_nothing",
             Needs::Postgres,
             || Box::pin(a_store_outage_turns_readyz_red_and_leaks_nothing()),
+        ),
+        (
+            "replicas_on_postgres_share_the_intake_rate_limit_without_storing_addresses",
+            Needs::Postgres,
+            || {
+                Box::pin(
+                    replicas_on_postgres_share_the_intake_rate_limit_without_storing_addresses(),
+                )
+            },
         ),
         (
             "postgres_over_tls_verifies_the_server_certificate_and_host_name",
@@ -120,7 +133,7 @@ async fn tags_survive_a_restart_with_sqlite() {
     );
 }
 
-async fn two_gateways_sharing_postgres_honour_each_others_tags_within_a_second() {
+async fn two_gateways_sharing_postgres_honour_each_others_tags_and_erasures_within_a_second() {
     let url = scratch_url().await;
     let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
         .await
@@ -176,6 +189,41 @@ async fn two_gateways_sharing_postgres_honour_each_others_tags_within_a_second()
     }
     eprintln!(
         "tag honoured by the other gateway after {:?}",
+        started.elapsed()
+    );
+
+    // Acme erases Bo through the first gateway. The second has the tag cached for a minute,
+    // but PostgreSQL announces the erasure and it stops honouring the tag within a second.
+    let erased = post_json(
+        &mut via_one,
+        "/v1/privacy/erasures",
+        Some(KEY_ACME),
+        &json!({"email": "bo@example.com"}),
+    )
+    .await;
+    assert_eq!(erased.status, StatusCode::OK, "{:?}", erased.body);
+    assert_eq!(
+        erased.json()["records_deleted"],
+        2,
+        "by id and tracking number"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let own: Value = via_two
+            .get(&format!("/v1/shipments/{id}"), Some(KEY_ACME))
+            .await
+            .json();
+        if own["recipient"]["email"] == "[REDACTED]" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the erased tag was still honoured after a second"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "erasure honoured by the other gateway after {:?}",
         started.elapsed()
     );
 }
@@ -394,4 +442,55 @@ async fn start_error(build: impl FnOnce(String) -> String) -> String {
         Ok(_) => panic!("the gateway started"),
         Err(error) => error.to_string(),
     }
+}
+
+/// With PostgreSQL the intake rate limit holds across replicas: 3 a minute means 3 in all, not 3
+/// per replica. The store keeps a keyed digest per address, never the address.
+async fn replicas_on_postgres_share_the_intake_rate_limit_without_storing_addresses() {
+    let url = scratch_url().await;
+    let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let text = |base: String| {
+        format!(
+            "{}{}\n[privacy]\nrate_limit_per_minute = 3\n",
+            base.replace(
+                "backend = \"memory\"",
+                &format!("backend = \"postgres\"\nurl = \"{url}\""),
+            ),
+            routes(sample.addr)
+        )
+    };
+    let a = TestGateway::start_with(MockUpstream::start().await, text).await;
+    let b = TestGateway::start_with(MockUpstream::start().await, text).await;
+    let request = json!({"type": "access", "email": "rate@example.com"});
+    let mut statuses = Vec::new();
+    for gw in [&a, &a, &b, &b, &a] {
+        let answer = post_json(&mut gw.h1().await, "/privacy/requests", None, &request).await;
+        statuses.push(answer.status.as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [202, 202, 202, 429, 429],
+        "3 in all across both replicas"
+    );
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let keys: Vec<Vec<u8>> = client
+        .query("SELECT key FROM intake_rate", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(keys.len(), 1, "one client address");
+    assert_eq!(keys[0].len(), 32, "a digest");
+    let raw = b"127.0.0.1";
+    assert!(
+        !keys[0].windows(raw.len()).any(|w| w == raw),
+        "never the address itself"
+    );
 }

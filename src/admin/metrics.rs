@@ -42,6 +42,8 @@ pub const TAGS_WRITTEN: &str = "gateway_tags_written_total";
 pub const TAG_STORE_ENTRIES: &str = "gateway_tag_store_entries";
 /// Deleted by retention, by `kind` (record, recipient, privacy_subject).
 pub const RETENTION_DELETED: &str = "gateway_retention_deleted_total";
+/// Cache invalidations announced by the shared store, by `kind` (erased, expired, everything).
+pub const TAG_INVALIDATIONS: &str = "gateway_tag_invalidations_total";
 /// Tunnels opened (an upgrade the route allows, answered 101 by the upstream), by `route`.
 pub const TUNNELS: &str = "gateway_tunnels_total";
 /// Client connections closed after idling past `idle_timeout_ms` (or sending no first request).
@@ -136,6 +138,10 @@ fn describe() {
     );
     describe_gauge!(TAG_QUEUE_LENGTH, "Tag sightings waiting for the store.");
     describe_counter!(TUNNELS, "Tunnels opened on routes that allow upgrades.");
+    describe_counter!(
+        TAG_INVALIDATIONS,
+        "Tag cache invalidations announced by the shared store."
+    );
     describe_counter!(
         IDLE_CONNECTIONS_CLOSED,
         "Client connections closed for idling."

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::body;
 use super::error::PrivacyError;
-use super::limit::retry_after_secs;
+use super::limit::{self, retry_after_secs};
 use super::{Desk, format_id, parse_id, rfc3339};
 use crate::config::{Client, ClientKind, Config};
 use crate::store::outbox::{DeliveryStatus, InboxItem, RequestId};
@@ -165,10 +165,31 @@ impl Call<'_> {
             .clone()
     }
 
+    /// Counts an intake request against the limit: the one shared through the store when it is
+    /// shared, else this gateway's own.
+    async fn admit(
+        &self,
+        per_minute: u32,
+        now: Instant,
+    ) -> Result<Result<(), Duration>, PrivacyError> {
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let key = limit::shared_key(self.config.tag_key.expose(), self.ip, unix_now as u64);
+        let (interval, burst) = limit::shared_budget(per_minute);
+        match self.desk.outbox.admit(key, unix_now, interval, burst) {
+            Some(shared) => Ok(shared
+                .await
+                .map_err(PrivacyError::store)?
+                .map_err(|wait| Duration::from_secs_f64(wait.max(0.0)))),
+            None => Ok(self.desk.limiter().check(self.ip, per_minute, now)),
+        }
+    }
+
     async fn intake(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, PrivacyError> {
         let started = Instant::now();
         let per_minute = self.config.privacy.rate_limit_per_minute;
-        if let Err(wait) = self.desk.limiter().check(self.ip, per_minute, started) {
+        if let Err(wait) = self.admit(per_minute, started).await? {
             return Err(PrivacyError::RateLimited {
                 per_minute,
                 retry_after_secs: retry_after_secs(wait),

@@ -1,5 +1,9 @@
 //! The intake rate limit: `rate_limit_per_minute` requests per client IP, as a GCRA.
 //!
+//! On a store several gateways share (PostgreSQL), the limit is shared too ([`shared_key`] and
+//! [`crate::store::Outbox::admit`]), so N replicas do not allow N times the limit; elsewhere each
+//! gateway keeps its own table, below.
+//!
 //! Each address keeps one instant (its "theoretical arrival time"); a request is allowed while
 //! that instant is less than a minute's worth of burst ahead of now. The limit allows a burst of
 //! the whole per-minute allowance, then one request per `60 s / limit`. Addresses whose instant
@@ -37,6 +41,24 @@ impl RateLimiter {
         *tat = start + interval;
         Ok(())
     }
+}
+
+/// The shared limiter's key for `ip`: an HMAC under the tag key of the address and the UTC day.
+/// A client address is personal data: the store never sees it, and a day's keys cannot be linked
+/// to the next day's.
+pub fn shared_key(tag_key: &[u8], ip: IpAddr, unix_secs: u64) -> [u8; 32] {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(tag_key).expect("HMAC takes any key length");
+    mac.update(b"intake-rate\0");
+    mac.update(&(unix_secs / 86_400).to_be_bytes());
+    mac.update(ip.to_string().as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// The GCRA's cost of one request and its burst, in seconds, for `per_minute`.
+pub fn shared_budget(per_minute: u32) -> (f64, f64) {
+    let interval = 60.0 / f64::from(per_minute.max(1));
+    (interval, interval * f64::from(per_minute.saturating_sub(1)))
 }
 
 /// `Retry-After` in whole seconds, never 0.

@@ -166,6 +166,7 @@ impl Server {
 
         let tags = self.tags.clone();
         let _writer = AbortOnDrop(tokio::spawn(tags.clone().run_writer()));
+        let _invalidations = AbortOnDrop(tokio::spawn(tags.clone().follow_invalidations()));
         let _upkeep_tags = AbortOnDrop(tokio::spawn(store_upkeep(
             tags.clone(),
             self.desk.clone(),

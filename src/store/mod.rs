@@ -4,9 +4,10 @@
 //! The request path never talks to a store directly: [`crate::tags::Tags`] keeps an in-memory
 //! cache in front of it, writes behind in batches, and loads on a cache miss. A store only has to
 //! apply batches idempotently (first controller of a record wins), answer lookups, and delete
-//! expired rows in bounded batches, so several gateways may share one. The [`outbox`] holds
-//! privacy requests until every controller has them.
+//! expired rows in bounded batches, so several gateways may share one; deletions are announced to
+//! the others ([`listen`]). The [`outbox`] holds privacy requests until every controller has them.
 
+pub mod listen;
 pub mod memory;
 pub mod outbox;
 pub mod postgres;
@@ -153,6 +154,13 @@ pub trait Store: Send + Sync + 'static {
     /// Erasure on a controller's instruction: deletes `controller`'s tags of these recipients and
     /// its record tags that list any of them (other controllers' tags stay).
     fn erase(&self, controller: Arc<str>, recipients: Vec<Digest>) -> StoreFuture<'_, Deleted>;
+
+    /// What other gateways sharing this store delete, as it happens, for the tag cache to drop
+    /// (PostgreSQL: `LISTEN`/`NOTIFY`). `None` for a store no other gateway writes to. Each call
+    /// starts a listener of its own; the gateway makes one.
+    fn invalidations(&self) -> Option<tokio::sync::mpsc::Receiver<listen::Invalidation>> {
+        None
+    }
 }
 
 #[cfg(any(test, feature = "test-support"))]

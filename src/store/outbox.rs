@@ -281,6 +281,21 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Pending deliveries and the oldest one's age.
     fn backlog(&self) -> StoreFuture<'_, Backlog>;
+
+    /// Counts an intake request against the rate limit shared by every gateway on this store,
+    /// as a GCRA: `key` is a keyed digest of the client address, `now` unix seconds, `interval`
+    /// the seconds one request costs and `burst` how far ahead of now the budget may run.
+    /// `Some(Ok(()))` admits, `Some(Err(wait))` refuses for `wait` seconds; `None` when the store
+    /// is not shared (the gateway's own limiter applies).
+    fn admit(
+        &self,
+        _key: [u8; 32],
+        _now: f64,
+        _interval: f64,
+        _burst: f64,
+    ) -> Option<StoreFuture<'_, Result<(), f64>>> {
+        None
+    }
 }
 
 // Reading stored rows back, shared by the SQL backends: a row the gateway did not write (or a

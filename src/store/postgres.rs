@@ -13,11 +13,13 @@ use tokio_postgres::config::SslMode;
 
 use std::sync::Arc;
 
+use super::listen::{self, Invalidation};
 use super::outbox::{
     Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, NewRequest, Outbox,
     RequestId, RequestState, kind_from, request_id_from, status_from, subject_from,
 };
 use super::{Deleted, Digest, RecipientTag, RecordTag, Store, StoreError, StoreFuture, TagWrite};
+use tokio::sync::mpsc;
 
 /// Versioned schema changes, applied in order at start.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -70,6 +72,16 @@ const MIGRATIONS: &[(i32, &str)] = &[
      CREATE INDEX privacy_deliveries_due ON privacy_deliveries (status, next_attempt_at);
      CREATE INDEX privacy_deliveries_inbox ON privacy_deliveries (controller, status);",
     ),
+    (
+        3,
+        // The intake rate limit shared by replicas: one GCRA instant per keyed, daily digest of a
+        // client address (never the address), deleted once it has passed.
+        "CREATE TABLE intake_rate (
+         key BYTEA PRIMARY KEY,
+         tat DOUBLE PRECISION NOT NULL
+     );
+     CREATE INDEX intake_rate_tat ON intake_rate (tat);",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations ("rg-tags").
@@ -81,6 +93,9 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Tags and privacy requests in PostgreSQL.
 pub struct PostgresStore {
     pool: Pool,
+    /// How to connect, for the connection that listens for invalidations.
+    config: tokio_postgres::Config,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The error with its causes: a failed TLS handshake only says why in its sources.
@@ -111,16 +126,16 @@ impl PostgresStore {
         let manager_config = || ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match tls {
+        let manager = match &tls {
             Some(tls) => {
                 // Encrypted or nothing: a server without TLS is an error, never a fallback.
                 config.ssl_mode(SslMode::Require);
-                let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-                Manager::from_config(config, connector, manager_config())
+                let connector = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                Manager::from_config(config.clone(), connector, manager_config())
             }
             None => {
                 config.ssl_mode(SslMode::Disable);
-                Manager::from_config(config, NoTls, manager_config())
+                Manager::from_config(config.clone(), NoTls, manager_config())
             }
         };
         let pool = Pool::builder(manager)
@@ -131,7 +146,7 @@ impl PostgresStore {
             .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(err)?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore { pool, config, tls };
         store.migrate().await?;
         Ok(store)
     }
@@ -436,6 +451,12 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(err)?;
+            if !gone.is_empty() || recipients > 0 {
+                let payload = listen::expired_payload(before as u64);
+                tx.execute("SELECT pg_notify($1, $2)", &[&listen::CHANNEL, &payload])
+                    .await
+                    .map_err(err)?;
+            }
             tx.commit().await.map_err(err)?;
             Ok(Deleted {
                 records: gone.len() as u64,
@@ -466,11 +487,27 @@ impl Store for PostgresStore {
         })
     }
 
+    fn invalidations(&self) -> Option<mpsc::Receiver<Invalidation>> {
+        let (sender, receiver) = mpsc::channel(1024);
+        let config = self.config.clone();
+        match &self.tls {
+            Some(tls) => {
+                let connector = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                tokio::spawn(listen::listen(config, connector, sender));
+            }
+            None => {
+                tokio::spawn(listen::listen(config, NoTls, sender));
+            }
+        }
+        Some(receiver)
+    }
+
     fn erase(&self, controller: Arc<str>, recipients: Vec<Digest>) -> StoreFuture<'_, Deleted> {
         Box::pin(async move {
             let mut client = self.pool.get().await.map_err(err)?;
             let tx = client.transaction().await.map_err(err)?;
             let keys: Vec<&[u8]> = recipients.iter().map(|d| &d[..]).collect();
+            let payload = listen::erased_payload(&controller, &recipients);
             let gone: Vec<Vec<u8>> = tx
                 .query(
                     "DELETE FROM record_tags WHERE controller = $1 AND digest IN (
@@ -496,6 +533,10 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(err)?;
+            // Delivered to every listening gateway when (and only if) the deletion commits.
+            tx.execute("SELECT pg_notify($1, $2)", &[&listen::CHANNEL, &payload])
+                .await
+                .map_err(err)?;
             tx.commit().await.map_err(err)?;
             Ok(Deleted {
                 records: gone.len() as u64,
@@ -506,6 +547,46 @@ impl Store for PostgresStore {
 }
 
 impl Outbox for PostgresStore {
+    fn admit(
+        &self,
+        key: [u8; 32],
+        now: f64,
+        interval: f64,
+        burst: f64,
+    ) -> Option<StoreFuture<'_, Result<(), f64>>> {
+        Some(Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            // One statement decides atomically across replicas: the instant moves on only when
+            // the request fits the burst.
+            let admitted = client
+                .query_opt(
+                    "INSERT INTO intake_rate AS r (key, tat) VALUES ($1, $2::float8 + $3::float8)
+                     ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, $2::float8) + $3::float8
+                     WHERE GREATEST(r.tat, $2::float8) - $2::float8 <= $4::float8
+                     RETURNING tat",
+                    &[&&key[..], &now, &interval, &burst],
+                )
+                .await
+                .map_err(err)?;
+            if admitted.is_some() {
+                // Now and then, forget addresses whose instant has passed.
+                if rand::random::<u8>() == 0 {
+                    client
+                        .execute("DELETE FROM intake_rate WHERE tat < $1", &[&now])
+                        .await
+                        .map_err(err)?;
+                }
+                return Ok(Ok(()));
+            }
+            let tat: f64 = client
+                .query_one("SELECT tat FROM intake_rate WHERE key = $1", &[&&key[..]])
+                .await
+                .map_err(err)?
+                .get(0);
+            Ok(Err(tat - now - burst))
+        }))
+    }
+
     fn insert(&self, request: NewRequest) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let subject = request

@@ -36,6 +36,7 @@ pub use key::{PrehashedHasher, TagKey, normalize_identifier};
 pub use resolve::{Resolved, Scope, Source};
 
 use crate::admin::metrics;
+use crate::store::listen::Invalidation;
 use crate::store::{Store, StoreError};
 use crate::vocabulary::Direction;
 
@@ -556,17 +557,53 @@ impl Tags {
                 break;
             }
         }
+        self.forget_expired(cutoff);
+        ::metrics::counter!(metrics::RETENTION_DELETED, "kind" => "record")
+            .increment(total.records);
+        ::metrics::counter!(metrics::RETENTION_DELETED, "kind" => "recipient")
+            .increment(total.recipients);
+        Ok(total)
+    }
+
+    /// Drops cached tags last seen before `cutoff`, after retention deleted them from the store.
+    fn forget_expired(&self, cutoff: u64) {
         self.records
             .retain(|_, c| c.value.as_ref().is_none_or(|t| t.last_seen >= cutoff));
         self.recipients.retain(|_, c| {
             c.value.retain(|t| t.last_seen >= cutoff);
             !c.value.is_empty()
         });
-        ::metrics::counter!(metrics::RETENTION_DELETED, "kind" => "record")
-            .increment(total.records);
-        ::metrics::counter!(metrics::RETENTION_DELETED, "kind" => "recipient")
-            .increment(total.recipients);
-        Ok(total)
+    }
+
+    /// Drops from the cache what any gateway sharing the store deleted, as the store announces
+    /// it (PostgreSQL's `LISTEN`/`NOTIFY`); for a store nobody else writes to, returns at once.
+    /// Without announcements (the channel down), cached tags still expire after [`MISS_TTL`]
+    /// when absent and 60 s when present.
+    pub async fn follow_invalidations(self: Arc<Self>) {
+        let Some(mut invalidations) = self.store.invalidations() else {
+            return;
+        };
+        while let Some(invalidation) = invalidations.recv().await {
+            let kind = match invalidation {
+                Invalidation::Erased {
+                    controller,
+                    recipients,
+                } => {
+                    self.forget(&controller, &recipients);
+                    "erased"
+                }
+                Invalidation::Expired { before } => {
+                    self.forget_expired(before);
+                    "expired"
+                }
+                Invalidation::Everything => {
+                    self.records.clear();
+                    self.recipients.clear();
+                    "everything"
+                }
+            };
+            ::metrics::counter!(metrics::TAG_INVALIDATIONS, "kind" => kind).increment(1);
+        }
     }
 
     /// Drops `controller`'s cached tags of these recipients and its cached records listing them,
