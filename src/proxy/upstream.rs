@@ -92,14 +92,8 @@ impl Upstreams {
         mut request: Request<BoxBody>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let pool = self
-            .pools
-            .iter()
-            .find(|pool| pool.upstream.name == upstream)
-            .expect("routes reference known upstreams");
-        *request.uri_mut() = pool.target(request.uri());
-        *request.version_mut() = Version::HTTP_11;
-        request.headers_mut().insert(HOST, pool.host.clone());
+        let pool = self.pool(upstream);
+        pool.address(&mut request);
         let started = Instant::now();
         let result = tokio::time::timeout_at(deadline, pool.exchange(request)).await;
         pool.classify(result, started)
@@ -113,14 +107,8 @@ impl Upstreams {
         mut request: Request<BoxBody>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let pool = self
-            .pools
-            .iter()
-            .find(|pool| pool.upstream.name == upstream)
-            .expect("routes reference known upstreams");
-        *request.uri_mut() = pool.target(request.uri());
-        *request.version_mut() = Version::HTTP_11;
-        request.headers_mut().insert(HOST, pool.host.clone());
+        let pool = self.pool(upstream);
+        pool.address(&mut request);
         let started = Instant::now();
         let exchange = async {
             let mut sender = pool
@@ -134,6 +122,13 @@ impl Upstreams {
         };
         let result = tokio::time::timeout_at(deadline, exchange).await;
         pool.classify(result, started)
+    }
+
+    fn pool(&self, upstream: &str) -> &Pool {
+        self.pools
+            .iter()
+            .find(|pool| pool.upstream.name == upstream)
+            .expect("routes reference known upstreams")
     }
 
     /// Closes connections unused for 90 s and forgets closed ones, for threads
@@ -309,6 +304,13 @@ impl Pool {
         };
         sender.ready().await.map_err(ConnectError::Http)?;
         Ok(sender)
+    }
+
+    /// Addresses `request` to the upstream: its target, HTTP/1.1 and the upstream's `Host`.
+    fn address(&self, request: &mut Request<BoxBody>) {
+        *request.uri_mut() = self.target(request.uri());
+        *request.version_mut() = Version::HTTP_11;
+        request.headers_mut().insert(HOST, self.host.clone());
     }
 
     /// The origin-form target for the upstream: its base path, then the client's path and query.

@@ -66,6 +66,18 @@ impl TestDir {
     pub fn ca(&self) -> PathBuf {
         self.path().join("certs/ca.crt")
     }
+
+    /// A TLS acceptor with this folder's `localhost` certificate (signed by its own CA).
+    pub fn localhost_tls(&self) -> tokio_rustls::TlsAcceptor {
+        let certs = self.path().join("certs");
+        let config = recipient_gateway::tls::server_config(
+            &certs.join("localhost.crt"),
+            &certs.join("localhost.key"),
+            None,
+        )
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(config)
+    }
 }
 
 /// The shared part of every test config: TLS listener on port 0, three clients, and the
@@ -535,14 +547,7 @@ impl MockUpstream {
 
     /// The mock upstream over TLS, with the certificate and key of `dir` (`localhost`).
     pub async fn start_tls(dir: &TestDir) -> MockUpstream {
-        let certs = dir.path().join("certs");
-        let config = recipient_gateway::tls::server_config(
-            &certs.join("localhost.crt"),
-            &certs.join("localhost.key"),
-            None,
-        )
-        .unwrap();
-        MockUpstream::serve(Some(tokio_rustls::TlsAcceptor::from(config))).await
+        MockUpstream::serve(Some(dir.localhost_tls())).await
     }
 
     async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> MockUpstream {
@@ -951,14 +956,7 @@ impl WebhookReceiver {
     /// Starts over TLS on a free port, with the `localhost` certificate of `dir` (signed by
     /// `dir`'s own development CA).
     pub async fn start_tls(secret: &str, dir: &TestDir) -> WebhookReceiver {
-        let certs = dir.path().join("certs");
-        let config = recipient_gateway::tls::server_config(
-            &certs.join("localhost.crt"),
-            &certs.join("localhost.key"),
-            None,
-        )
-        .unwrap();
-        let tls = tokio_rustls::TlsAcceptor::from(config);
+        let tls = dir.localhost_tls();
         WebhookReceiver::serve("127.0.0.1:0".parse().unwrap(), secret, Some(tls)).await
     }
 
