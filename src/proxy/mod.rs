@@ -217,12 +217,7 @@ impl Gateway {
                 .upstreams
                 .send(&route.upstream, upstream_request, deadline)
                 .await?;
-            let (mut parts, body) = response.into_parts();
-            headers::forward_response_headers(&mut parts.headers, request_id);
-            return Ok(Response::from_parts(
-                parts,
-                with_idle_timeout(body, limits.body_read_timeout),
-            ));
+            return Ok(streamed(response, request_id, limits.body_read_timeout));
         }
 
         let exchange = inspected::Exchange {
@@ -273,12 +268,7 @@ impl Gateway {
             .upgrade(&route.upstream, request, deadline)
             .await?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let (mut parts, body) = response.into_parts();
-            headers::forward_response_headers(&mut parts.headers, request_id);
-            return Ok(Response::from_parts(
-                parts,
-                with_idle_timeout(body, limits.body_read_timeout),
-            ));
+            return Ok(streamed(response, request_id, limits.body_read_timeout));
         }
         let upstream = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
@@ -397,12 +387,18 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// Whether `Connection` lists `upgrade`, as an HTTP/1.1 upgrade request must.
 fn connection_asks_upgrade(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    headers::connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
+}
+
+/// An upstream answer passed on as it streams: response hygiene and the body's idle limit.
+fn streamed(
+    response: Response<Incoming>,
+    request_id: &HeaderValue,
+    body_read_timeout: std::time::Duration,
+) -> Response<BoxBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::forward_response_headers(&mut parts.headers, request_id);
+    Response::from_parts(parts, with_idle_timeout(body, body_read_timeout))
 }
 
 /// The request handler in force now: each call returns the current generation's gateway.

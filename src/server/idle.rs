@@ -187,11 +187,16 @@ impl<S> IdleClose<S> {
     /// woken when it might.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         loop {
-            let deadline = self
-                .activity
-                .deadline(self.first_request, self.idle)
-                // Busy: look again after one idle period.
-                .unwrap_or_else(|| Instant::now() + self.idle);
+            let Some(deadline) = self.activity.deadline(self.first_request, self.idle) else {
+                // Busy: the timer is left as it is (re-arming it on every read would cost a
+                // timer-wheel update per request), unless it already fired; then it looks
+                // again after one idle period.
+                if self.timer.is_elapsed() {
+                    self.timer.as_mut().reset(Instant::now() + self.idle);
+                    let _ = self.timer.as_mut().poll(cx);
+                }
+                return false;
+            };
             if deadline <= Instant::now() {
                 return true;
             }

@@ -321,8 +321,6 @@ impl Tags {
         let mut writes = Vec::new();
         let mut written = Written::default();
         let instant = Instant::now();
-        self.bound(&self.records);
-        self.bound(&self.recipients);
         for record in resolved {
             let Some(controller) = &record.controller else {
                 continue;
@@ -368,6 +366,12 @@ impl Tags {
                     ));
                 }
             }
+        }
+        // Only a write that changed something can have added entries: the common case (records
+        // the cache already knows) skips counting the tables, which locks every shard.
+        if !writes.is_empty() {
+            self.bound(&self.records);
+            self.bound(&self.recipients);
         }
         self.enqueue(writes, &mut written);
         written
