@@ -357,6 +357,7 @@ pub async fn run(
          \x20 gateway     {base}\n\
          \x20 sample API  http://{api}\n\
          \x20 admin       http://{admin}/metrics\n\
+         \x20 privacy     {base}/privacy/requests (the recipients' page, for a browser)\n\
          {hooks}\n\
          Acme sees its own recipients; Globex's records come back redacted:\n\
          \x20 curl {cacert}-H 'Authorization: Bearer {acme}' {base}/v1/shipments\n\

@@ -109,6 +109,8 @@ enum Command {
 enum FormatArg {
     Markdown,
     Json,
+    /// One self-contained page: a matrix per route.
+    Html,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -307,6 +309,7 @@ fn check(
     match format {
         FormatArg::Markdown => print!("{}", report.to_markdown()),
         FormatArg::Json => println!("{}", report.to_json()),
+        FormatArg::Html => print!("{}", report.to_html()),
     }
     if strict && report.has_findings() {
         eprintln!(

@@ -3,7 +3,8 @@
 //! - the one body type requests and responses travel in ([`BoxBody`], [`full`]);
 //! - the gateway's own JSON answers ([`error_response`], [`json_response`]);
 //! - the media type of a message ([`media_type`], [`is_json_media`]);
-//! - which way a body travels ([`Direction`]).
+//! - which way a body travels ([`Direction`]);
+//! - text made safe inside HTML ([`escape_html`]).
 //!
 //! `proxy`, `inspect`, `tags`, `privacy`, `review` and `admin` all speak these; none of them
 //! owns them.
@@ -141,4 +142,21 @@ mod tests {
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
     }
+}
+
+/// Escapes text for HTML element content and double-quoted attribute values (the recipient
+/// page, the HTML review report).
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

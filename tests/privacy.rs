@@ -747,3 +747,322 @@ async fn https_webhooks_are_verified_against_the_receivers_ca() {
     let pending = inbox(&gw, KEY_GLOBEX, "").await;
     assert_eq!(pending.len(), 1, "kept for retry: {pending:?}");
 }
+
+// The recipient page: the same intake for people with a browser.
+
+/// What a browser sends as `Accept` for a page.
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+
+async fn page(gw: &TestGateway, path: &str) -> Answer {
+    let request = Request::get(path)
+        .header("accept", BROWSER_ACCEPT)
+        .body(empty())
+        .unwrap();
+    gw.h1().await.send(request).await
+}
+
+/// Posts the recipient page's form, as a browser does.
+async fn post_form(gw: &TestGateway, fields: &[(&str, &str)]) -> Answer {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let request = Request::post("/privacy/requests")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", BROWSER_ACCEPT)
+        .body(common::body(body))
+        .unwrap();
+    gw.h1().await.send(request).await
+}
+
+fn text(answer: &Answer) -> String {
+    String::from_utf8(answer.body.to_vec()).unwrap()
+}
+
+/// The headers every page carries: a page that can load nothing, frame nothing, leak no
+/// referrer, and is never cached.
+fn assert_page_headers(answer: &Answer) {
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = answer.header("content-security-policy").unwrap();
+    for directive in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(answer.header("x-frame-options"), Some("DENY"));
+    assert_eq!(answer.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+    assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+}
+
+/// The value of `attribute` on the element with `id="{id}"`.
+fn attribute(html: &str, id: &str, attribute: &str) -> Option<String> {
+    let at = html.find(&format!("id=\"{id}\""))?;
+    let start = html[..at].rfind('<')?;
+    let end = at + html[at..].find('>')?;
+    let tag = &html[start..end];
+    let from = tag.find(&format!(" {attribute}=\""))? + attribute.len() + 3;
+    Some(tag[from..from + tag[from..].find('"')?].to_string())
+}
+
+#[tokio::test]
+async fn the_recipient_page_is_an_accessible_form_with_strict_headers() {
+    let Setup {
+        gw,
+        receiver: _receiver,
+        _sample,
+    } = setup("platform_name = \"ParcelNet\"\npage_text = \"Questions: help@parcelnet.example\"")
+        .await;
+    let answer = page(&gw, "/privacy/requests").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_page_headers(&answer);
+    let html = text(&answer);
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains("<html lang=\"en\">"));
+    assert!(html.contains("name=\"viewport\" content=\"width=device-width"));
+    assert!(html.contains("ParcelNet"), "the configured platform name");
+    assert!(html.contains("Questions: help@parcelnet.example"));
+    assert!(
+        html.contains("on their behalf"),
+        "the processor's role, as the policy says"
+    );
+    // Nothing external and nothing to run: no scripts, no sources, no links off the page.
+    for forbidden in ["<script", " src=", "http://", "https://", "<img", "<link"] {
+        assert!(!html.contains(forbidden), "{forbidden}");
+    }
+    assert!(html.contains("<form method=\"post\" action=\"/privacy/requests\""));
+    // Every text field has a label naming it, and a hint tied to it.
+    for field in ["email", "phone", "tracking_number", "details", "reply_to"] {
+        assert!(
+            html.contains(&format!("<label for=\"{field}\">")),
+            "{field}"
+        );
+        assert_eq!(
+            attribute(&html, field, "name").as_deref(),
+            Some(field),
+            "{field}"
+        );
+        assert!(
+            attribute(&html, field, "aria-describedby")
+                .is_some_and(|d| d.contains(&format!("{field}-hint"))),
+            "{field}"
+        );
+    }
+    // The request types are radio buttons in a labelled group, each in its own label.
+    assert!(html.contains("<fieldset id=\"type\""));
+    assert!(html.contains("<legend>"));
+    for kind in ["access", "delete", "correct", "opt_out", "limit_sensitive"] {
+        assert!(
+            html.contains(&format!(
+                "<label><input type=\"radio\" name=\"type\" value=\"{kind}\">"
+            )),
+            "{kind}"
+        );
+    }
+    assert!(
+        html.contains("proves that the parcel is yours"),
+        "the tracking number explained"
+    );
+    // Scripts keep the contract: JSON (or no Accept at all) still gets 405 on GET.
+    for accept in [None, Some("application/json"), Some("*/*")] {
+        let mut request = Request::get("/privacy/requests");
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let answer = gw.h1().await.send(request.body(empty()).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{accept:?}");
+        assert_eq!(answer.error_code(), "method_not_allowed");
+    }
+}
+
+#[tokio::test]
+async fn the_form_files_requests_with_the_json_intakes_semantics() {
+    let Setup {
+        gw,
+        receiver,
+        _sample,
+    } = setup("rate_limit_per_minute = 1000").await;
+    seed(&gw).await;
+
+    let verified = post_form(
+        &gw,
+        &[
+            ("type", "delete"),
+            ("email", JANE),
+            ("phone", ""),
+            ("tracking_number", JANE_TRACKING),
+            ("details", "Please delete\r\neverything."),
+            ("reply_to", ""),
+        ],
+    )
+    .await;
+    assert_eq!(verified.status, StatusCode::ACCEPTED);
+    assert_page_headers(&verified);
+    let html = text(&verified);
+    assert!(
+        html.contains("<strong class=\"controller-name\">Acme</strong>"),
+        "{html}"
+    );
+    assert!(html.contains("privacy@acme.example"));
+
+    // Delivered like a JSON request: signed, to Acme, verified, with what the form said.
+    let deliveries = receiver.wait_for(1, Duration::from_secs(10)).await;
+    let payload = &deliveries[0].body;
+    assert_eq!(payload["request_type"], "delete", "{payload}");
+    assert_eq!(payload["verified"], true);
+    assert_eq!(payload["subject"]["email"], JANE);
+    assert_eq!(payload["details"], "Please delete\neverything.");
+    assert!(deliveries[0].signed);
+
+    // Held without proof, held with the wrong proof, not held at all: one page but the id.
+    let cases: [&[(&str, &str)]; 4] = [
+        &[("type", "access"), ("email", JANE)],
+        &[
+            ("type", "access"),
+            ("email", JANE),
+            ("tracking_number", "1ZGLBX0000000002"),
+        ],
+        &[
+            ("type", "access"),
+            ("email", "nobody@example.com"),
+            ("tracking_number", JANE_TRACKING),
+        ],
+        &[("type", "access"), ("email", "nobody@example.com")],
+    ];
+    let mut pages = Vec::new();
+    for fields in cases {
+        let answer = post_form(&gw, fields).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED);
+        let html = text(&answer);
+        let marker = "id=\"request-id\">";
+        let at = html.find(marker).expect("a request id") + marker.len();
+        let id = html[at..at + 32].to_string();
+        assert!(!html.contains("controller-name"), "{html}");
+        pages.push((id.clone(), html.replace(&id, "<id>")));
+    }
+    for (_, html) in &pages {
+        assert_eq!(html, &pages[0].1);
+    }
+
+    // The status link answers HTML to a browser and the contract's JSON to a script.
+    let (id, _) = &pages[0];
+    let status_href = format!("/privacy/requests/{id}");
+    assert!(pages[0].1.contains("href=\"/privacy/requests/<id>\""));
+    let status_page = page(&gw, &status_href).await;
+    assert_eq!(status_page.status, StatusCode::OK);
+    assert_page_headers(&status_page);
+    assert!(text(&status_page).contains("data-status=\"received\""));
+    assert_eq!(public_status(&gw, id).await["status"], "received");
+    let missing = page(&gw, "/privacy/requests/00000000000000000000000000000000").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_page_headers(&missing);
+    assert!(text(&missing).contains("Request not found"));
+}
+
+#[tokio::test]
+async fn bad_form_input_gets_a_friendly_page_naming_the_field() {
+    let Setup {
+        gw,
+        receiver,
+        _sample,
+    } = setup("rate_limit_per_minute = 1000").await;
+    let long = "x".repeat(4001);
+    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        (
+            &[("email", JANE)],
+            "type",
+            "Choose what you are asking for.",
+        ),
+        (
+            &[("type", "erase"), ("email", JANE)],
+            "type",
+            "Choose one of the requests listed.",
+        ),
+        (
+            &[("type", "access"), ("details", "hello")],
+            "email",
+            "Enter your e-mail address or your phone number",
+        ),
+        (
+            &[("type", "access"), ("email", "<script>alert(1)</script>")],
+            "email",
+            "Enter an e-mail address like name@example.com.",
+        ),
+        (
+            &[("type", "access"), ("phone", "call me")],
+            "phone",
+            "Enter a phone number",
+        ),
+        (
+            &[("type", "access"), ("email", JANE), ("details", &long)],
+            "details",
+            "This is too long: at most 4000 characters.",
+        ),
+        (
+            &[
+                ("type", "access"),
+                ("email", JANE),
+                ("email", "x@example.com"),
+            ],
+            "email",
+            "This field was sent twice.",
+        ),
+    ];
+    for (fields, field, words) in cases {
+        let answer = post_form(&gw, fields).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{fields:?}");
+        assert_page_headers(&answer);
+        let html = text(&answer);
+        assert!(!html.contains("{\"error\""), "no raw JSON: {html}");
+        assert!(html.contains(words), "{field}: {html}");
+        assert!(html.contains("role=\"alert\""));
+        assert!(html.contains(&format!("href=\"#{field}\"")), "{field}");
+        if *field != "type" {
+            assert!(html.contains(&format!("id=\"{field}-error\"")), "{field}");
+            assert_eq!(
+                attribute(&html, field, "aria-invalid").as_deref(),
+                Some("true"),
+                "{field}"
+            );
+        }
+        // What was typed is kept for the next try, escaped.
+        assert!(!html.contains("<script>"), "{html}");
+    }
+    let answer = post_form(&gw, cases[3].0).await;
+    assert!(text(&answer).contains("value=\"&lt;script&gt;alert(1)&lt;/script&gt;\""));
+    assert!(
+        inbox(&gw, KEY_ACME, "").await.is_empty(),
+        "nothing was filed"
+    );
+    assert!(receiver.got().is_empty());
+}
+
+#[tokio::test]
+async fn form_posts_share_the_intakes_rate_limit() {
+    let Setup {
+        gw,
+        receiver: _receiver,
+        _sample,
+    } = setup("rate_limit_per_minute = 2").await;
+    let fields = [("type", "access"), ("email", "a@example.com")];
+    assert_eq!(post_form(&gw, &fields).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        file(&gw, json!({"type": "access", "email": "a@example.com"}))
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    let limited = post_form(&gw, &fields).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_page_headers(&limited);
+    assert!(limited.header("retry-after").is_some());
+    assert!(text(&limited).contains("Please wait a moment"));
+    let json_limited = file(&gw, json!({"type": "access", "email": "a@example.com"})).await;
+    assert_eq!(json_limited.error_code(), "rate_limited");
+}

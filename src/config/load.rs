@@ -19,6 +19,10 @@ use crate::target;
 
 /// Most serving threads `[runtime] workers` may ask for.
 const MAX_WORKERS: usize = 256;
+/// Longest `privacy.platform_name` (characters): a name, shown in a heading.
+const MAX_PLATFORM_NAME: usize = 100;
+/// Longest `privacy.page_text` (characters): a short paragraph, not a policy.
+const MAX_PAGE_TEXT: usize = 1000;
 
 /// Validates TOML text as if it were the file at `path`; secrets are read through `env`.
 pub(super) fn from_toml(
@@ -379,7 +383,33 @@ impl Loader<'_> {
                 return Err(self.err(&format!("privacy.{key}"), "must be greater than 0"));
             }
         }
+        let platform_name = file.platform_name.trim();
+        if platform_name.is_empty() || platform_name.chars().count() > MAX_PLATFORM_NAME {
+            return Err(self.err(
+                "privacy.platform_name",
+                &format!("must be 1 to {MAX_PLATFORM_NAME} characters"),
+            ));
+        }
+        if file
+            .page_text
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > MAX_PAGE_TEXT)
+        {
+            return Err(self.err(
+                "privacy.page_text",
+                &format!("must be at most {MAX_PAGE_TEXT} characters"),
+            ));
+        }
         Ok(Privacy {
+            page: PageSettings {
+                platform_name: platform_name.to_string(),
+                text: file
+                    .page_text
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+            },
             path: file.path.trim_end_matches('/').to_string(),
             rate_limit_per_minute: file.rate_limit_per_minute,
             delivery_max_attempts: file.delivery_max_attempts,

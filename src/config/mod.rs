@@ -179,6 +179,17 @@ pub struct Privacy {
     pub delivery_max_attempts: u32,
     /// Age after which an undelivered request is dead.
     pub delivery_max_age: Duration,
+    /// What the recipient page says about the platform.
+    pub page: PageSettings,
+}
+
+/// What the platform configures about its page (`[privacy] platform_name`, `page_text`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageSettings {
+    /// The platform's name, as recipients know it from the parcel or the tracking e-mail.
+    pub platform_name: String,
+    /// An optional paragraph shown under the introduction (opening hours, another contact).
+    pub text: Option<String>,
 }
 
 /// A caller of the API.

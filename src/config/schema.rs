@@ -262,6 +262,10 @@ pub struct PrivacyFile {
     pub delivery_max_attempts: u32,
     /// Age after which an undelivered request is dead.
     pub delivery_max_age_hours: u32,
+    /// The platform's name on the recipient page, as recipients know it from their parcels.
+    pub platform_name: String,
+    /// An optional short paragraph under the recipient page's introduction (plain text).
+    pub page_text: Option<String>,
 }
 
 impl Default for PrivacyFile {
@@ -271,6 +275,8 @@ impl Default for PrivacyFile {
             rate_limit_per_minute: 20,
             delivery_max_attempts: 20,
             delivery_max_age_hours: 72,
+            platform_name: "This shipping platform".into(),
+            page_text: None,
         }
     }
 }

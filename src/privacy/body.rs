@@ -1,19 +1,47 @@
-//! The JSON bodies of the privacy endpoints, read strictly.
+//! The bodies of the privacy endpoints, read strictly: JSON from scripts, and the recipient
+//! page's form.
 //!
-//! Bodies go through the same strict reader as inspected traffic ([`crate::json`]): duplicate
-//! members, lone surrogates and trailing data are refused. Errors name the member and the rule
-//! broken, never the value sent, because the values are personal data.
+//! JSON bodies go through the same strict reader as inspected traffic ([`crate::json`]):
+//! duplicate members, lone surrogates and trailing data are refused. A form is held to the same
+//! members and limits. Errors name the member and the rule broken, never the value sent, because
+//! the values are personal data.
 
 use crate::json::{Document, Kind, NodeId};
 use crate::store::outbox::{RequestType, Subject};
 
-/// A body refused, with a message safe to send back and to log.
+/// A body refused, with messages safe to send back and to log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BodyError(pub String);
+#[error("{message}")]
+pub struct BodyError {
+    /// The member at fault, when one is (the form marks that field).
+    pub field: Option<&'static str>,
+    /// The contract's wording, for JSON clients and logs.
+    pub message: String,
+    /// The same in plain words, for a person at the recipient page.
+    pub plain: String,
+}
 
-/// The members of an intake body, and the longest value each may have (characters).
-const INTAKE_MEMBERS: &[(&str, usize)] = &[
+impl BodyError {
+    fn of(field: &'static str, message: String, plain: &str) -> BodyError {
+        BodyError {
+            field: Some(field),
+            message,
+            plain: plain.into(),
+        }
+    }
+
+    fn whole(message: String, plain: &str) -> BodyError {
+        BodyError {
+            field: None,
+            message,
+            plain: plain.into(),
+        }
+    }
+}
+
+/// The members of an intake body (and the recipient page's form fields), and the longest value
+/// each may have (characters).
+pub const FORM_FIELDS: &[(&str, usize)] = &[
     ("type", 32),
     ("email", 254),
     ("phone", 32),
@@ -31,16 +59,55 @@ pub struct Intake {
     pub subject: Subject,
 }
 
-/// Reads `POST /privacy/requests`: `type` required, at least one of `email` and `phone`.
+/// Reads `POST /privacy/requests` as JSON: `type` required, at least one of `email` and `phone`.
 pub fn intake(body: &[u8]) -> Result<Intake, BodyError> {
-    let mut fields = members(body, INTAKE_MEMBERS)?;
+    intake_from(members(body, FORM_FIELDS)?)
+}
+
+/// Reads the recipient page's form, already split into name and value pairs: the JSON intake's
+/// members and rules, where a field left empty is a member left out.
+pub fn intake_form(pairs: &[(String, String)]) -> Result<Intake, BodyError> {
+    let mut slots: Vec<(&str, Option<String>)> =
+        FORM_FIELDS.iter().map(|(n, _)| (*n, None)).collect();
+    let mut seen = [false; FORM_FIELDS.len()];
+    for (name, value) in pairs {
+        let Some(i) = FORM_FIELDS.iter().position(|(n, _)| n == name) else {
+            return Err(unknown(FORM_FIELDS));
+        };
+        let (name, max) = FORM_FIELDS[i];
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(BodyError::of(
+                name,
+                format!("field `{name}` is given twice"),
+                "This field was sent twice. Please fill in the form again.",
+            ));
+        }
+        // Browsers send textarea line breaks as CR LF; the JSON intake's rules allow LF.
+        let value = value.replace("\r\n", "\n");
+        if !value.trim().is_empty() {
+            slots[i].1 = Some(checked(name, max, value)?);
+        }
+    }
+    intake_from(slots)
+}
+
+/// The intake rules over the members read, in [`FORM_FIELDS`] order.
+fn intake_from(mut fields: Vec<(&str, Option<String>)>) -> Result<Intake, BodyError> {
     let mut take = |name: &str| fields.iter_mut().find(|(n, _)| *n == name)?.1.take();
     let kind = match take("type") {
-        None => return Err(BodyError("member `type` is required".into())),
+        None => {
+            return Err(BodyError::of(
+                "type",
+                "member `type` is required".into(),
+                "Choose what you are asking for.",
+            ));
+        }
         Some(name) => RequestType::parse(&name).ok_or_else(|| {
-            BodyError(
+            BodyError::of(
+                "type",
                 "member `type` must be one of access, delete, correct, opt_out, limit_sensitive"
                     .into(),
+                "Choose one of the requests listed.",
             )
         })?,
     };
@@ -57,7 +124,11 @@ pub fn intake(body: &[u8]) -> Result<Intake, BodyError> {
         .as_deref()
         .is_some_and(|t| t.trim().is_empty())
     {
-        return Err(BodyError("member `tracking_number` is empty".into()));
+        return Err(BodyError::of(
+            "tracking_number",
+            "member `tracking_number` is empty".into(),
+            "Enter the tracking number, or leave the field empty.",
+        ));
     }
     Ok(Intake { kind, subject })
 }
@@ -74,20 +145,28 @@ pub fn erasure(body: &[u8]) -> Result<(Option<String>, Option<String>), BodyErro
 /// Checks the identifiers: at least one, each plausible for its kind.
 fn identifiers(email: &Option<String>, phone: &Option<String>) -> Result<(), BodyError> {
     if email.is_none() && phone.is_none() {
-        return Err(BodyError(
+        return Err(BodyError::of(
+            "email",
             "at least one of `email` and `phone` is required".into(),
+            "Enter your e-mail address or your phone number, so the business can find your data.",
         ));
     }
     if let Some(email) = email
         && !is_email(email)
     {
-        return Err(BodyError("member `email` is not an e-mail address".into()));
+        return Err(BodyError::of(
+            "email",
+            "member `email` is not an e-mail address".into(),
+            "Enter an e-mail address like name@example.com.",
+        ));
     }
     if let Some(phone) = phone
         && !is_phone(phone)
     {
-        return Err(BodyError(
+        return Err(BodyError::of(
+            "phone",
             "member `phone` is not a phone number (digits, spaces and + - ( ) .)".into(),
+            "Enter a phone number of at least five digits, like +44 20 7946 0000.",
         ));
     }
     Ok(())
@@ -118,48 +197,70 @@ fn is_phone(value: &str) -> bool {
             .all(|c| c.is_ascii_digit() || " +-().".contains(c))
 }
 
+fn unknown(allowed: &[(&str, usize)]) -> BodyError {
+    let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+    BodyError::whole(
+        format!("unknown member (allowed: {})", names.join(", ")),
+        "The form sent a field this page does not have. Please fill in the form again.",
+    )
+}
+
+/// A member's value within its length, without control characters but line breaks and tabs.
+fn checked(name: &'static str, max: usize, value: String) -> Result<String, BodyError> {
+    if value.chars().count() > max {
+        return Err(BodyError::of(
+            name,
+            format!("member `{name}` is longer than {max} characters"),
+            &format!("This is too long: at most {max} characters."),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(BodyError::of(
+            name,
+            format!("member `{name}` contains control characters"),
+            "This contains characters that cannot be sent. Please type it again.",
+        ));
+    }
+    Ok(value)
+}
+
 /// Parses an object whose members are all strings (or null, meaning absent) from `allowed`.
 /// Returns one slot per allowed member, in `allowed`'s order.
-fn members<'n>(
+fn members(
     body: &[u8],
-    allowed: &[(&'n str, usize)],
-) -> Result<Vec<(&'n str, Option<String>)>, BodyError> {
-    let doc = Document::parse(body).map_err(|e| BodyError(e.to_string()))?;
+    allowed: &[(&'static str, usize)],
+) -> Result<Vec<(&'static str, Option<String>)>, BodyError> {
+    let not_json = |message: String| {
+        BodyError::whole(message, "The request could not be read. Please try again.")
+    };
+    let doc = Document::parse(body).map_err(|e| not_json(e.to_string()))?;
     let root: NodeId = 0;
     if doc.node(root).kind != Kind::Object {
-        return Err(BodyError("the body must be a JSON object".into()));
+        return Err(not_json("the body must be a JSON object".into()));
     }
     let mut slots: Vec<(&str, Option<String>)> = allowed.iter().map(|(n, _)| (*n, None)).collect();
     for member in doc.children(root) {
         let key = doc.key(member).unwrap_or_default();
         let Some(i) = allowed.iter().position(|(n, _)| *n == key) else {
-            let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
-            return Err(BodyError(format!(
-                "unknown member (allowed: {})",
-                names.join(", ")
-            )));
+            return Err(unknown(allowed));
         };
         let (name, max) = allowed[i];
         match doc.node(member).kind {
             Kind::Null => {}
             Kind::String => {
-                let value = doc.str_value(member).unwrap_or_default();
-                if value.chars().count() > max {
-                    return Err(BodyError(format!(
-                        "member `{name}` is longer than {max} characters"
-                    )));
-                }
-                if value
-                    .chars()
-                    .any(|c| c.is_control() && c != '\n' && c != '\t')
-                {
-                    return Err(BodyError(format!(
-                        "member `{name}` contains control characters"
-                    )));
-                }
-                slots[i].1 = Some(value.into_owned());
+                let value = doc.str_value(member).unwrap_or_default().into_owned();
+                slots[i].1 = Some(checked(name, max, value)?);
             }
-            _ => return Err(BodyError(format!("member `{name}` must be a string"))),
+            _ => {
+                return Err(BodyError::of(
+                    name,
+                    format!("member `{name}` must be a string"),
+                    "This must be text.",
+                ));
+            }
         }
     }
     Ok(slots)
@@ -246,7 +347,7 @@ mod tests {
             ),
         ];
         for (body, message) in cases {
-            let got = intake(body.as_bytes()).unwrap_err().0;
+            let got = intake(body.as_bytes()).unwrap_err().message;
             assert_eq!(got, *message, "body: {body}");
             for value in ["jane", "4155550101", "call me"] {
                 assert!(!got.contains(value), "{got} echoes the value");
@@ -257,7 +358,7 @@ mod tests {
             "x".repeat(4001)
         );
         assert_eq!(
-            intake(long.as_bytes()).unwrap_err().0,
+            intake(long.as_bytes()).unwrap_err().message,
             "member `details` is longer than 4000 characters"
         );
     }
@@ -269,13 +370,13 @@ mod tests {
             (None, Some("+14155550101".into()))
         );
         assert_eq!(
-            erasure(br#"{}"#).unwrap_err().0,
+            erasure(br#"{}"#).unwrap_err().message,
             "at least one of `email` and `phone` is required"
         );
         assert_eq!(
             erasure(br#"{"email": "a@b.co", "type": "delete"}"#)
                 .unwrap_err()
-                .0,
+                .message,
             "unknown member (allowed: email, phone)"
         );
     }

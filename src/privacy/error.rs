@@ -4,6 +4,8 @@
 use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use super::body::BodyError;
+use super::page;
+use crate::config::PageSettings;
 use crate::vocabulary::{BoxBody, error_response};
 
 /// A privacy-endpoint request the gateway refuses. Messages never hold personal data.
@@ -24,7 +26,9 @@ pub enum PrivacyError {
         retry_after_secs: u64,
     },
     /// The body is not declared as JSON.
-    #[error("The body must be JSON (Content-Type: application/json).")]
+    #[error(
+        "The body must be JSON (Content-Type: application/json), or the recipient page's form."
+    )]
     UnsupportedMediaType,
     /// The body did not arrive within `body_read_timeout_ms`.
     #[error("The request body did not arrive in time.")]
@@ -98,10 +102,56 @@ impl PrivacyError {
 
     /// The JSON answer, with `Retry-After`, `Allow` and `Connection: close` where they apply.
     pub fn into_response(self, request_id: &str) -> Response<BoxBody> {
-        let mut response =
-            error_response(self.status(), self.code(), &self.to_string(), request_id);
+        let response = error_response(self.status(), self.code(), &self.to_string(), request_id);
+        self.with_headers(response)
+    }
+
+    /// The same refusal as a page for a person at the recipient page: the same status and
+    /// headers, in plain words.
+    pub fn into_page(self, settings: &PageSettings, form_href: &str) -> Response<BoxBody> {
+        let (title, message) = match &self {
+            PrivacyError::RateLimited { .. } => (
+                "Please wait a moment",
+                "Too many privacy requests came from your network in the last minute. Please wait \
+                 a minute and send your request again.",
+            ),
+            PrivacyError::NotFound => (
+                "Request not found",
+                "There is no privacy request with this number. Check the link or the number you \
+                 were given.",
+            ),
+            PrivacyError::StoreUnavailable => (
+                "Please try again later",
+                "Your request could not be recorded just now, and nothing was kept. Please try \
+                 again in a few minutes.",
+            ),
+            PrivacyError::BodyTooLarge(_) => (
+                "Your request is too long",
+                "What you typed is too long to send. Please shorten the details and try again.",
+            ),
+            PrivacyError::BodyTimeout | PrivacyError::BadBody => (
+                "Your request did not arrive",
+                "Your request did not arrive completely. Please send it again.",
+            ),
+            PrivacyError::MethodNotAllowed(_)
+            | PrivacyError::CustomersOnly
+            | PrivacyError::UnsupportedMediaType
+            | PrivacyError::InvalidBody(_)
+            | PrivacyError::InvalidQuery(_) => (
+                "This page cannot answer that",
+                "Please go back to the privacy request form and use it to send your request.",
+            ),
+        };
+        let response = page::html_response(
+            self.status(),
+            page::problem(settings, form_href, title, message),
+        );
+        self.with_headers(response)
+    }
+
+    fn with_headers(&self, mut response: Response<BoxBody>) -> Response<BoxBody> {
         let headers = response.headers_mut();
-        match &self {
+        match self {
             PrivacyError::RateLimited {
                 retry_after_secs, ..
             } => {
@@ -123,7 +173,7 @@ impl PrivacyError {
 
 impl From<BodyError> for PrivacyError {
     fn from(error: BodyError) -> PrivacyError {
-        PrivacyError::InvalidBody(error.0)
+        PrivacyError::InvalidBody(error.message)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The privacy endpoints on the main listener (reference §5).
 //!
-//! Public: `POST {privacy.path}` (intake) and `GET {privacy.path}/{id}` (status). Customers, with
+//! Public: `POST {privacy.path}` (intake) and `GET {privacy.path}/{id}` (status), in JSON for
+//! scripts and in HTML for a browser: `GET {privacy.path}` with `Accept: text/html` is the
+//! recipient page, whose form posts to the same intake ([`super::page`]). Customers, with
 //! their API key (the gateway authenticates before calling in here): `GET /v1/privacy/requests`
 //! (inbox), `POST /v1/privacy/requests/{id}/ack`, `POST /v1/privacy/erasures`. These paths are
 //! answered by the gateway itself and never reach an upstream.
@@ -18,10 +20,14 @@ use serde_json::{Value, json};
 use super::body;
 use super::error::PrivacyError;
 use super::limit::{self, retry_after_secs};
+use super::page::{self, Typed};
 use super::{Desk, format_id, parse_id, rfc3339};
 use crate::config::{Client, ClientKind, Config};
 use crate::store::outbox::{DeliveryStatus, InboxItem, RequestId};
 use crate::vocabulary::{BoxBody, is_json_media, json_response, media_type};
+
+/// The recipient page's form encoding.
+const FORM_MEDIA: &str = "application/x-www-form-urlencoded";
 
 /// Path of the customers' inbox.
 pub const INBOX_PATH: &str = "/v1/privacy/requests";
@@ -125,9 +131,16 @@ pub struct Call<'a> {
 
 impl Call<'_> {
     /// Answers `request` at `endpoint`.
+    /// A browser (by its `Accept`, or by posting the form) is answered in HTML throughout,
+    /// refusals included; everything else gets the contract's JSON.
     pub async fn serve(self, endpoint: Endpoint, request: Request<Incoming>) -> Response<BoxBody> {
-        match self.answer(endpoint, request).await {
+        let html = page::wants_html(request.headers()) || is_form(&request);
+        match self.answer(endpoint, request, html).await {
             Ok(response) => response,
+            Err(error) if html => {
+                let privacy = &self.config.privacy;
+                error.into_page(&privacy.page, &privacy.path)
+            }
             Err(error) => error.into_response(self.request_id),
         }
     }
@@ -136,7 +149,11 @@ impl Call<'_> {
         &self,
         endpoint: Endpoint,
         request: Request<Incoming>,
+        html: bool,
     ) -> Result<Response<BoxBody>, PrivacyError> {
+        if endpoint == Endpoint::Intake && request.method() == Method::GET && html {
+            return Ok(self.form_page(&Typed::default(), None, StatusCode::OK));
+        }
         if request.method() != endpoint.method() {
             return Err(PrivacyError::MethodNotAllowed(endpoint.method()));
         }
@@ -150,7 +167,7 @@ impl Call<'_> {
         }
         match endpoint {
             Endpoint::Intake => self.intake(request).await,
-            Endpoint::Status(id) => self.status(id.ok_or(PrivacyError::NotFound)?).await,
+            Endpoint::Status(id) => self.status(id.ok_or(PrivacyError::NotFound)?, html).await,
             Endpoint::Inbox => self.inbox(request.uri().query().unwrap_or("")).await,
             Endpoint::Ack(id) => self.ack(id.ok_or(PrivacyError::NotFound)?).await,
             Endpoint::Erasure => self.erasure(request).await,
@@ -186,6 +203,20 @@ impl Call<'_> {
         }
     }
 
+    /// The recipient page's form, empty or marked with a refusal.
+    fn form_page(
+        &self,
+        typed: &Typed,
+        error: Option<&body::BodyError>,
+        status: StatusCode,
+    ) -> Response<BoxBody> {
+        let privacy = &self.config.privacy;
+        page::html_response(
+            status,
+            page::form(&privacy.page, &privacy.path, typed, error),
+        )
+    }
+
     async fn intake(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, PrivacyError> {
         let started = Instant::now();
         let per_minute = self.config.privacy.rate_limit_per_minute;
@@ -195,34 +226,82 @@ impl Call<'_> {
                 retry_after_secs: retry_after_secs(wait),
             });
         }
-        let bytes = read_json(request, self.config.limits.body_read_timeout).await?;
-        let intake = body::intake(&bytes)?;
+        let timeout = self.config.limits.body_read_timeout;
+        let form = is_form(&request);
+        let intake = if form {
+            let bytes = read_small(request, timeout, |media| media == FORM_MEDIA).await?;
+            let typed = Typed {
+                fields: form_urlencoded::parse(&bytes).into_owned().collect(),
+            };
+            match body::intake_form(&typed.fields) {
+                Ok(intake) => intake,
+                Err(error) => {
+                    return Ok(self.form_page(&typed, Some(&error), StatusCode::BAD_REQUEST));
+                }
+            }
+        } else {
+            body::intake(&read_small(request, timeout, is_json_media).await?)?
+        };
         let filed = self.desk.file(intake).await.map_err(PrivacyError::store)?;
-        let mut answer = json!({
-            "request_id": format_id(&filed.id),
-            "status": "received",
-            "message": RECEIVED_MESSAGE,
-        });
-        if !filed.verified.is_empty() {
-            let controllers: Vec<Value> = filed
-                .verified
+        let id = format_id(&filed.id);
+        let controllers: Vec<&Arc<Client>> = filed
+            .verified
+            .iter()
+            .filter_map(|id| self.config.clients.iter().find(|c| c.id == *id))
+            .collect();
+        let response = if form {
+            let privacy = &self.config.privacy;
+            let named: Vec<(&str, Option<&str>)> = controllers
                 .iter()
-                .filter_map(|id| self.config.clients.iter().find(|c| c.id == *id))
-                .map(|c| json!({ "name": c.name, "privacy_contact": c.privacy_contact }))
+                .map(|c| (c.name.as_str(), c.privacy_contact.as_deref()))
                 .collect();
-            answer["controllers"] = Value::Array(controllers);
-        }
+            page::html_response(
+                StatusCode::ACCEPTED,
+                page::received(
+                    &privacy.page,
+                    &id,
+                    &format!("{}/{id}", privacy.path),
+                    RECEIVED_MESSAGE,
+                    &named,
+                ),
+            )
+        } else {
+            let mut answer = json!({
+                "request_id": id,
+                "status": "received",
+                "message": RECEIVED_MESSAGE,
+            });
+            if !controllers.is_empty() {
+                let named: Vec<Value> = controllers
+                    .iter()
+                    .map(|c| json!({ "name": c.name, "privacy_contact": c.privacy_contact }))
+                    .collect();
+                answer["controllers"] = Value::Array(named);
+            }
+            json_response(StatusCode::ACCEPTED, &answer)
+        };
         tokio::time::sleep_until((started + INTAKE_FLOOR).into()).await;
-        Ok(json_response(StatusCode::ACCEPTED, &answer))
+        Ok(response)
     }
 
-    async fn status(&self, id: RequestId) -> Result<Response<BoxBody>, PrivacyError> {
+    async fn status(&self, id: RequestId, html: bool) -> Result<Response<BoxBody>, PrivacyError> {
         let (received_at, status) = self
             .desk
             .status(id)
             .await
             .map_err(PrivacyError::store)?
             .ok_or(PrivacyError::NotFound)?;
+        if html {
+            return Ok(page::html_response(
+                StatusCode::OK,
+                page::status(
+                    &self.config.privacy.page,
+                    &format_id(&id),
+                    status,
+                    &rfc3339(received_at),
+                ),
+            ));
+        }
         Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -317,9 +396,25 @@ fn inbox_entry(item: &InboxItem) -> Value {
     })
 }
 
+/// Whether `request` is the recipient page's form being posted.
+fn is_form(request: &Request<Incoming>) -> bool {
+    request.method() == Method::POST
+        && media_type(request.headers()).is_some_and(|media| media == FORM_MEDIA)
+}
+
 /// Reads a small JSON body: `application/json`, at most [`MAX_BODY`] bytes, within `timeout`.
 async fn read_json(request: Request<Incoming>, timeout: Duration) -> Result<Bytes, PrivacyError> {
-    if !media_type(request.headers()).is_some_and(|media| is_json_media(&media)) {
+    read_small(request, timeout, is_json_media).await
+}
+
+/// Reads a small body of a media type `accepts` takes, at most [`MAX_BODY`] bytes, within
+/// `timeout`.
+async fn read_small(
+    request: Request<Incoming>,
+    timeout: Duration,
+    accepts: fn(&str) -> bool,
+) -> Result<Bytes, PrivacyError> {
+    if !media_type(request.headers()).is_some_and(|media| accepts(&media)) {
         return Err(PrivacyError::UnsupportedMediaType);
     }
     let collected = tokio::time::timeout(

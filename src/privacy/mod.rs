@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod limit;
+pub mod page;
 pub mod signature;
 
 use std::collections::BTreeSet;

@@ -1,7 +1,8 @@
 //! Tools for security reviewers: the `check` report, coverage from samples, rule tests and the
 //! `redact` dry run.
 //!
-//! - [`report`]: which caller sees which field, per route, direction and relation (reference §7.1);
+//! - [`report`]: which caller sees which field, per route, direction and relation (reference §7.1),
+//!   and [`html`], the same as one page with a matrix per route;
 //! - [`coverage`] with [`detect`]: dead rules and personal data no rule covers in samples (§7.2);
 //! - [`rule_tests`]: `test-rules` cases (§7.3);
 //! - [`dry_run`]: one body through a route's rules.
@@ -12,6 +13,7 @@
 
 pub mod coverage;
 pub mod detect;
+pub mod html;
 pub mod report;
 pub mod rule_tests;
 
