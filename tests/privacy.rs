@@ -8,56 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use http::{Request, StatusCode};
-use recipient_gateway::demo::{SampleApi, start_sample_api};
 use serde_json::{Value, json};
 
 const JANE: &str = "jane.doe@example.com";
 const JANE_TRACKING: &str = "1ZACME0000000001";
-
-struct Setup {
-    gw: TestGateway,
-    receiver: WebhookReceiver,
-    _sample: SampleApi,
-}
-
-/// A gateway whose `acme` has a webhook at a receiver and `globex` only an inbox, in front of the
-/// demo API (controllers named by `customer_id`), with `privacy` as its `[privacy]` section.
-async fn setup(privacy: &str) -> Setup {
-    let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await;
-    let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (hook, api) = (receiver.addr, sample.addr);
-    let privacy = privacy.to_string();
-    let gw = TestGateway::start_with(MockUpstream::start().await, move |base| {
-        let base = base
-            .replace(
-                "name = \"Acme\"\n",
-                &format!(
-                    "name = \"Acme\"\nprivacy_contact = \"privacy@acme.example\"\n\
-                     webhook_url = \"http://{hook}/hooks/privacy\"\n\
-                     webhook_secret = \"{WEBHOOK_SECRET}\"\n"
-                ),
-            )
-            .replace(
-                "name = \"Globex\"\n",
-                "name = \"Globex\"\nprivacy_contact = \"dpo@globex.example\"\n",
-            );
-        let route = shipments_route(
-            api,
-            &format!(
-                "controller_member = \"customer_id\"\nrules = [\"{SHIPPED_RULES}/recipient.toml\"]"
-            ),
-        );
-        format!("{base}{route}\n[privacy]\n{privacy}\n")
-    })
-    .await;
-    Setup {
-        gw,
-        receiver,
-        _sample: sample,
-    }
-}
 
 /// Lists the shipments once, so the gateway tags every record and recipient.
 async fn seed(gw: &TestGateway) {
@@ -121,11 +75,11 @@ async fn settle() {
 
 #[tokio::test]
 async fn unverified_answers_do_not_tell_whether_data_is_held() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver: _receiver,
         _sample,
-    } = setup("rate_limit_per_minute = 1000").await;
+    } = privacy_setup("rate_limit_per_minute = 1000").await;
     seed(&gw).await;
 
     let verified = file(
@@ -210,11 +164,11 @@ async fn unverified_answers_do_not_tell_whether_data_is_held() {
 
 #[tokio::test]
 async fn each_controller_gets_one_signed_delivery() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver,
         _sample,
-    } = setup("").await;
+    } = privacy_setup("").await;
     seed(&gw).await;
     jane_also_ships_with_globex(&gw).await;
 
@@ -313,11 +267,11 @@ async fn each_controller_gets_one_signed_delivery() {
 
 #[tokio::test]
 async fn failed_deliveries_are_retried_with_the_same_id_until_delivered() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver,
         _sample,
-    } = setup("").await;
+    } = privacy_setup("").await;
     seed(&gw).await;
     receiver.answer(503, Some("7200"), None);
     receiver.answer(500, None, None);
@@ -363,11 +317,11 @@ async fn failed_deliveries_are_retried_with_the_same_id_until_delivered() {
 
 #[tokio::test]
 async fn deliveries_die_after_the_attempt_limit() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver,
         _sample,
-    } = setup("delivery_max_attempts = 3").await;
+    } = privacy_setup("delivery_max_attempts = 3").await;
     seed(&gw).await;
     for _ in 0..5 {
         receiver.answer(500, None, None);
@@ -402,11 +356,11 @@ async fn deliveries_die_after_the_attempt_limit() {
 
 #[tokio::test]
 async fn deliveries_die_after_the_age_limit() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver,
         _sample,
-    } = setup("delivery_max_age_hours = 1").await;
+    } = privacy_setup("delivery_max_age_hours = 1").await;
     seed(&gw).await;
     for _ in 0..5 {
         receiver.answer(500, None, None);
@@ -426,11 +380,11 @@ async fn deliveries_die_after_the_age_limit() {
 
 #[tokio::test]
 async fn customers_see_only_their_own_requests() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver: _receiver,
         _sample,
-    } = setup("").await;
+    } = privacy_setup("").await;
     seed(&gw).await;
     // Rahul ships with globex only.
     let id = id_of(
@@ -482,11 +436,11 @@ async fn customers_see_only_their_own_requests() {
 
 #[tokio::test]
 async fn erasure_removes_only_the_instructing_customers_tags() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver,
         _sample,
-    } = setup("").await;
+    } = privacy_setup("").await;
     seed(&gw).await;
     jane_also_ships_with_globex(&gw).await;
 
@@ -538,11 +492,11 @@ async fn erasure_removes_only_the_instructing_customers_tags() {
 
 #[tokio::test]
 async fn intake_is_rate_limited_per_address() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver: _receiver,
         _sample,
-    } = setup("rate_limit_per_minute = 3").await;
+    } = privacy_setup("rate_limit_per_minute = 3").await;
     for _ in 0..3 {
         let answer = file(&gw, json!({"type": "access", "email": "a@example.com"})).await;
         assert_eq!(answer.status, StatusCode::ACCEPTED);
@@ -563,11 +517,11 @@ async fn intake_is_rate_limited_per_address() {
 
 #[tokio::test]
 async fn bad_intake_requests_get_clear_errors_and_nothing_is_kept() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver: _receiver,
         _sample,
-    } = setup("").await;
+    } = privacy_setup("").await;
     let mut client = gw.h1().await;
     let cases: Vec<(Request<TestBody>, StatusCode, &str)> = vec![
         (
@@ -639,11 +593,11 @@ async fn bad_intake_requests_get_clear_errors_and_nothing_is_kept() {
 
 #[tokio::test]
 async fn a_stalled_or_broken_intake_body_closes_the_connection_as_the_proxy_does() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver: _receiver,
         _sample,
-    } = setup("").await;
+    } = privacy_setup("").await;
     // A body that stops arriving: 408 after the 1 s body read timeout, and the connection closes
     // (it stopped at an unknown point of the stream).
     let mut stream = gw.raw().await;
@@ -691,7 +645,7 @@ async fn https_webhooks_are_verified_against_the_receivers_ca() {
     let (acme_dir, globex_dir) = (TestDir::new(), TestDir::new());
     let acme = WebhookReceiver::start_tls(WEBHOOK_SECRET, &acme_dir).await;
     let globex = WebhookReceiver::start_tls(WEBHOOK_SECRET, &globex_dir).await;
-    let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
+    let sample = recipient_gateway::demo::start_sample_api("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let (acme_port, globex_port, api) = (acme.addr.port(), globex.addr.port(), sample.addr);
@@ -813,12 +767,14 @@ fn attribute(html: &str, id: &str, attribute: &str) -> Option<String> {
 
 #[tokio::test]
 async fn the_recipient_page_is_an_accessible_form_with_strict_headers() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver: _receiver,
         _sample,
-    } = setup("platform_name = \"ParcelNet\"\npage_text = \"Questions: help@parcelnet.example\"")
-        .await;
+    } = privacy_setup(
+        "platform_name = \"ParcelNet\"\npage_text = \"Questions: help@parcelnet.example\"",
+    )
+    .await;
     let answer = page(&gw, "/privacy/requests").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_page_headers(&answer);
@@ -883,11 +839,11 @@ async fn the_recipient_page_is_an_accessible_form_with_strict_headers() {
 
 #[tokio::test]
 async fn the_form_files_requests_with_the_json_intakes_semantics() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver,
         _sample,
-    } = setup("rate_limit_per_minute = 1000").await;
+    } = privacy_setup("rate_limit_per_minute = 1000").await;
     seed(&gw).await;
 
     let verified = post_form(
@@ -967,11 +923,11 @@ async fn the_form_files_requests_with_the_json_intakes_semantics() {
 
 #[tokio::test]
 async fn bad_form_input_gets_a_friendly_page_naming_the_field() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver,
         _sample,
-    } = setup("rate_limit_per_minute = 1000").await;
+    } = privacy_setup("rate_limit_per_minute = 1000").await;
     let long = "x".repeat(4001);
     let cases: &[(&[(&str, &str)], &str, &str)] = &[
         (
@@ -1045,11 +1001,11 @@ async fn bad_form_input_gets_a_friendly_page_naming_the_field() {
 
 #[tokio::test]
 async fn form_posts_share_the_intakes_rate_limit() {
-    let Setup {
+    let PrivacySetup {
         gw,
         receiver: _receiver,
         _sample,
-    } = setup("rate_limit_per_minute = 2").await;
+    } = privacy_setup("rate_limit_per_minute = 2").await;
     let fields = [("type", "access"), ("email", "a@example.com")];
     assert_eq!(post_form(&gw, &fields).await.status, StatusCode::ACCEPTED);
     assert_eq!(

@@ -1165,6 +1165,17 @@ pub enum Needs {
     Postgres,
     /// PostgreSQL with TLS on, its CA in `GATEWAY_TEST_POSTGRES_CA` (`.ci/run` sets both up).
     PostgresTls,
+    /// Chromium and chromedriver on the `PATH` (`.ci/run` installs Debian's).
+    Browser,
+}
+
+/// Whether Chromium and chromedriver are on the `PATH`.
+pub fn browser_installed() -> bool {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    };
+    on_path("chromium") && on_path("chromedriver")
 }
 
 /// The `main` of the test files whose tests need PostgreSQL (`harness = false`): the tests run
@@ -1181,7 +1192,10 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
             .build()
             .expect("a runtime")
     };
-    let postgres = if tests.iter().any(|(_, needs, _)| *needs != Needs::Nothing) {
+    let postgres = if tests
+        .iter()
+        .any(|(_, needs, _)| matches!(needs, Needs::Postgres | Needs::PostgresTls))
+    {
         runtime().block_on(test_postgres::probe())
     } else {
         Ok(())
@@ -1198,6 +1212,11 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
     {
         eprintln!("PostgreSQL TLS tests are ignored: GATEWAY_TEST_POSTGRES_CA is not set");
     }
+    let skip_browser =
+        !browser_installed() && std::env::var_os("GATEWAY_TEST_REQUIRE_BROWSER").is_none();
+    if skip_browser && tests.iter().any(|(_, needs, _)| *needs == Needs::Browser) {
+        eprintln!("browser tests are ignored: chromium and chromedriver are not both on the PATH");
+    }
     let trials = tests
         .iter()
         .map(|&(name, needs, test)| {
@@ -1209,8 +1228,54 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
                 Needs::Nothing => false,
                 Needs::Postgres => skip_postgres,
                 Needs::PostgresTls => skip_postgres || no_ca,
+                Needs::Browser => skip_browser,
             })
         })
         .collect();
     libtest_mimic::run(&args, trials).exit_code()
+}
+
+pub struct PrivacySetup {
+    pub gw: TestGateway,
+    pub receiver: WebhookReceiver,
+    pub _sample: recipient_gateway::demo::SampleApi,
+}
+
+/// A gateway whose `acme` has a webhook at a receiver and `globex` only an inbox, in front of the
+/// demo API (controllers named by `customer_id`), with `privacy` as its `[privacy]` section.
+pub async fn privacy_setup(privacy: &str) -> PrivacySetup {
+    let receiver = WebhookReceiver::start(WEBHOOK_SECRET).await;
+    let sample = recipient_gateway::demo::start_sample_api("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (hook, api) = (receiver.addr, sample.addr);
+    let privacy = privacy.to_string();
+    let gw = TestGateway::start_with(MockUpstream::start().await, move |base| {
+        let base = base
+            .replace(
+                "name = \"Acme\"\n",
+                &format!(
+                    "name = \"Acme\"\nprivacy_contact = \"privacy@acme.example\"\n\
+                     webhook_url = \"http://{hook}/hooks/privacy\"\n\
+                     webhook_secret = \"{WEBHOOK_SECRET}\"\n"
+                ),
+            )
+            .replace(
+                "name = \"Globex\"\n",
+                "name = \"Globex\"\nprivacy_contact = \"dpo@globex.example\"\n",
+            );
+        let route = shipments_route(
+            api,
+            &format!(
+                "controller_member = \"customer_id\"\nrules = [\"{SHIPPED_RULES}/recipient.toml\"]"
+            ),
+        );
+        format!("{base}{route}\n[privacy]\n{privacy}\n")
+    })
+    .await;
+    PrivacySetup {
+        gw,
+        receiver,
+        _sample: sample,
+    }
 }
