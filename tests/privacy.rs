@@ -704,6 +704,9 @@ async fn https_webhooks_are_verified_against_the_receivers_ca() {
 
 // The recipient page: the same intake for people with a browser.
 
+/// A form's fields, as posted.
+type Fields<'a> = &'a [(&'a str, &'a str)];
+
 /// What a browser sends as `Accept` for a page.
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
 
@@ -929,7 +932,8 @@ async fn bad_form_input_gets_a_friendly_page_naming_the_field() {
         _sample,
     } = privacy_setup("rate_limit_per_minute = 1000").await;
     let long = "x".repeat(4001);
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    // The fields posted, the field marked, the words that explain it.
+    let cases: &[(Fields, &str, &str)] = &[
         (
             &[("email", JANE)],
             "type",

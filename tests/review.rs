@@ -348,3 +348,41 @@ async fn test_rules_and_the_proxy_agree_on_every_shipped_case() {
         assert_eq!(proxied, offline, "{}", file.display());
     }
 }
+
+#[test]
+fn the_html_report_is_one_self_contained_page_with_a_matrix_per_route() {
+    let args = [
+        "check",
+        "--config",
+        "gateway.toml",
+        "--samples",
+        "samples",
+        "--format",
+        "html",
+    ];
+    let (code, html, stderr) = run(&fixture(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(html.starts_with("<!doctype html>"));
+    for external in [
+        "<script", " src=", "<link", "http://", "https://", "@import",
+    ] {
+        assert!(!html.contains(external), "{external}");
+    }
+    assert_eq!(html.matches("<table class=\"matrix\"").count(), 1);
+    // Treatments in words as well as colour, each opening onto its rule.
+    for words in [
+        "visible",
+        "redacted",
+        "masked (keeps first 2, last 0)",
+        "removed",
+    ] {
+        assert!(html.contains(&format!(">{words}<")), "{words}");
+    }
+    assert!(
+        html.contains("<details><summary>redacted</summary><div>rule <code>consignee-email</code>")
+    );
+    // The samples' three uncovered values are rows outlined as findings.
+    assert_eq!(html.matches("<tr class=\"finding\">").count(), 3);
+    // Values from the samples and rule texts are escaped.
+    assert!(html.contains("$[&#39;data&#39;][0][&#39;note&#39;]"));
+}

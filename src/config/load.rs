@@ -387,7 +387,7 @@ impl Loader<'_> {
         if platform_name.is_empty() || platform_name.chars().count() > MAX_PLATFORM_NAME {
             return Err(self.err(
                 "privacy.platform_name",
-                &format!("must be 1 to {MAX_PLATFORM_NAME} characters"),
+                format!("must be 1 to {MAX_PLATFORM_NAME} characters"),
             ));
         }
         if file
@@ -397,7 +397,7 @@ impl Loader<'_> {
         {
             return Err(self.err(
                 "privacy.page_text",
-                &format!("must be at most {MAX_PAGE_TEXT} characters"),
+                format!("must be at most {MAX_PAGE_TEXT} characters"),
             ));
         }
         Ok(Privacy {

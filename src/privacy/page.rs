@@ -153,25 +153,25 @@ pub fn form(
     introduction(&mut page, settings);
     if let Some(error) = error {
         let anchor = error.field.unwrap_or("type");
-        let _ = write!(
+        let _ = writeln!(
             page,
             "<div class=\"summary\" role=\"alert\" tabindex=\"-1\"><h2>Please check the form</h2>\
-             <p><a href=\"#{anchor}\">{}</a></p></div>\n",
+             <p><a href=\"#{anchor}\">{}</a></p></div>",
             escape(&error.plain)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         page,
-        "<form method=\"post\" action=\"{}\" novalidate>\n",
+        "<form method=\"post\" action=\"{}\" novalidate>",
         escape(action)
     );
 
     // The request type: one radio button per right, in a fieldset so it is announced as a group.
     let chosen = typed.get("type");
     let type_error = field_error("type");
-    let _ = write!(
+    let _ = writeln!(
         page,
-        "<fieldset id=\"type\"{}><legend>What are you asking for?</legend>\n",
+        "<fieldset id=\"type\"{}><legend>What are you asking for?</legend>",
         described(type_error.map(|_| "type-error"))
     );
     error_line(&mut page, "type", type_error);
