@@ -61,6 +61,9 @@ enum Command {
         /// Exit 2 on any warning or coverage finding.
         #[arg(long)]
         strict: bool,
+        /// Write a rule for each uncovered finding to FILE (TOML), to edit and add.
+        #[arg(long, value_name = "FILE", requires = "samples")]
+        suggest_rules: Option<PathBuf>,
     },
     /// Run rule test cases: each `*.json` in DIR is one case (name, route, direction, caller,
     /// controller, input, expect).
@@ -130,8 +133,16 @@ fn main() -> ExitCode {
             format,
             samples,
             strict,
+            suggest_rules,
         } => match Config::load(&file.config) {
-            Ok(config) => check(&config, &file.config, format, samples.as_deref(), strict),
+            Ok(config) => check(
+                &config,
+                &file.config,
+                format,
+                samples.as_deref(),
+                strict,
+                suggest_rules.as_deref(),
+            ),
             Err(error) => config_error(&error),
         },
         Command::TestRules { file, dir } => match Config::load(&file.config) {
@@ -292,6 +303,7 @@ fn check(
     format: FormatArg,
     samples: Option<&Path>,
     strict: bool,
+    suggest_rules: Option<&Path>,
 ) -> ExitCode {
     if let Some(dir) = samples
         && !dir.is_dir()
@@ -310,6 +322,18 @@ fn check(
         FormatArg::Markdown => print!("{}", report.to_markdown()),
         FormatArg::Json => println!("{}", report.to_json()),
         FormatArg::Html => print!("{}", report.to_html()),
+    }
+    if let Some(out) = suggest_rules {
+        let rules = review::suggest::to_toml(&report.suggested_rules, &path.display().to_string());
+        if let Err(error) = std::fs::write(out, rules) {
+            eprintln!("error: cannot write {}: {error}.", out.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!(
+            "wrote {} suggested rule(s) to {}",
+            report.suggested_rules.len(),
+            out.display()
+        );
     }
     if strict && report.has_findings() {
         eprintln!(

@@ -403,7 +403,7 @@ async fn the_review_report_shows_its_matrix_in_a_browser() {
     assert!(opened.contains("rules/orders.toml"), "{opened}");
 
     // Coverage findings from the samples stand out.
-    assert_eq!(browser.count("tr.finding").await, 3);
+    assert_eq!(browser.count("tr.finding").await, 4);
     let outline = browser
         .script(
             "return getComputedStyle(document.querySelector('tr.finding td.field')).outlineStyle;",

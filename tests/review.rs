@@ -86,11 +86,12 @@ fn the_report_matches_its_golden_files_in_markdown_and_json() {
         .iter()
         .map(|u| (u["path"].as_str().unwrap(), u["kind"].as_str().unwrap()))
         .collect();
-    // The phone, the `a@b` in a free-text note and the street in another are found; the zip is
-    // masked, the reference number and the date are not phones.
+    // The consignee's name, the phone, the `a@b` in a free-text note and the street in another
+    // are found; the zip is masked, the reference number and the date are not phones.
     assert_eq!(
         kinds,
         [
+            ("$['data'][0]['consignee']['name']", "name"),
             ("$['data'][0]['consignee']['phone']", "phone"),
             ("$['data'][0]['instructions']", "street_address"),
             ("$['data'][0]['note']", "email")
@@ -114,7 +115,7 @@ fn the_report_matches_its_golden_files_in_markdown_and_json() {
             .iter()
             .any(|w| w.as_str().unwrap().contains("inline secret"))
     );
-    assert_eq!(report["summary"]["findings"], 5);
+    assert_eq!(report["summary"]["findings"], 6);
 }
 
 #[test]
@@ -132,7 +133,7 @@ fn strict_fails_on_findings_and_warnings() {
     );
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("4 warnings, 5 coverage findings"),
+        stderr.contains("4 warnings, 6 coverage findings"),
         "{stderr}"
     );
     let (code, _, stderr) = run(
@@ -381,8 +382,110 @@ fn the_html_report_is_one_self_contained_page_with_a_matrix_per_route() {
     assert!(
         html.contains("<details><summary>redacted</summary><div>rule <code>consignee-email</code>")
     );
-    // The samples' three uncovered values are rows outlined as findings.
-    assert_eq!(html.matches("<tr class=\"finding\">").count(), 3);
+    // The samples' four uncovered values are rows outlined as findings.
+    assert_eq!(html.matches("<tr class=\"finding\">").count(), 4);
     // Values from the samples and rule texts are escaped.
     assert!(html.contains("$[&#39;data&#39;][0][&#39;note&#39;]"));
+}
+
+#[test]
+fn every_category_is_found_labelled_and_covered_by_the_suggested_rules() {
+    let fixture = Path::new(ROOT).join("tests/fixtures/categories");
+    let dir = tempfile::tempdir().unwrap();
+    let suggested = dir.path().join("suggested.toml");
+    let args = [
+        "check",
+        "--config",
+        "gateway.toml",
+        "--samples",
+        "samples",
+        "--format",
+        "json",
+        "--suggest-rules",
+        suggested.to_str().unwrap(),
+    ];
+    let (code, json, stderr) = run(&fixture, &args);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    let found: Vec<(&str, &str, &str)> = report["routes"][0]["coverage"]["uncovered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["record_path"].as_str().unwrap(),
+                u["kind"].as_str().unwrap(),
+                u["category"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // The reviewer's shipment: eight items besides the covered e-mail, each with its category;
+    // the HS code, tracking number, amounts and timestamps are not among them.
+    let mut want = vec![
+        ("$.created_from_ip", "ip_address", "user.device.ip_address"),
+        (
+            "$.customs.importer_tax_id",
+            "government_id",
+            "user.government_id",
+        ),
+        ("$.delivery_note", "phone", "user.contact.phone_number"),
+        (
+            "$.payment.card_number",
+            "payment_card",
+            "user.financial.credit_card",
+        ),
+        (
+            "$.proof_of_delivery.location",
+            "precise_location",
+            "user.location.precise",
+        ),
+        (
+            "$.proof_of_delivery.signature",
+            "signature_image",
+            "user.biometric.signature",
+        ),
+        (
+            "$.recipient.date_of_birth",
+            "date_of_birth",
+            "user.demographic.date_of_birth",
+        ),
+        ("$.recipient.name", "name", "user.name"),
+    ];
+    let mut found = found;
+    found.sort();
+    want.sort();
+    assert_eq!(found, want);
+    assert_eq!(report["suggested_rules"].as_array().unwrap().len(), 8);
+    assert!(stderr.contains("wrote 8 suggested rule(s)"), "{stderr}");
+
+    // Added as they are, the suggested rules cover every finding.
+    for file in [
+        "gateway.toml",
+        "rules/email.toml",
+        "samples/shipments/one.json",
+    ] {
+        let to = dir.path().join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(fixture.join(file), &to).unwrap();
+    }
+    let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
+    let config = config.replace(
+        "rules = [\"rules/email.toml\"]",
+        "rules = [\"rules/email.toml\", \"suggested.toml\"]",
+    );
+    std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
+    let args = [
+        "check",
+        "--config",
+        "gateway.toml",
+        "--samples",
+        "samples",
+        "--format",
+        "json",
+    ];
+    let (code, json, stderr) = run(dir.path(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["summary"]["findings"], 0, "{json}");
+    assert_eq!(report["summary"]["rules"], 9);
 }

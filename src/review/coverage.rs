@@ -7,17 +7,18 @@
 //! - **dead rules**: rules of the route that changed nothing in any sample of a direction they
 //!   apply to (a path that no longer matches the API, or a rule always pre-empted by a stronger
 //!   one). Rules for a direction with no samples are listed as not exercised, not as dead.
-//! - **uncovered personal-data candidates**: values inside records that look like an e-mail
-//!   address, a phone number or a street address ([`super::detect`]) and that a `not_controller`
-//!   caller receives in a response unchanged. Only the path and the kind are reported, never the
-//!   value.
+//! - **uncovered personal-data candidates**: values inside records that look like personal data
+//!   of a category the privacy policy names ([`super::detect`]: contact data, names, government
+//!   ids, precise locations, IP addresses, cards, dates of birth, signatures, photos, labels) and
+//!   that a `not_controller` caller receives in a response unchanged. Only the path, the kind and
+//!   its category are reported, never the value, with the rule that would cover it.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::detect::{self, Candidate};
+use super::detect::{self, Candidate, Context};
 use crate::config::Route;
 use crate::inspect::Reason;
 use crate::json::{Document, Edits, Kind, NodeId};
@@ -96,6 +97,11 @@ pub struct Uncovered {
     pub path: String,
     /// What it looks like.
     pub kind: Candidate,
+    /// Its data category (fideslang).
+    pub category: &'static str,
+    /// The same place relative to its record, every array index a wildcard: the path a rule
+    /// covering it would take (`$.recipient.dob`).
+    pub record_path: String,
 }
 
 /// A sample the gateway would refuse (so it shows nothing about the rules).
@@ -235,26 +241,28 @@ fn uncovered(
         if edits.covered(doc, node) {
             continue;
         }
-        // An array element is named by its array's member (`"phones": [...]`).
-        let member = doc.key(node).or_else(|| {
-            let parent = doc.node(node).parent;
-            (parent != crate::json::NONE)
-                .then(|| doc.key(parent))
-                .flatten()
-        });
+        let member = naming_member(doc, node);
+        let parent = match doc.node(node).parent {
+            crate::json::NONE => None,
+            parent => naming_member(doc, parent),
+        };
+        let context = Context::new(member.as_deref(), parent.as_deref());
         let kind = match doc.node(node).kind {
-            Kind::Object | Kind::Array => {
-                let mut children: Vec<NodeId> = doc.children(node).collect();
-                children.reverse();
-                stack.extend(children);
-                None
-            }
+            Kind::Object | Kind::Array => match container(doc, node, context) {
+                Some(kind) => Some(kind),
+                None => {
+                    let mut children: Vec<NodeId> = doc.children(node).collect();
+                    children.reverse();
+                    stack.extend(children);
+                    None
+                }
+            },
             Kind::String => doc
                 .str_value(node)
-                .and_then(|value| detect::classify(member.as_deref(), &value)),
+                .and_then(|value| detect::classify(context, &value)),
             Kind::Number => std::str::from_utf8(doc.raw(node))
                 .ok()
-                .and_then(|text| detect::classify_number(member.as_deref(), text)),
+                .and_then(|text| detect::classify_number(context, text)),
             Kind::Null | Kind::Bool => None,
         };
         if let Some(kind) = kind {
@@ -262,7 +270,78 @@ fn uncovered(
                 sample: sample.to_string(),
                 path: doc.path_of(node),
                 kind,
+                category: kind.category(),
+                record_path: relative_path(doc, record, node),
             });
         }
     }
+}
+
+/// The member that names `node`: its key, or for an array element its array's key
+/// (`"phones": [...]`).
+fn naming_member(doc: &Document<'_>, node: NodeId) -> Option<String> {
+    doc.key(node).map(|k| k.into_owned()).or_else(|| {
+        let parent = doc.node(node).parent;
+        (parent != crate::json::NONE)
+            .then(|| doc.key(parent).map(|k| k.into_owned()))
+            .flatten()
+    })
+}
+
+/// An object or array that is personal data as a whole: a latitude/longitude object, a GeoJSON
+/// point's coordinates, a `[lat, lng]` pair under a location member.
+fn container(doc: &Document<'_>, node: NodeId, context: Context<'_>) -> Option<Candidate> {
+    let number = |child: NodeId| -> Option<&str> {
+        match doc.node(child).kind {
+            Kind::Number => std::str::from_utf8(doc.raw(child)).ok(),
+            _ => None,
+        }
+    };
+    match doc.node(node).kind {
+        Kind::Object => {
+            let members: Vec<(String, &str)> = doc
+                .children(node)
+                .filter_map(|c| Some((doc.key(c)?.into_owned(), number(c)?)))
+                .collect();
+            let members: Vec<(&str, &str)> =
+                members.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            detect::is_coordinate_object(&members).then_some(Candidate::PreciseLocation)
+        }
+        Kind::Array => {
+            let numbers: Option<Vec<&str>> = doc.children(node).map(number).collect();
+            let numbers = numbers?;
+            let parent = doc.node(node).parent;
+            let geojson_point = context.member == Some("coordinates")
+                && parent != crate::json::NONE
+                && doc.children(parent).any(|c| {
+                    doc.key(c).as_deref() == Some("type")
+                        && doc.str_value(c).as_deref() == Some("Point")
+                });
+            detect::is_coordinate_array(context, &numbers, geojson_point)
+                .then_some(Candidate::PreciseLocation)
+        }
+        _ => None,
+    }
+}
+
+/// `node`'s path below `record`, in dot notation where names allow, every index a wildcard.
+fn relative_path(doc: &Document<'_>, record: NodeId, node: NodeId) -> String {
+    let mut steps = Vec::new();
+    let mut at = node;
+    while at != record && at != crate::json::NONE {
+        steps.push(match doc.key(at) {
+            Some(key)
+                if !key.is_empty()
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !key.starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                format!(".{key}")
+            }
+            Some(key) => format!("['{}']", key.replace('\\', "\\\\").replace('\'', "\\'")),
+            None => "[*]".to_string(),
+        });
+        at = doc.node(at).parent;
+    }
+    steps.reverse();
+    format!("${}", steps.concat())
 }

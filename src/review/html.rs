@@ -61,6 +61,27 @@ impl Report {
         for route in &self.routes {
             route_section(&mut out, route);
         }
+        if !self.suggested_rules.is_empty() {
+            out.push_str(
+                "<h2>Suggested rules</h2>\n<p>One per finding; <code>--suggest-rules FILE</code> \
+                 writes them as a rule file to edit and add.</p>\n<table class=\"suggested\">\n\
+                 <thead><tr><th>id</th><th>path</th><th>action</th><th>category</th>\
+                 <th>routes</th></tr></thead>\n<tbody>\n",
+            );
+            for s in &self.suggested_rules {
+                let _ = writeln!(
+                    out,
+                    "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td>\
+                     <td>{}</td></tr>",
+                    esc(&s.id),
+                    esc(&s.path),
+                    s.action,
+                    s.category,
+                    esc(&s.routes.join(", "))
+                );
+            }
+            out.push_str("</tbody>\n</table>\n");
+        }
         if !self.warnings.is_empty() {
             out.push_str("<h2>Warnings</h2>\n<ul class=\"warnings\">\n");
             for warning in &self.warnings {
@@ -151,10 +172,16 @@ fn rows(route: &RouteReport) -> Vec<Row> {
             }
         }
     }
-    for uncovered in route.coverage.iter().flat_map(|c| &c.uncovered) {
+    let uncovered = route
+        .coverage
+        .as_ref()
+        .map(|c| super::report::by_category(&c.uncovered))
+        .unwrap_or_default();
+    for uncovered in uncovered {
         let finding = format!(
-            "{} in sample {}, uncovered",
+            "{} ({}) in sample {}, uncovered",
             uncovered.kind.as_str(),
+            uncovered.category,
             uncovered.sample
         );
         match rows.iter_mut().find(|r| r.field == uncovered.path) {

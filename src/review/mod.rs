@@ -4,6 +4,7 @@
 //! - [`report`]: which caller sees which field, per route, direction and relation (reference §7.1),
 //!   and [`html`], the same as one page with a matrix per route;
 //! - [`coverage`] with [`detect`]: dead rules and personal data no rule covers in samples (§7.2);
+//! - [`suggest`]: the rule that would cover each uncovered finding (`--suggest-rules`);
 //! - [`rule_tests`]: `test-rules` cases (§7.3);
 //! - [`dry_run`]: one body through a route's rules.
 //!
@@ -16,6 +17,7 @@ pub mod detect;
 pub mod html;
 pub mod report;
 pub mod rule_tests;
+pub mod suggest;
 
 use std::sync::Arc;
 

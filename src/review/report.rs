@@ -13,6 +13,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::coverage::{self, RouteCoverage};
+use super::detect::Candidate;
+use super::suggest::{self, Suggestion};
 use crate::config::{Config, Route, RouteAuth};
 use crate::redact::Relation;
 use crate::redact::{Rule, RuleScope};
@@ -32,6 +34,8 @@ pub struct Report {
     pub routes: Vec<RouteReport>,
     /// Things that work but deserve a reviewer's attention.
     pub warnings: Vec<String>,
+    /// A rule for each uncovered candidate (with samples), for the reviewer to edit and add.
+    pub suggested_rules: Vec<Suggestion>,
     /// Counts.
     pub summary: Summary,
 }
@@ -194,6 +198,7 @@ impl Report {
         Ok(Report {
             format_version: FORMAT_VERSION,
             config: shown_as.to_string(),
+            suggested_rules: suggest::suggest(&routes),
             routes,
             warnings,
             summary,
@@ -229,6 +234,27 @@ impl Report {
         let _ = writeln!(out, "# Redaction review: `{}`\n", self.config);
         for route in &self.routes {
             route_markdown(&mut out, route);
+        }
+        if !self.suggested_rules.is_empty() {
+            let _ = writeln!(
+                out,
+                "## Suggested rules\n\n\
+                 One per uncovered finding; `--suggest-rules FILE` writes them as a rule file to \
+                 edit and add.\n\n\
+                 | id | path | action | category | routes |\n| --- | --- | --- | --- | --- |"
+            );
+            for s in &self.suggested_rules {
+                let _ = writeln!(
+                    out,
+                    "| `{}` | `{}` | {} | {} | {} |",
+                    s.id,
+                    s.path,
+                    s.action,
+                    s.category,
+                    s.routes.join(", ")
+                );
+            }
+            out.push('\n');
         }
         if !self.warnings.is_empty() {
             let _ = writeln!(out, "## Warnings\n");
@@ -553,19 +579,34 @@ fn coverage_markdown(out: &mut String, coverage: &RouteCoverage) {
     }
     let _ = writeln!(
         out,
-        "- Uncovered personal-data candidates (a non-controller receives them unchanged):\n\n\
-         | sample | path | looks like |\n| --- | --- | --- |"
+        "- Uncovered personal-data candidates (a non-controller receives them unchanged), by \
+         category:\n\n\
+         | category | looks like | sample | path |\n| --- | --- | --- | --- |"
     );
-    for found in &coverage.uncovered {
+    for found in by_category(&coverage.uncovered) {
         let _ = writeln!(
             out,
-            "| {} | `{}` | {} |",
+            "| {} | {} | {} | `{}` |",
+            found.category,
+            found.kind.as_str(),
             found.sample,
             found.path,
-            found.kind.as_str()
         );
     }
     out.push('\n');
+}
+
+/// Findings in the report's category order, then by sample and path.
+pub fn by_category(found: &[coverage::Uncovered]) -> Vec<&coverage::Uncovered> {
+    let mut sorted: Vec<&coverage::Uncovered> = found.iter().collect();
+    sorted.sort_by_key(|u| {
+        (
+            Candidate::ALL.iter().position(|k| *k == u.kind),
+            &u.sample,
+            &u.path,
+        )
+    });
+    sorted
 }
 
 fn capitalised(word: &str) -> String {
