@@ -185,10 +185,11 @@ pub fn analyse(route: &Route, samples: &[Sample], keys: &HashKeys) -> RouteCover
                 .apply(&doc, sample.direction, &records, relation, keys);
             changed.extend(applied.changes.iter().map(|c| c.rule.id.clone()));
             if relation == Relation::NotController && sample.direction == Direction::Response {
+                let nodes: Vec<NodeId> = records.iter().map(|r| r.node).collect();
                 for record in &records {
                     uncovered(
                         &doc,
-                        record.node,
+                        (record.node, &nodes),
                         &applied.edits,
                         &sample.name,
                         &mut coverage,
@@ -220,7 +221,7 @@ pub fn analyse(route: &Route, samples: &[Sample], keys: &HashKeys) -> RouteCover
             }
         }
     }
-    // A record inside another record (`$` and `$.shipments[*]`) is walked twice.
+    // Each relation's pass walks the same records.
     coverage
         .uncovered
         .sort_by(|a, b| (&a.sample, &a.path).cmp(&(&b.sample, &b.path)));
@@ -228,17 +229,19 @@ pub fn analyse(route: &Route, samples: &[Sample], keys: &HashKeys) -> RouteCover
     coverage
 }
 
-/// Adds every unchanged personal-data candidate under `record`.
+/// Adds every unchanged personal-data candidate under `record`; a record inside it (`$` and
+/// `$.shipments[*]`) is left to its own walk, so each value is reported once, below the innermost
+/// record, where a record-scoped rule would name it.
 fn uncovered(
     doc: &Document<'_>,
-    record: NodeId,
+    (record, records): (NodeId, &[NodeId]),
     edits: &Edits,
     sample: &str,
     coverage: &mut RouteCoverage,
 ) {
     let mut stack = vec![record];
     while let Some(node) = stack.pop() {
-        if edits.covered(doc, node) {
+        if edits.covered(doc, node) || (node != record && records.contains(&node)) {
             continue;
         }
         let member = naming_member(doc, node);

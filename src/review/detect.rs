@@ -408,7 +408,15 @@ fn hint(member: Option<&str>) -> Option<Hint> {
 pub fn classify(context: Context<'_>, value: &str) -> Option<Candidate> {
     let hinted = hint(context.member);
     let value = value.trim();
-    if let Some(media) = media(value) {
+    // A member that names a picture or a file lets a short bare payload count too.
+    let names_media = matches!(hinted, Some(Hint::Signature | Hint::Label))
+        || context.member.is_some_and(|m| {
+            let m = m.to_ascii_lowercase();
+            ["photo", "image", "png", "jpg", "jpeg", "pdf", "picture"]
+                .iter()
+                .any(|w| m.contains(w))
+        });
+    if let Some(media) = media(value, if names_media { 24 } else { 100 }) {
         return Some(match (media, hinted) {
             (Media::Image, Some(Hint::Signature)) => Candidate::SignatureImage,
             (_, Some(Hint::Label)) | (Media::Pdf, _) => Candidate::Document,
@@ -624,7 +632,7 @@ fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Whether the value is (or, in free text, names) a government id: a formatted CPF or CNPJ with
@@ -729,12 +737,12 @@ enum Media {
     Pdf,
 }
 
-/// A base64 payload (a `data:` URI, or a long run of base64) whose decoded first bytes are an
-/// image's or a PDF's magic number. Only the first 64 characters are decoded.
-fn media(value: &str) -> Option<Media> {
+/// A base64 payload (a `data:` URI, or a run of base64 at least `bare_min` long) whose decoded
+/// first bytes are an image's or a PDF's magic number. Only the first 64 characters are decoded.
+fn media(value: &str, bare_min: usize) -> Option<Media> {
     let payload = match value.strip_prefix("data:") {
         Some(rest) => rest.split_once(";base64,")?.1,
-        None if value.len() >= 100 => value,
+        None if value.len() >= bare_min => value,
         None => return None,
     };
     let head: String = payload
