@@ -125,7 +125,8 @@ impl Matcher {
         let mut stack = Vec::with_capacity(16);
         self.enter(&mut stack, 0, 0);
         let top = stack.len();
-        self.visit(doc, root, 0, top, &mut stack, fence, hit);
+        let walk = Walk { doc, root, fence };
+        self.visit(&walk, root, 0, top, &mut stack, hit);
     }
 
     /// Adds `state` (and the `..` loop it opens) to the set that starts at `base`.
@@ -139,17 +140,16 @@ impl Matcher {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn visit(
         &self,
-        doc: &Document<'_>,
+        walk: &Walk<'_, '_>,
         node: NodeId,
         lo: usize,
         hi: usize,
         stack: &mut Vec<u32>,
-        fence: &dyn Fn(NodeId) -> bool,
         hit: &mut dyn FnMut(usize, NodeId),
     ) {
+        let doc = walk.doc;
         for &state in &stack[lo..hi] {
             for &path in &self.states[state as usize].accepts {
                 hit(path, node);
@@ -180,14 +180,18 @@ impl Matcher {
                     }
                 }
                 for (sel, target) in &state.others {
-                    if selects(sel, is_array, index, len) {
+                    let selected = match sel {
+                        Sel::Filter(filter) => filter.test(doc, child, walk.root),
+                        other => selects(other, is_array, index, len),
+                    };
+                    if selected {
                         self.enter(stack, base, *target);
                     }
                 }
             }
-            if stack.len() > base && !fence(child) {
+            if stack.len() > base && !(walk.fence)(child) {
                 let top = stack.len();
-                self.visit(doc, child, base, top, stack, fence, hit);
+                self.visit(walk, child, base, top, stack, hit);
             }
             stack.truncate(base);
             child = doc.node(child).next_sibling;
@@ -196,11 +200,20 @@ impl Matcher {
     }
 }
 
-/// Whether a wildcard, index or slice selects the `index`-th of `len` children.
+/// What one walk shares: the document, the node queries start from (`$` in filters), and the
+/// nodes not to enter.
+struct Walk<'w, 'a> {
+    doc: &'w Document<'a>,
+    root: NodeId,
+    fence: &'w dyn Fn(NodeId) -> bool,
+}
+
+/// Whether a wildcard, index or slice selects the `index`-th of `len` children (filters are
+/// evaluated by the walk).
 fn selects(sel: &Sel, is_array: bool, index: i64, len: i64) -> bool {
     match sel {
         Sel::Wildcard => true,
-        Sel::Name(_) => false,
+        Sel::Name(_) | Sel::Filter(_) => false,
         Sel::Index(i) => is_array && (if *i < 0 { len + i } else { *i }) == index,
         Sel::Slice(start, end, step) => is_array && in_slice(index, len, *start, *end, *step),
     }
@@ -223,6 +236,23 @@ fn in_slice(i: i64, len: i64, start: Option<i64>, end: Option<i64>, step: Option
             lower < i && i <= upper && (upper - i) % (-s) == 0
         }
     }
+}
+
+/// The indexes `[start:end:step]` selects from an array of `len`, in the slice's order
+/// (descending for a negative step), as a query inside a filter lists them.
+pub(crate) fn slice_indexes(
+    len: i64,
+    start: Option<i64>,
+    end: Option<i64>,
+    step: Option<i64>,
+) -> Vec<i64> {
+    let mut indexes: Vec<i64> = (0..len)
+        .filter(|&i| in_slice(i, len, start, end, step))
+        .collect();
+    if step.unwrap_or(1) < 0 {
+        indexes.reverse();
+    }
+    indexes
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! caller) and owns the rule vocabulary ([`rule`]): it knows nothing of config files.
 
 pub mod actions;
+pub mod filter;
 pub mod matcher;
 pub mod path;
 pub mod rule;

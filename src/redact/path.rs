@@ -1,10 +1,14 @@
 //! JSONPath compiled once at load time into the steps the rule engine walks.
 //!
-//! Parsing is jsonpath-rust's (RFC 9535), so a path means here what it means there; the engine only
-//! needs the selectors that address members and elements. Filter expressions (`[?…]`) are refused
-//! at load time: a redaction rule that depends on values it may itself rewrite is hard to review.
+//! Parsing is jsonpath-rust's (RFC 9535), so a path means here what it means there. Every selector
+//! of the RFC compiles: names, wildcards, indexes, slices and filters ([`super::filter`], checked
+//! for well-typedness here, at load time).
+
+use std::sync::Arc;
 
 use jsonpath_rust::parser::model::{Segment, Selector};
+
+use super::filter::Filter;
 
 /// A compiled JSONPath: the steps from the root (`$`) to the selected values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +28,7 @@ pub struct Step {
     pub selectors: Vec<Sel>,
 }
 
-/// A selector of RFC 9535 §2.3 other than filters.
+/// A selector of RFC 9535 §2.3.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sel {
     /// A member by (unescaped) name.
@@ -35,6 +39,8 @@ pub enum Sel {
     Index(i64),
     /// `[start:end:step]` of an array.
     Slice(Option<i64>, Option<i64>, Option<i64>),
+    /// `[?…]`: the members or elements for which the filter holds.
+    Filter(Arc<Filter>),
 }
 
 impl Path {
@@ -42,17 +48,21 @@ impl Path {
     pub fn compile(source: &str) -> Result<Path, String> {
         let query = jsonpath_rust::parser::parse_json_path(source)
             .map_err(|e| format!("invalid JSONPath `{source}`: {e}"))?;
-        let steps = query
-            .segments
-            .iter()
-            .map(|segment| compile_segment(segment, false))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("unsupported JSONPath `{source}`: {e}"))?;
+        let steps = compile_segments(&query.segments)
+            .map_err(|e| format!("invalid JSONPath `{source}`: {e}"))?;
         Ok(Path {
             source: source.to_string(),
             steps,
         })
     }
+}
+
+/// Compiles a query's segments (the rule's path, or a query inside a filter).
+pub(crate) fn compile_segments(segments: &[Segment]) -> Result<Vec<Step>, String> {
+    segments
+        .iter()
+        .map(|segment| compile_segment(segment, false))
+        .collect()
 }
 
 fn compile_segment(segment: &Segment, descendant: bool) -> Result<Step, String> {
@@ -83,16 +93,13 @@ fn compile_selector(selector: &Selector) -> Result<Sel, String> {
         Selector::Wildcard => Sel::Wildcard,
         Selector::Index(i) => Sel::Index(*i),
         Selector::Slice(start, end, step) => Sel::Slice(*start, *end, *step),
-        Selector::Filter(_) => {
-            return Err(
-                "filter selectors ([?…]) are not supported in rules; name the members".into(),
-            );
-        }
+        Selector::Filter(filter) => Sel::Filter(Arc::new(Filter::compile(filter)?)),
     })
 }
 
-/// jsonpath-rust keeps bracketed names with their quotes (`'email'`); dot names come bare.
-fn unquote(name: &str) -> String {
+/// jsonpath-rust keeps bracketed names and string literals with their quotes (`'email'`); dot
+/// names come bare.
+pub(crate) fn unquote(name: &str) -> String {
     let bytes = name.as_bytes();
     if bytes.len() >= 2
         && (bytes[0] == b'\'' || bytes[0] == b'"')
@@ -183,17 +190,19 @@ mod tests {
     }
 
     #[test]
-    fn refuses_bad_and_filter_paths() {
-        assert!(
-            Path::compile("$.recipient[")
-                .unwrap_err()
-                .contains("invalid JSONPath")
-        );
-        assert!(Path::compile("recipient.email").is_err());
-        assert!(
-            Path::compile("$.items[?@.kind == 'x']")
-                .unwrap_err()
-                .contains("filter selectors")
-        );
+    fn refuses_bad_and_ill_typed_paths() {
+        let cases = [
+            ("$.recipient[", "invalid JSONPath"),
+            ("recipient.email", "invalid JSONPath"),
+            ("$[?length(@.a)]", "is a value, not a test"),
+            ("$[?match(@.a, 'x') == true]", "invalid JSONPath"),
+            ("$[?nope(@.a)]", "invalid JSONPath"),
+            ("$[?length(@.*) > 1]", "singular query"),
+        ];
+        for (path, error) in cases {
+            let got = Path::compile(path).unwrap_err();
+            assert!(got.contains(error), "{path}: {got}");
+        }
+        assert!(Path::compile("$.items[?@.kind == 'x']").is_ok());
     }
 }

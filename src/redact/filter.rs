@@ -1,0 +1,730 @@
+//! RFC 9535 filter selectors (`[?…]`), compiled at load time and evaluated over the parsed
+//! document.
+//!
+//! A filter tests each child of the node the walk is at: comparisons with the RFC's type rules,
+//! `&&`, `||`, `!`, existence tests, relative (`@`) and absolute (`$`) queries, and the function
+//! extensions `length`, `count`, `match`, `search` and `value`. Well-typedness (§2.4.3) is
+//! checked when the rule loads: a function of the wrong type where it is used, a non-singular
+//! query compared, an unknown function, are config errors. `match` and `search` take I-Regexp
+//! (RFC 9485): a pattern is checked against I-Regexp's grammar, then translated for the `regex`
+//! crate (`.` matches anything but a line break).
+//!
+//! `$` in a filter is the node the rule's query starts from: the record for a record-scoped rule,
+//! the body for a body-scoped one. Evaluation reads the document as parsed, never a second parse;
+//! numbers compare by value while the document keeps their literals.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use jsonpath_rust::parser::model as m;
+
+use super::path::{Sel, Step, compile_segments};
+use crate::json::{Document, Kind, NONE, NodeId};
+
+/// A compiled filter expression; equal when written the same.
+pub struct Filter {
+    /// The expression as written (reports, equality).
+    pub source: String,
+    expr: Logical,
+}
+
+impl fmt::Debug for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[?{}]", self.source)
+    }
+}
+
+impl PartialEq for Filter {
+    fn eq(&self, other: &Filter) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Filter {}
+
+/// A logical expression (LogicalType).
+enum Logical {
+    Or(Vec<Logical>),
+    And(Vec<Logical>),
+    Not(Box<Logical>),
+    /// A query that selects at least one node.
+    Exists(Query),
+    Compare(Op, Operand, Operand),
+    /// `match` (whole string) or `search` (a substring).
+    Regex {
+        subject: Operand,
+        pattern: Pattern,
+        whole: bool,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// A value (ValueType): a literal, a singular query, or a function that yields a value.
+enum Operand {
+    Literal(Literal),
+    Singular(Query),
+    Length(Box<Operand>),
+    Count(Query),
+    Value(Query),
+}
+
+enum Literal {
+    Number(f64),
+    String(String),
+    Bool(bool),
+    Null,
+}
+
+/// A regular expression: compiled at load when written as a literal (`None`: not I-Regexp, so
+/// never matching), or read from the document.
+enum Pattern {
+    Fixed(Option<(regex::Regex, regex::Regex)>),
+    Dynamic(Box<Operand>),
+}
+
+/// A query inside a filter: from `@` or from `$`.
+struct Query {
+    absolute: bool,
+    steps: Vec<Step>,
+}
+
+/// A value during evaluation: nothing, a node of the document, or a literal.
+enum Val<'v> {
+    Nothing,
+    Node(NodeId),
+    Number(f64),
+    String(Cow<'v, str>),
+    Bool(bool),
+    Null,
+}
+
+impl Filter {
+    /// Compiles jsonpath-rust's model of a filter, checking well-typedness.
+    pub fn compile(filter: &m::Filter) -> Result<Filter, String> {
+        Ok(Filter {
+            source: filter.to_string(),
+            expr: logical(filter)?,
+        })
+    }
+
+    /// Whether the filter holds for `current` (`@`), with `root` as `$`.
+    pub fn test(&self, doc: &Document<'_>, current: NodeId, root: NodeId) -> bool {
+        self.expr.eval(doc, current, root)
+    }
+}
+
+fn logical(filter: &m::Filter) -> Result<Logical, String> {
+    Ok(match filter {
+        m::Filter::Or(items) => Logical::Or(items.iter().map(logical).collect::<Result<_, _>>()?),
+        m::Filter::And(items) => Logical::And(items.iter().map(logical).collect::<Result<_, _>>()?),
+        m::Filter::Atom(atom) => match atom {
+            m::FilterAtom::Filter { expr, not } => negated(logical(expr)?, *not),
+            m::FilterAtom::Test { expr, not } => negated(test(expr)?, *not),
+            m::FilterAtom::Comparison(comparison) => {
+                let (op, (left, right)) = match &**comparison {
+                    m::Comparison::Eq(..) => (Op::Eq, comparison.vals()),
+                    m::Comparison::Ne(..) => (Op::Ne, comparison.vals()),
+                    m::Comparison::Lt(..) => (Op::Lt, comparison.vals()),
+                    m::Comparison::Lte(..) => (Op::Le, comparison.vals()),
+                    m::Comparison::Gt(..) => (Op::Gt, comparison.vals()),
+                    m::Comparison::Gte(..) => (Op::Ge, comparison.vals()),
+                };
+                Logical::Compare(op, comparable(left)?, comparable(right)?)
+            }
+        },
+    })
+}
+
+fn negated(expr: Logical, not: bool) -> Logical {
+    if not {
+        Logical::Not(Box::new(expr))
+    } else {
+        expr
+    }
+}
+
+/// A test expression: an existence query, or a function of LogicalType.
+fn test(test: &m::Test) -> Result<Logical, String> {
+    match test {
+        m::Test::RelQuery(segments) => Ok(Logical::Exists(query(false, segments)?)),
+        m::Test::AbsQuery(q) => Ok(Logical::Exists(query(true, &q.segments)?)),
+        m::Test::Function(function) => match &**function {
+            m::TestFunction::Match(subject, pattern) => regex_function(subject, pattern, true),
+            m::TestFunction::Search(subject, pattern) => regex_function(subject, pattern, false),
+            m::TestFunction::Length(_) | m::TestFunction::Count(_) | m::TestFunction::Value(_) => {
+                Err(format!(
+                    "`{function}` is a value, not a test: compare it (`{function} > 0`)"
+                ))
+            }
+            m::TestFunction::Custom(name, _) => Err(unknown(name)),
+        },
+    }
+}
+
+fn unknown(name: &str) -> String {
+    format!("unknown function `{name}` (RFC 9535 has length, count, match, search and value)")
+}
+
+fn regex_function(subject: &m::FnArg, pattern: &m::FnArg, whole: bool) -> Result<Logical, String> {
+    let subject = value_arg(subject)?;
+    let pattern = match pattern {
+        m::FnArg::Literal(m::Literal::String(text)) => Pattern::Fixed(compile_regex(text)),
+        other => Pattern::Dynamic(Box::new(value_arg(other)?)),
+    };
+    Ok(Logical::Regex {
+        subject,
+        pattern,
+        whole,
+    })
+}
+
+/// A comparison's operand: a literal, a singular query, or a ValueType function.
+fn comparable(comparable: &m::Comparable) -> Result<Operand, String> {
+    match comparable {
+        m::Comparable::Literal(literal) => Ok(Operand::Literal(lit(literal))),
+        m::Comparable::SingularQuery(q) => Ok(Operand::Singular(singular(q))),
+        m::Comparable::Function(function) => value_function(function),
+    }
+}
+
+fn value_function(function: &m::TestFunction) -> Result<Operand, String> {
+    match function {
+        m::TestFunction::Length(arg) => Ok(Operand::Length(Box::new(value_arg(arg)?))),
+        m::TestFunction::Count(arg) => Ok(Operand::Count(nodes_arg(arg, "count")?)),
+        m::TestFunction::Value(arg) => Ok(Operand::Value(nodes_arg(arg, "value")?)),
+        m::TestFunction::Match(..) | m::TestFunction::Search(..) => Err(format!(
+            "`{function}` is a test, not a value: it cannot be compared"
+        )),
+        m::TestFunction::Custom(name, _) => Err(unknown(name)),
+    }
+}
+
+/// A ValueType argument: a literal, a singular query, or a function yielding a value.
+fn value_arg(arg: &m::FnArg) -> Result<Operand, String> {
+    match arg {
+        m::FnArg::Literal(literal) => Ok(Operand::Literal(lit(literal))),
+        m::FnArg::Test(test) => match &**test {
+            m::Test::RelQuery(segments) => singular_query(query(false, segments)?),
+            m::Test::AbsQuery(q) => singular_query(query(true, &q.segments)?),
+            m::Test::Function(function) => value_function(function),
+        },
+        m::FnArg::Filter(_) => Err("a logical expression cannot be a function's value".into()),
+    }
+}
+
+/// A NodesType argument: a query.
+fn nodes_arg(arg: &m::FnArg, function: &str) -> Result<Query, String> {
+    match arg {
+        m::FnArg::Test(test) => match &**test {
+            m::Test::RelQuery(segments) => query(false, segments),
+            m::Test::AbsQuery(q) => query(true, &q.segments),
+            m::Test::Function(_) => Err(format!("`{function}` takes a query, not a function")),
+        },
+        _ => Err(format!("`{function}` takes a query")),
+    }
+}
+
+fn singular_query(query: Query) -> Result<Operand, String> {
+    let singular = query.steps.iter().all(|step| {
+        !step.descendant && matches!(step.selectors.as_slice(), [Sel::Name(_) | Sel::Index(_)])
+    });
+    if singular {
+        Ok(Operand::Singular(query))
+    } else {
+        Err("only a singular query (names and indexes) can be a value".into())
+    }
+}
+
+fn query(absolute: bool, segments: &[m::Segment]) -> Result<Query, String> {
+    Ok(Query {
+        absolute,
+        steps: compile_segments(segments)?,
+    })
+}
+
+fn singular(q: &m::SingularQuery) -> Query {
+    let (absolute, segments) = match q {
+        m::SingularQuery::Current(segments) => (false, segments),
+        m::SingularQuery::Root(segments) => (true, segments),
+    };
+    Query {
+        absolute,
+        steps: segments
+            .iter()
+            .map(|segment| Step {
+                descendant: false,
+                selectors: vec![match segment {
+                    m::SingularQuerySegment::Name(name) => Sel::Name(super::path::unquote(name)),
+                    m::SingularQuerySegment::Index(i) => Sel::Index(*i),
+                }],
+            })
+            .collect(),
+    }
+}
+
+fn lit(literal: &m::Literal) -> Literal {
+    match literal {
+        m::Literal::Int(i) => Literal::Number(*i as f64),
+        m::Literal::Float(f) => Literal::Number(*f),
+        m::Literal::String(s) => Literal::String(super::path::unquote(s)),
+        m::Literal::Bool(b) => Literal::Bool(*b),
+        m::Literal::Null => Literal::Null,
+    }
+}
+
+impl Logical {
+    fn eval(&self, doc: &Document<'_>, current: NodeId, root: NodeId) -> bool {
+        match self {
+            Logical::Or(items) => items.iter().any(|l| l.eval(doc, current, root)),
+            Logical::And(items) => items.iter().all(|l| l.eval(doc, current, root)),
+            Logical::Not(inner) => !inner.eval(doc, current, root),
+            Logical::Exists(q) => !q.select(doc, current, root).is_empty(),
+            Logical::Compare(op, left, right) => {
+                let left = left.eval(doc, current, root);
+                let right = right.eval(doc, current, root);
+                compare(doc, *op, &left, &right)
+            }
+            Logical::Regex {
+                subject,
+                pattern,
+                whole,
+            } => {
+                let Val::String(text) = subject.eval(doc, current, root).resolve(doc) else {
+                    return false;
+                };
+                let dynamic;
+                let compiled = match pattern {
+                    Pattern::Fixed(compiled) => compiled.as_ref(),
+                    Pattern::Dynamic(operand) => {
+                        let Val::String(source) = operand.eval(doc, current, root).resolve(doc)
+                        else {
+                            return false;
+                        };
+                        dynamic = compile_regex(&source);
+                        dynamic.as_ref()
+                    }
+                };
+                match compiled {
+                    Some((anchored, unanchored)) => {
+                        if *whole {
+                            anchored.is_match(&text)
+                        } else {
+                            unanchored.is_match(&text)
+                        }
+                    }
+                    None => false,
+                }
+            }
+        }
+    }
+}
+
+impl Operand {
+    fn eval<'v>(&'v self, doc: &Document<'v>, current: NodeId, root: NodeId) -> Val<'v> {
+        match self {
+            Operand::Literal(literal) => match literal {
+                Literal::Number(n) => Val::Number(*n),
+                Literal::String(s) => Val::String(Cow::Borrowed(s)),
+                Literal::Bool(b) => Val::Bool(*b),
+                Literal::Null => Val::Null,
+            },
+            Operand::Singular(q) => match q.select(doc, current, root).as_slice() {
+                [node] => Val::Node(*node),
+                _ => Val::Nothing,
+            },
+            Operand::Length(arg) => match arg.eval(doc, current, root).resolve(doc) {
+                Val::String(s) => Val::Number(s.chars().count() as f64),
+                Val::Node(node) => Val::Number(doc.children(node).count() as f64),
+                _ => Val::Nothing,
+            },
+            Operand::Count(q) => Val::Number(q.select(doc, current, root).len() as f64),
+            Operand::Value(q) => match q.select(doc, current, root).as_slice() {
+                [node] => Val::Node(*node),
+                _ => Val::Nothing,
+            },
+        }
+    }
+}
+
+impl<'v> Val<'v> {
+    /// A node as the primitive it holds; objects and arrays stay nodes.
+    fn resolve(self, doc: &Document<'v>) -> Val<'v> {
+        let Val::Node(node) = self else { return self };
+        match doc.node(node).kind {
+            Kind::Null => Val::Null,
+            Kind::Bool => Val::Bool(doc.raw(node) == b"true"),
+            Kind::Number => std::str::from_utf8(doc.raw(node))
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .map_or(Val::Nothing, Val::Number),
+            Kind::String => doc.str_value(node).map_or(Val::Nothing, Val::String),
+            Kind::Object | Kind::Array => Val::Node(node),
+        }
+    }
+}
+
+/// RFC 9535 §2.3.5.2.2.
+fn compare(doc: &Document<'_>, op: Op, left: &Val<'_>, right: &Val<'_>) -> bool {
+    match op {
+        Op::Eq => equal(doc, left, right),
+        Op::Ne => !equal(doc, left, right),
+        Op::Lt => less(doc, left, right),
+        Op::Le => less(doc, left, right) || equal(doc, left, right),
+        Op::Gt => less(doc, right, left),
+        Op::Ge => less(doc, right, left) || equal(doc, left, right),
+    }
+}
+
+fn primitive<'v>(doc: &Document<'v>, val: &Val<'v>) -> Val<'v> {
+    match val {
+        Val::Nothing => Val::Nothing,
+        Val::Node(node) => Val::Node(*node).resolve(doc),
+        Val::Number(n) => Val::Number(*n),
+        Val::String(s) => Val::String(s.clone()),
+        Val::Bool(b) => Val::Bool(*b),
+        Val::Null => Val::Null,
+    }
+}
+
+fn equal(doc: &Document<'_>, left: &Val<'_>, right: &Val<'_>) -> bool {
+    match (primitive(doc, left), primitive(doc, right)) {
+        (Val::Nothing, Val::Nothing) | (Val::Null, Val::Null) => true,
+        (Val::Number(a), Val::Number(b)) => a == b,
+        (Val::String(a), Val::String(b)) => a == b,
+        (Val::Bool(a), Val::Bool(b)) => a == b,
+        (Val::Node(a), Val::Node(b)) => deep_equal(doc, a, b),
+        _ => false,
+    }
+}
+
+fn less(doc: &Document<'_>, left: &Val<'_>, right: &Val<'_>) -> bool {
+    match (primitive(doc, left), primitive(doc, right)) {
+        (Val::Number(a), Val::Number(b)) => a < b,
+        (Val::String(a), Val::String(b)) => a < b,
+        _ => false,
+    }
+}
+
+/// Structural equality of two objects or arrays (member order aside).
+fn deep_equal(doc: &Document<'_>, a: NodeId, b: NodeId) -> bool {
+    let (na, nb) = (doc.node(a), doc.node(b));
+    if na.kind != nb.kind {
+        return false;
+    }
+    match na.kind {
+        Kind::Array => {
+            doc.children(a).count() == doc.children(b).count()
+                && doc
+                    .children(a)
+                    .zip(doc.children(b))
+                    .all(|(x, y)| equal(doc, &Val::Node(x), &Val::Node(y)))
+        }
+        Kind::Object => {
+            doc.children(a).count() == doc.children(b).count()
+                && doc.children(a).all(|x| {
+                    let key = doc.key(x).unwrap_or_default();
+                    doc.member(b, &key)
+                        .is_some_and(|y| equal(doc, &Val::Node(x), &Val::Node(y)))
+                })
+        }
+        _ => equal(doc, &Val::Node(a), &Val::Node(b)),
+    }
+}
+
+impl Query {
+    /// The nodelist the query selects, in document order, repeats included.
+    fn select(&self, doc: &Document<'_>, current: NodeId, root: NodeId) -> Vec<NodeId> {
+        let start = if self.absolute { root } else { current };
+        select_steps(doc, vec![start], &self.steps, root)
+    }
+}
+
+/// Applies `steps` to the nodelist `nodes`.
+pub fn select_steps(
+    doc: &Document<'_>,
+    mut nodes: Vec<NodeId>,
+    steps: &[Step],
+    root: NodeId,
+) -> Vec<NodeId> {
+    for step in steps {
+        let mut next = Vec::new();
+        for &node in &nodes {
+            if step.descendant {
+                let mut stack = vec![node];
+                while let Some(at) = stack.pop() {
+                    for sel in &step.selectors {
+                        apply(doc, at, sel, root, &mut next);
+                    }
+                    let mut children: Vec<NodeId> = doc.children(at).collect();
+                    children.reverse();
+                    stack.extend(children);
+                }
+            } else {
+                for sel in &step.selectors {
+                    apply(doc, node, sel, root, &mut next);
+                }
+            }
+        }
+        nodes = next;
+        if nodes.is_empty() {
+            break;
+        }
+    }
+    nodes
+}
+
+/// The children of `node` one selector selects, in the selector's order.
+fn apply(doc: &Document<'_>, node: NodeId, sel: &Sel, root: NodeId, out: &mut Vec<NodeId>) {
+    let kind = doc.node(node).kind;
+    match sel {
+        Sel::Name(name) => out.extend(doc.member(node, name)),
+        Sel::Wildcard => {
+            if matches!(kind, Kind::Object | Kind::Array) {
+                out.extend(doc.children(node));
+            }
+        }
+        Sel::Index(i) if kind == Kind::Array => {
+            let len = doc.node(node).len as i64;
+            let at = if *i < 0 { len + i } else { *i };
+            if (0..len).contains(&at) {
+                out.extend(doc.children(node).nth(at as usize));
+            }
+        }
+        Sel::Slice(start, end, step) if kind == Kind::Array => {
+            let children: Vec<NodeId> = doc.children(node).collect();
+            let len = children.len() as i64;
+            let indexes = super::matcher::slice_indexes(len, *start, *end, *step);
+            out.extend(indexes.into_iter().map(|i| children[i as usize]));
+        }
+        Sel::Filter(filter) if matches!(kind, Kind::Object | Kind::Array) => out.extend(
+            doc.children(node)
+                .filter(|&child| filter.test(doc, child, root)),
+        ),
+        _ => {}
+    }
+    let _ = NONE;
+}
+
+/// Checks `pattern` against I-Regexp (RFC 9485) and translates it for the `regex` crate: the
+/// whole-string form (`match`) and the substring form (`search`). `None`: not an I-Regexp.
+fn compile_regex(pattern: &str) -> Option<(regex::Regex, regex::Regex)> {
+    let translated = i_regexp(pattern)?;
+    let anchored = regex::Regex::new(&format!(r"\A(?:{translated})\z")).ok()?;
+    let unanchored = regex::Regex::new(&translated).ok()?;
+    Some((anchored, unanchored))
+}
+
+/// RFC 9485 §5.3's grammar, checked as the pattern is rewritten: `.` becomes "anything but CR
+/// and LF", and anything outside the grammar (`\d`, `\w`, `\b`, `(?:`, lazy quantifiers, back
+/// references) refuses the pattern. `^` and `$` anchor the start and end, as the compliance suite
+/// reads them (a no-op under `match`).
+fn i_regexp(pattern: &str) -> Option<String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    // Whether the last piece can take a quantifier (an atom with none yet).
+    let mut quantifiable = false;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '.' => {
+                out.push_str("[^\\n\\r]");
+                quantifiable = true;
+            }
+            '^' | '$' => {
+                out.push(c);
+                quantifiable = false;
+            }
+            '\\' => {
+                let (escape, used) = escape(&chars[i + 1..])?;
+                out.push_str(&escape);
+                i += used;
+                quantifiable = true;
+            }
+            '[' => {
+                let (class, used) = class(&chars[i + 1..])?;
+                out.push_str(&class);
+                i += used;
+                quantifiable = true;
+            }
+            '(' => {
+                if chars.get(i + 1) == Some(&'?') {
+                    return None;
+                }
+                out.push('(');
+                quantifiable = false;
+            }
+            ')' => {
+                out.push(')');
+                quantifiable = true;
+            }
+            '|' => {
+                out.push('|');
+                quantifiable = false;
+            }
+            '*' | '+' | '?' => {
+                if !quantifiable {
+                    return None;
+                }
+                out.push(c);
+                quantifiable = false;
+            }
+            '{' => {
+                if !quantifiable {
+                    return None;
+                }
+                let close = chars[i..].iter().position(|&c| c == '}')? + i;
+                let body: String = chars[i + 1..close].iter().collect();
+                let valid = match body.split_once(',') {
+                    None => !body.is_empty() && body.chars().all(|c| c.is_ascii_digit()),
+                    Some((lo, hi)) => {
+                        !lo.is_empty()
+                            && lo.chars().all(|c| c.is_ascii_digit())
+                            && hi.chars().all(|c| c.is_ascii_digit())
+                    }
+                };
+                if !valid {
+                    return None;
+                }
+                out.push_str(&format!("{{{body}}}"));
+                i = close;
+                quantifiable = false;
+            }
+            '}' | ']' => return None,
+            c => {
+                push_literal(&mut out, c);
+                quantifiable = true;
+            }
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+fn push_literal(out: &mut String, c: char) {
+    if regex_syntax_meta(c) {
+        out.push('\\');
+    }
+    out.push(c);
+}
+
+fn regex_syntax_meta(c: char) -> bool {
+    matches!(
+        c,
+        '\\' | '.'
+            | '+'
+            | '*'
+            | '?'
+            | '('
+            | ')'
+            | '|'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '^'
+            | '$'
+            | '#'
+            | '&'
+            | '-'
+            | '~'
+    )
+}
+
+/// A single-character escape or a `\p{…}` category after a backslash: the translation and the
+/// number of characters read after the backslash.
+fn escape(rest: &[char]) -> Option<(String, usize)> {
+    let c = *rest.first()?;
+    match c {
+        '(' | ')' | '*' | '+' | '-' | '.' | '?' | '[' | '\\' | ']' | '^' | '{' | '|' | '}' => {
+            Some((format!("\\{c}"), 1))
+        }
+        'n' => Some(("\\n".into(), 1)),
+        'r' => Some(("\\r".into(), 1)),
+        't' => Some(("\\t".into(), 1)),
+        'p' | 'P' => {
+            if rest.get(1) != Some(&'{') {
+                return None;
+            }
+            let close = rest.iter().position(|&c| c == '}')?;
+            let name: String = rest[2..close].iter().collect();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphabetic()) {
+                return None;
+            }
+            Some((format!("\\{c}{{{name}}}"), close + 1))
+        }
+        _ => None,
+    }
+}
+
+/// A character class after `[`: the translation and the characters read, `]` included.
+fn class(rest: &[char]) -> Option<(String, usize)> {
+    let mut out = String::from("[");
+    let mut i = 0;
+    if rest.first() == Some(&'^') {
+        out.push('^');
+        i = 1;
+    }
+    let start = i;
+    loop {
+        let c = *rest.get(i)?;
+        match c {
+            ']' if i > start => {
+                out.push(']');
+                return Some((out, i + 1));
+            }
+            '\\' => {
+                let (escape, used) = escape(&rest[i + 1..])?;
+                out.push_str(&escape);
+                i += used;
+            }
+            '[' => return None,
+            '-' => {
+                // A range's dash, or a literal dash at the class's edges.
+                let edge = i == start || rest.get(i + 1) == Some(&']');
+                if edge {
+                    out.push_str("\\-");
+                } else {
+                    out.push('-');
+                }
+            }
+            c => push_literal(&mut out, c),
+        }
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn i_regexp_is_checked_and_translated() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("a.c", Some("a[^\\n\\r]c")),
+            ("^ab$", Some("^ab$")),
+            ("[a-z]+", Some("[a-z]+")),
+            ("\\p{Lu}", Some("\\p{Lu}")),
+            ("a{2,3}", Some("a{2,3}")),
+            ("\\d", None),
+            ("\\w+", None),
+            ("(?:a)", None),
+            ("a*?", None),
+            ("a{,3}", None),
+            ("[", None),
+            ("a)", Some("a)")),
+        ];
+        for (pattern, want) in cases {
+            assert_eq!(i_regexp(pattern).as_deref(), *want, "{pattern}");
+        }
+    }
+}
