@@ -1,6 +1,7 @@
 //! Engine throughput: strict parse + record selection + 10 rules + byte-faithful render, on
 //! shipment lists of 1 KB, 16 KB and 256 KB with mixed controllers, beside a serde_json
-//! parse+serialize round trip of the same bytes. Also the cost curve from 1 to 50 rules.
+//! parse+serialize round trip of the same bytes. Also the cost curve from 1 to 50 rules, and a
+//! rule with a filter beside a plain rule of the same depth.
 //!
 //!     cargo bench --bench redact
 
@@ -188,5 +189,46 @@ fn stages(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, rule_count, stages);
+/// A filter's cost at 16 KB: one rule with a filter (`$.parcels[?@.weight_kg > 1].dims_cm`)
+/// against a plain rule of the same depth (`$.parcels[*].dims_cm`), and a filtered rule among 10
+/// and 50 plain ones against the same counts without it.
+fn filters(c: &mut Criterion) {
+    let keys = HashKeys::derive(b"bench-tag-key-0123456789", ["acme", "globex"]);
+    let body = payload(16 * 1024);
+    let plain = || rule("dims", "$.parcels[*].dims_cm", Action::Redact);
+    let filtered = || {
+        rule(
+            "heavy-dims",
+            "$.parcels[?@.weight_kg > 1].dims_cm",
+            Action::Redact,
+        )
+    };
+    let mut group = c.benchmark_group("filter_16KB");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    for (name, rules) in [
+        ("plain_rule".to_string(), vec![plain()]),
+        ("filtered_rule".to_string(), vec![filtered()]),
+        ("plain_10".to_string(), [n_rules(9), vec![plain()]].concat()),
+        (
+            "filtered_10".to_string(),
+            [n_rules(9), vec![filtered()]].concat(),
+        ),
+        (
+            "plain_50".to_string(),
+            [n_rules(49), vec![plain()]].concat(),
+        ),
+        (
+            "filtered_50".to_string(),
+            [n_rules(49), vec![filtered()]].concat(),
+        ),
+    ] {
+        let plan = plan(&rules);
+        group.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+            b.iter(|| engine(&plan, &keys, black_box(body)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, throughput, rule_count, stages, filters);
 criterion_main!(benches);

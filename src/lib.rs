@@ -29,7 +29,7 @@
 //! | [`proxy`] | the tower service: route match, auth, header hygiene, upstream pools, error → status |
 //! | [`inspect`] | the fail-closed table: media types, encodings, body collection under limits |
 //! | [`json`] | strict JSON parsing into spans, byte-faithful rendering around edits |
-//! | [`redact`] | the JSONPath rule engine: one pass for all rules per record |
+//! | [`redact`] | the JSONPath rule engine (all of RFC 9535, filters included): one pass for all rules per record |
 //! | [`tags`] | controller resolution, HMAC tags (memoised), the tag cache with write-behind and retention |
 //! | [`store`] | the `Store` and `Outbox` traits: memory, sqlite (default), postgres |
 //! | [`privacy`] | privacy requests: intake, verification, the outbox, signed webhook delivery, inbox, erasure |

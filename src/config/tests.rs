@@ -441,13 +441,13 @@ fn cases() -> Vec<Case> {
             "rule `email`: invalid JSONPath",
         ),
         (
-            "filter rule",
+            "ill-typed filter rule",
             VALID.to_string(),
-            rules("$.recipient.email", "$.items[?@.x == 1]"),
+            rules("$.recipient.email", "$.items[?length(@.x)]"),
             "rules.toml",
             Some("rule[0].path"),
-            Some("?@.x"),
-            "filter selectors",
+            Some("?length"),
+            "is a value, not a test",
         ),
         (
             "unknown rule key",

@@ -44,6 +44,18 @@ pub enum Sel {
 }
 
 impl Path {
+    /// Each filter of the path in words, in order (empty without filters).
+    pub fn filters_in_words(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .flat_map(|step| &step.selectors)
+            .filter_map(|sel| match sel {
+                Sel::Filter(filter) => Some(filter.in_words()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Parses and compiles `source`; the error is one sentence suitable for a config error.
     pub fn compile(source: &str) -> Result<Path, String> {
         let query = jsonpath_rust::parser::parse_json_path(source)

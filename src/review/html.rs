@@ -287,8 +287,13 @@ fn cell(out: &mut String, table: Option<&Table>, field: &str, caller: &str) {
     let _ = write!(
         out,
         "<td class=\"{class}\" title=\"rule {id}: {reason}\"><details><summary>{words}</summary>\
-         <div>rule <code>{id}</code> ({file})<br>path <code>{path}</code><br>category {category}\
-         <br>{reason}</div></details></td>",
+         <div>rule <code>{id}</code> ({file})<br>path <code>{path}</code>{filters}<br>category \
+         {category}<br>{reason}</div></details></td>",
+        filters = rule
+            .filters
+            .iter()
+            .map(|w| format!("<br>where {}", esc(w)))
+            .collect::<String>(),
         id = esc(&rule.id),
         file = esc(&rule.file),
         path = esc(&rule.path),

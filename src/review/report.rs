@@ -97,6 +97,10 @@ pub struct RuleRow {
     pub path: String,
     /// Concrete paths from the body root (one per record selector for record-scoped rules).
     pub paths: Vec<String>,
+    /// Each filter selector of the path in words (`[?@.type == 'residential']`: "`@.type` is
+    /// \"residential\""); absent without filters.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
     /// `remove`, `redact`, `mask` or `hash`.
     pub action: &'static str,
     /// For `mask`: characters kept at each end.
@@ -311,6 +315,7 @@ fn rule_row(route: &Route, rule: &Rule, base: &Path) -> RuleRow {
         id: rule.id.clone(),
         path: rule.path.source.clone(),
         paths: concrete_paths(route, rule),
+        filters: rule.path.filters_in_words(),
         action: rule.action.as_str(),
         mask: (rule.action == crate::redact::Action::Mask).then_some(Mask {
             keep_first: rule.mask.0,
@@ -516,7 +521,16 @@ fn route_markdown(out: &mut String, route: &RouteReport) {
                 ),
                 None => rule.action.to_string(),
             };
-            let paths: Vec<String> = rule.paths.iter().map(|p| code(p)).collect();
+            let mut paths: Vec<String> = rule
+                .paths
+                .iter()
+                .map(|p| code(&p.replace('|', "\\|")))
+                .collect();
+            paths.extend(
+                rule.filters
+                    .iter()
+                    .map(|words| format!("where {}", words.replace('|', "\\|"))),
+            );
             let _ = writeln!(
                 out,
                 "| {} | {} | {action} | {} | {} |",
