@@ -84,10 +84,16 @@ enum Literal {
     Null,
 }
 
-/// A regular expression: compiled at load when written as a literal (`None`: not I-Regexp, so
-/// never matching), or read from the document.
+/// A regular expression: compiled at load when written as a literal (a literal outside I-Regexp
+/// is a config error), or read from the document (outside I-Regexp: never matches, as the RFC
+/// says).
 enum Pattern {
-    Fixed(Option<(regex::Regex, regex::Regex)>),
+    Fixed {
+        /// As written, for reviewers.
+        source: String,
+        /// Whole-string and substring forms.
+        compiled: (regex::Regex, regex::Regex),
+    },
     Dynamic(Box<Operand>),
 }
 
@@ -182,7 +188,19 @@ fn unknown(name: &str) -> String {
 fn regex_function(subject: &m::FnArg, pattern: &m::FnArg, whole: bool) -> Result<Logical, String> {
     let subject = value_arg(subject)?;
     let pattern = match pattern {
-        m::FnArg::Literal(m::Literal::String(text)) => Pattern::Fixed(compile_regex(text)),
+        m::FnArg::Literal(m::Literal::String(text)) => {
+            let text = super::path::unquote(text);
+            let compiled = compile_regex(&text).ok_or_else(|| {
+                format!(
+                    "`{text}` is not an I-Regexp (RFC 9485): write classes such as `[0-9]` for \
+                     `\\d`; no lookaround, lazy quantifiers or `(?` groups"
+                )
+            })?;
+            Pattern::Fixed {
+                source: text,
+                compiled,
+            }
+        }
         other => Pattern::Dynamic(Box::new(value_arg(other)?)),
     };
     Ok(Logical::Regex {
@@ -308,7 +326,7 @@ impl Logical {
                 };
                 let dynamic;
                 let compiled = match pattern {
-                    Pattern::Fixed(compiled) => compiled.as_ref(),
+                    Pattern::Fixed { compiled, .. } => Some(compiled),
                     Pattern::Dynamic(operand) => {
                         let Val::String(source) = operand.eval(doc, current, root).resolve(doc)
                         else {
@@ -370,8 +388,7 @@ impl Logical {
                 whole,
             } => {
                 let pattern = match pattern {
-                    Pattern::Fixed(Some((_, unanchored))) => format!("/{}/", unanchored.as_str()),
-                    Pattern::Fixed(None) => "an invalid pattern (never matches)".into(),
+                    Pattern::Fixed { source, .. } => format!("/{source}/"),
                     Pattern::Dynamic(operand) => format!("the pattern in {}", operand.words()),
                 };
                 if *whole {

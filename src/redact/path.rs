@@ -210,6 +210,8 @@ mod tests {
             ("$[?match(@.a, 'x') == true]", "invalid JSONPath"),
             ("$[?nope(@.a)]", "invalid JSONPath"),
             ("$[?length(@.*) > 1]", "singular query"),
+            ("$[?match(@.a, '\\\\d+')]", "not an I-Regexp"),
+            ("$[?search(@.a, '(?i)x')]", "not an I-Regexp"),
         ];
         for (path, error) in cases {
             let got = Path::compile(path).unwrap_err();
