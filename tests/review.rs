@@ -406,12 +406,10 @@ fn the_html_report_is_one_self_contained_page_with_a_matrix_per_route() {
     assert!(html.contains("$[&#39;data&#39;][0][&#39;note&#39;]"));
 }
 
-#[test]
-fn every_category_is_found_labelled_and_covered_by_the_suggested_rules() {
-    let fixture = Path::new(ROOT).join("tests/fixtures/categories");
-    let dir = tempfile::tempdir().unwrap();
-    let suggested = dir.path().join("suggested.toml");
-    let args = [
+/// `check --samples samples --format json` on `gateway.toml` in `dir`, with `extra` arguments:
+/// the report and what was printed on stderr.
+fn check_json(dir: &Path, extra: &[&str]) -> (Value, String) {
+    let mut args = vec![
         "check",
         "--config",
         "gateway.toml",
@@ -419,12 +417,19 @@ fn every_category_is_found_labelled_and_covered_by_the_suggested_rules() {
         "samples",
         "--format",
         "json",
-        "--suggest-rules",
-        suggested.to_str().unwrap(),
     ];
-    let (code, json, stderr) = run(&fixture, &args);
+    args.extend(extra);
+    let (code, json, stderr) = run(dir, &args);
     assert_eq!(code, 0, "{stderr}");
-    let report: Value = serde_json::from_str(&json).unwrap();
+    (serde_json::from_str(&json).unwrap(), stderr)
+}
+
+#[test]
+fn every_category_is_found_labelled_and_covered_by_the_suggested_rules() {
+    let fixture = Path::new(ROOT).join("tests/fixtures/categories");
+    let dir = tempfile::tempdir().unwrap();
+    let suggested = dir.path().join("suggested.toml");
+    let (report, stderr) = check_json(&fixture, &["--suggest-rules", suggested.to_str().unwrap()]);
     let found: Vec<(&str, &str, &str)> = report["routes"][0]["coverage"]["uncovered"]
         .as_array()
         .unwrap()
@@ -492,18 +497,7 @@ fn every_category_is_found_labelled_and_covered_by_the_suggested_rules() {
         "rules = [\"rules/email.toml\", \"suggested.toml\"]",
     );
     std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
-    let args = [
-        "check",
-        "--config",
-        "gateway.toml",
-        "--samples",
-        "samples",
-        "--format",
-        "json",
-    ];
-    let (code, json, stderr) = run(dir.path(), &args);
-    assert_eq!(code, 0, "{stderr}");
-    let report: Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(report["summary"]["findings"], 0, "{json}");
+    let (report, _) = check_json(dir.path(), &[]);
+    assert_eq!(report["summary"]["findings"], 0, "{report}");
     assert_eq!(report["summary"]["rules"], 9);
 }
