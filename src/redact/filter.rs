@@ -14,12 +14,36 @@
 //! numbers compare by value while the document keeps their literals.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
+use std::rc::Rc;
 
 use jsonpath_rust::parser::model as m;
 
 use super::path::{Sel, Step, compile_segments};
-use crate::json::{Document, Kind, NONE, NodeId};
+use crate::json::{Document, Kind, NodeId};
+
+/// What a filter reads while one document is walked: the document, the node `$` stands for, and
+/// the results of absolute queries (`$..x` is the same for every candidate, so it is evaluated
+/// once per walk: a filter under `..` stays linear in the body, not quadratic).
+pub struct Scope<'s, 'a> {
+    /// The document.
+    pub doc: &'s Document<'a>,
+    /// `$`.
+    pub root: NodeId,
+    memo: RefCell<Vec<(usize, Rc<Vec<NodeId>>)>>,
+}
+
+impl<'s, 'a> Scope<'s, 'a> {
+    /// A scope for one walk of `doc` from `root`.
+    pub fn new(doc: &'s Document<'a>, root: NodeId) -> Scope<'s, 'a> {
+        Scope {
+            doc,
+            root,
+            memo: RefCell::new(Vec::new()),
+        }
+    }
+}
 
 /// A compiled filter expression; equal when written the same.
 pub struct Filter {
@@ -127,9 +151,9 @@ impl Filter {
         self.expr.words()
     }
 
-    /// Whether the filter holds for `current` (`@`), with `root` as `$`.
-    pub fn test(&self, doc: &Document<'_>, current: NodeId, root: NodeId) -> bool {
-        self.expr.eval(doc, current, root)
+    /// Whether the filter holds for `current` (`@`).
+    pub fn test(&self, scope: &Scope<'_, '_>, current: NodeId) -> bool {
+        self.expr.eval(scope, current)
     }
 }
 
@@ -305,15 +329,16 @@ fn lit(literal: &m::Literal) -> Literal {
 }
 
 impl Logical {
-    fn eval(&self, doc: &Document<'_>, current: NodeId, root: NodeId) -> bool {
+    fn eval(&self, scope: &Scope<'_, '_>, current: NodeId) -> bool {
+        let doc = scope.doc;
         match self {
-            Logical::Or(items) => items.iter().any(|l| l.eval(doc, current, root)),
-            Logical::And(items) => items.iter().all(|l| l.eval(doc, current, root)),
-            Logical::Not(inner) => !inner.eval(doc, current, root),
-            Logical::Exists(q) => !q.select(doc, current, root).is_empty(),
+            Logical::Or(items) => items.iter().any(|l| l.eval(scope, current)),
+            Logical::And(items) => items.iter().all(|l| l.eval(scope, current)),
+            Logical::Not(inner) => !inner.eval(scope, current),
+            Logical::Exists(q) => !q.select(scope, current).is_empty(),
             Logical::Compare(op, left, right) => {
-                let left = left.eval(doc, current, root);
-                let right = right.eval(doc, current, root);
+                let left = left.eval(scope, current);
+                let right = right.eval(scope, current);
                 compare(doc, *op, &left, &right)
             }
             Logical::Regex {
@@ -321,15 +346,14 @@ impl Logical {
                 pattern,
                 whole,
             } => {
-                let Val::String(text) = subject.eval(doc, current, root).resolve(doc) else {
+                let Val::String(text) = subject.eval(scope, current).resolve(doc) else {
                     return false;
                 };
                 let dynamic;
                 let compiled = match pattern {
                     Pattern::Fixed { compiled, .. } => Some(compiled),
                     Pattern::Dynamic(operand) => {
-                        let Val::String(source) = operand.eval(doc, current, root).resolve(doc)
-                        else {
+                        let Val::String(source) = operand.eval(scope, current).resolve(doc) else {
                             return false;
                         };
                         dynamic = compile_regex(&source);
@@ -415,7 +439,8 @@ impl Operand {
         }
     }
 
-    fn eval<'v>(&'v self, doc: &Document<'v>, current: NodeId, root: NodeId) -> Val<'v> {
+    fn eval<'v>(&'v self, scope: &Scope<'_, 'v>, current: NodeId) -> Val<'v> {
+        let doc = scope.doc;
         match self {
             Operand::Literal(literal) => match literal {
                 Literal::Number(n) => Val::Number(*n),
@@ -423,17 +448,17 @@ impl Operand {
                 Literal::Bool(b) => Val::Bool(*b),
                 Literal::Null => Val::Null,
             },
-            Operand::Singular(q) => match q.select(doc, current, root).as_slice() {
+            Operand::Singular(q) => match q.select(scope, current).as_slice() {
                 [node] => Val::Node(*node),
                 _ => Val::Nothing,
             },
-            Operand::Length(arg) => match arg.eval(doc, current, root).resolve(doc) {
+            Operand::Length(arg) => match arg.eval(scope, current).resolve(doc) {
                 Val::String(s) => Val::Number(s.chars().count() as f64),
                 Val::Node(node) => Val::Number(doc.children(node).count() as f64),
                 _ => Val::Nothing,
             },
-            Operand::Count(q) => Val::Number(q.select(doc, current, root).len() as f64),
-            Operand::Value(q) => match q.select(doc, current, root).as_slice() {
+            Operand::Count(q) => Val::Number(q.select(scope, current).len() as f64),
+            Operand::Value(q) => match q.select(scope, current).as_slice() {
                 [node] => Val::Node(*node),
                 _ => Val::Nothing,
             },
@@ -561,19 +586,23 @@ impl Query {
     }
 
     /// The nodelist the query selects, in document order, repeats included.
-    fn select(&self, doc: &Document<'_>, current: NodeId, root: NodeId) -> Vec<NodeId> {
-        let start = if self.absolute { root } else { current };
-        select_steps(doc, vec![start], &self.steps, root)
+    fn select(&self, scope: &Scope<'_, '_>, current: NodeId) -> Rc<Vec<NodeId>> {
+        if !self.absolute {
+            return Rc::new(select_steps(scope, vec![current], &self.steps));
+        }
+        let key = self as *const Query as usize;
+        if let Some((_, found)) = scope.memo.borrow().iter().find(|(k, _)| *k == key) {
+            return found.clone();
+        }
+        let found = Rc::new(select_steps(scope, vec![scope.root], &self.steps));
+        scope.memo.borrow_mut().push((key, found.clone()));
+        found
     }
 }
 
 /// Applies `steps` to the nodelist `nodes`.
-pub fn select_steps(
-    doc: &Document<'_>,
-    mut nodes: Vec<NodeId>,
-    steps: &[Step],
-    root: NodeId,
-) -> Vec<NodeId> {
+fn select_steps(scope: &Scope<'_, '_>, mut nodes: Vec<NodeId>, steps: &[Step]) -> Vec<NodeId> {
+    let doc = scope.doc;
     for step in steps {
         let mut next = Vec::new();
         for &node in &nodes {
@@ -581,7 +610,7 @@ pub fn select_steps(
                 let mut stack = vec![node];
                 while let Some(at) = stack.pop() {
                     for sel in &step.selectors {
-                        apply(doc, at, sel, root, &mut next);
+                        apply(scope, at, sel, &mut next);
                     }
                     let mut children: Vec<NodeId> = doc.children(at).collect();
                     children.reverse();
@@ -589,7 +618,7 @@ pub fn select_steps(
                 }
             } else {
                 for sel in &step.selectors {
-                    apply(doc, node, sel, root, &mut next);
+                    apply(scope, node, sel, &mut next);
                 }
             }
         }
@@ -602,7 +631,8 @@ pub fn select_steps(
 }
 
 /// The children of `node` one selector selects, in the selector's order.
-fn apply(doc: &Document<'_>, node: NodeId, sel: &Sel, root: NodeId, out: &mut Vec<NodeId>) {
+fn apply(scope: &Scope<'_, '_>, node: NodeId, sel: &Sel, out: &mut Vec<NodeId>) {
+    let doc = scope.doc;
     let kind = doc.node(node).kind;
     match sel {
         Sel::Name(name) => out.extend(doc.member(node, name)),
@@ -626,11 +656,10 @@ fn apply(doc: &Document<'_>, node: NodeId, sel: &Sel, root: NodeId, out: &mut Ve
         }
         Sel::Filter(filter) if matches!(kind, Kind::Object | Kind::Array) => out.extend(
             doc.children(node)
-                .filter(|&child| filter.test(doc, child, root)),
+                .filter(|&child| filter.test(scope, child)),
         ),
         _ => {}
     }
-    let _ = NONE;
 }
 
 /// Checks `pattern` against I-Regexp (RFC 9485) and translates it for the `regex` crate: the
@@ -825,6 +854,23 @@ fn class(rest: &[char]) -> Option<(String, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An absolute query inside a filter is evaluated once per walk, whatever the number of
+    /// candidates: `$..*[?$..flag]` on a body of n nodes is linear, not quadratic.
+    #[test]
+    fn absolute_queries_are_evaluated_once_per_walk() {
+        let body = format!(
+            r#"{{"flag": true, "items": [{}]}}"#,
+            vec![r#"{"a": 1}"#; 500].join(",")
+        );
+        let doc = Document::parse(body.as_bytes()).unwrap();
+        let path = super::super::path::Path::compile("$..*[?$..flag]").unwrap();
+        let scope = Scope::new(&doc, 0);
+        let selected = select_steps(&scope, vec![0], &path.steps);
+        // The children of every descendant of the root: 500 items and their 500 `a`s.
+        assert_eq!(selected.len(), 1000);
+        assert_eq!(scope.memo.borrow().len(), 1);
+    }
 
     #[test]
     fn i_regexp_is_checked_and_translated() {

@@ -7,6 +7,7 @@
 //! it; a subtree is entered only while some state is alive, so rules like `$.recipient.email`
 //! touch three nodes however large the record is, and ten rules cost one walk.
 
+use super::filter::Scope;
 use super::path::{Path, Sel};
 use crate::json::{Document, Kind, NONE, NodeId};
 
@@ -125,7 +126,11 @@ impl Matcher {
         let mut stack = Vec::with_capacity(16);
         self.enter(&mut stack, 0, 0);
         let top = stack.len();
-        let walk = Walk { doc, root, fence };
+        let walk = Walk {
+            doc,
+            scope: Scope::new(doc, root),
+            fence,
+        };
         self.visit(&walk, root, 0, top, &mut stack, hit);
     }
 
@@ -181,7 +186,7 @@ impl Matcher {
                 }
                 for (sel, target) in &state.others {
                     let selected = match sel {
-                        Sel::Filter(filter) => filter.test(doc, child, walk.root),
+                        Sel::Filter(filter) => filter.test(&walk.scope, child),
                         other => selects(other, is_array, index, len),
                     };
                     if selected {
@@ -200,11 +205,11 @@ impl Matcher {
     }
 }
 
-/// What one walk shares: the document, the node queries start from (`$` in filters), and the
-/// nodes not to enter.
+/// What one walk shares: the document, what filters read (`$` and its queries' results), and
+/// the nodes not to enter.
 struct Walk<'w, 'a> {
     doc: &'w Document<'a>,
-    root: NodeId,
+    scope: Scope<'w, 'a>,
     fence: &'w dyn Fn(NodeId) -> bool,
 }
 
