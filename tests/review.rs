@@ -370,16 +370,7 @@ async fn test_rules_and_the_proxy_agree_on_every_shipped_case() {
 
 #[test]
 fn the_html_report_is_one_self_contained_page_with_a_matrix_per_route() {
-    let args = [
-        "check",
-        "--config",
-        "gateway.toml",
-        "--samples",
-        "samples",
-        "--format",
-        "html",
-    ];
-    let (code, html, stderr) = run(&fixture(), &args);
+    let (code, html, stderr) = check_samples(&fixture(), "html", &[]);
     assert_eq!(code, 0, "{stderr}");
     assert!(html.starts_with("<!doctype html>"));
     for external in [
@@ -406,9 +397,8 @@ fn the_html_report_is_one_self_contained_page_with_a_matrix_per_route() {
     assert!(html.contains("$[&#39;data&#39;][0][&#39;note&#39;]"));
 }
 
-/// `check --samples samples --format json` on `gateway.toml` in `dir`, with `extra` arguments:
-/// the report and what was printed on stderr.
-fn check_json(dir: &Path, extra: &[&str]) -> (Value, String) {
+/// `check --samples samples --format FORMAT` on `gateway.toml` in `dir`, with `extra` arguments.
+fn check_samples(dir: &Path, format: &str, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec![
         "check",
         "--config",
@@ -416,10 +406,15 @@ fn check_json(dir: &Path, extra: &[&str]) -> (Value, String) {
         "--samples",
         "samples",
         "--format",
-        "json",
+        format,
     ];
     args.extend(extra);
-    let (code, json, stderr) = run(dir, &args);
+    run(dir, &args)
+}
+
+/// The JSON report of [`check_samples`], which must succeed, and what was printed on stderr.
+fn check_json(dir: &Path, extra: &[&str]) -> (Value, String) {
+    let (code, json, stderr) = check_samples(dir, "json", extra);
     assert_eq!(code, 0, "{stderr}");
     (serde_json::from_str(&json).unwrap(), stderr)
 }
