@@ -125,6 +125,21 @@ enum Pattern {
 struct Query {
     absolute: bool,
     steps: Vec<Step>,
+    /// Names and indexes only: selects at most one node, found without building a nodelist.
+    singular: bool,
+}
+
+impl Query {
+    fn new(absolute: bool, steps: Vec<Step>) -> Query {
+        let singular = steps.iter().all(|step| {
+            !step.descendant && matches!(step.selectors.as_slice(), [Sel::Name(_) | Sel::Index(_)])
+        });
+        Query {
+            absolute,
+            steps,
+            singular,
+        }
+    }
 }
 
 /// A value during evaluation: nothing, a node of the document, or a literal.
@@ -281,10 +296,7 @@ fn nodes_arg(arg: &m::FnArg, function: &str) -> Result<Query, String> {
 }
 
 fn singular_query(query: Query) -> Result<Operand, String> {
-    let singular = query.steps.iter().all(|step| {
-        !step.descendant && matches!(step.selectors.as_slice(), [Sel::Name(_) | Sel::Index(_)])
-    });
-    if singular {
+    if query.singular {
         Ok(Operand::Singular(query))
     } else {
         Err("only a singular query (names and indexes) can be a value".into())
@@ -292,10 +304,7 @@ fn singular_query(query: Query) -> Result<Operand, String> {
 }
 
 fn query(absolute: bool, segments: &[m::Segment]) -> Result<Query, String> {
-    Ok(Query {
-        absolute,
-        steps: compile_segments(segments)?,
-    })
+    Ok(Query::new(absolute, compile_segments(segments)?))
 }
 
 fn singular(q: &m::SingularQuery) -> Query {
@@ -303,19 +312,17 @@ fn singular(q: &m::SingularQuery) -> Query {
         m::SingularQuery::Current(segments) => (false, segments),
         m::SingularQuery::Root(segments) => (true, segments),
     };
-    Query {
-        absolute,
-        steps: segments
-            .iter()
-            .map(|segment| Step {
-                descendant: false,
-                selectors: vec![match segment {
-                    m::SingularQuerySegment::Name(name) => Sel::Name(super::path::unquote(name)),
-                    m::SingularQuerySegment::Index(i) => Sel::Index(*i),
-                }],
-            })
-            .collect(),
-    }
+    let steps = segments
+        .iter()
+        .map(|segment| Step {
+            descendant: false,
+            selectors: vec![match segment {
+                m::SingularQuerySegment::Name(name) => Sel::Name(super::path::unquote(name)),
+                m::SingularQuerySegment::Index(i) => Sel::Index(*i),
+            }],
+        })
+        .collect();
+    Query::new(absolute, steps)
 }
 
 fn lit(literal: &m::Literal) -> Literal {
@@ -335,10 +342,11 @@ impl Logical {
             Logical::Or(items) => items.iter().any(|l| l.eval(scope, current)),
             Logical::And(items) => items.iter().all(|l| l.eval(scope, current)),
             Logical::Not(inner) => !inner.eval(scope, current),
+            Logical::Exists(q) if q.singular => q.one(scope, current).is_some(),
             Logical::Exists(q) => !q.select(scope, current).is_empty(),
             Logical::Compare(op, left, right) => {
-                let left = left.eval(scope, current);
-                let right = right.eval(scope, current);
+                let left = left.eval(scope, current).resolve(doc);
+                let right = right.eval(scope, current).resolve(doc);
                 compare(doc, *op, &left, &right)
             }
             Logical::Regex {
@@ -448,13 +456,10 @@ impl Operand {
                 Literal::Bool(b) => Val::Bool(*b),
                 Literal::Null => Val::Null,
             },
-            Operand::Singular(q) => match q.select(scope, current).as_slice() {
-                [node] => Val::Node(*node),
-                _ => Val::Nothing,
-            },
+            Operand::Singular(q) => q.one(scope, current).map_or(Val::Nothing, Val::Node),
             Operand::Length(arg) => match arg.eval(scope, current).resolve(doc) {
                 Val::String(s) => Val::Number(s.chars().count() as f64),
-                Val::Node(node) => Val::Number(doc.children(node).count() as f64),
+                Val::Node(node) => Val::Number(f64::from(doc.node(node).len)),
                 _ => Val::Nothing,
             },
             Operand::Count(q) => Val::Number(q.select(scope, current).len() as f64),
@@ -483,42 +488,31 @@ impl<'v> Val<'v> {
     }
 }
 
-/// RFC 9535 §2.3.5.2.2.
+/// RFC 9535 §2.3.5.2.2, on values already [resolved](Val::resolve).
 fn compare(doc: &Document<'_>, op: Op, left: &Val<'_>, right: &Val<'_>) -> bool {
     match op {
         Op::Eq => equal(doc, left, right),
         Op::Ne => !equal(doc, left, right),
-        Op::Lt => less(doc, left, right),
-        Op::Le => less(doc, left, right) || equal(doc, left, right),
-        Op::Gt => less(doc, right, left),
-        Op::Ge => less(doc, right, left) || equal(doc, left, right),
-    }
-}
-
-fn primitive<'v>(doc: &Document<'v>, val: &Val<'v>) -> Val<'v> {
-    match val {
-        Val::Nothing => Val::Nothing,
-        Val::Node(node) => Val::Node(*node).resolve(doc),
-        Val::Number(n) => Val::Number(*n),
-        Val::String(s) => Val::String(s.clone()),
-        Val::Bool(b) => Val::Bool(*b),
-        Val::Null => Val::Null,
+        Op::Lt => less(left, right),
+        Op::Le => less(left, right) || equal(doc, left, right),
+        Op::Gt => less(right, left),
+        Op::Ge => less(right, left) || equal(doc, left, right),
     }
 }
 
 fn equal(doc: &Document<'_>, left: &Val<'_>, right: &Val<'_>) -> bool {
-    match (primitive(doc, left), primitive(doc, right)) {
+    match (left, right) {
         (Val::Nothing, Val::Nothing) | (Val::Null, Val::Null) => true,
         (Val::Number(a), Val::Number(b)) => a == b,
         (Val::String(a), Val::String(b)) => a == b,
         (Val::Bool(a), Val::Bool(b)) => a == b,
-        (Val::Node(a), Val::Node(b)) => deep_equal(doc, a, b),
+        (Val::Node(a), Val::Node(b)) => deep_equal(doc, *a, *b),
         _ => false,
     }
 }
 
-fn less(doc: &Document<'_>, left: &Val<'_>, right: &Val<'_>) -> bool {
-    match (primitive(doc, left), primitive(doc, right)) {
+fn less(left: &Val<'_>, right: &Val<'_>) -> bool {
+    match (left, right) {
         (Val::Number(a), Val::Number(b)) => a < b,
         (Val::String(a), Val::String(b)) => a < b,
         _ => false,
@@ -527,28 +521,21 @@ fn less(doc: &Document<'_>, left: &Val<'_>, right: &Val<'_>) -> bool {
 
 /// Structural equality of two objects or arrays (member order aside).
 fn deep_equal(doc: &Document<'_>, a: NodeId, b: NodeId) -> bool {
+    let same =
+        |x: NodeId, y: NodeId| equal(doc, &Val::Node(x).resolve(doc), &Val::Node(y).resolve(doc));
     let (na, nb) = (doc.node(a), doc.node(b));
-    if na.kind != nb.kind {
-        return false;
-    }
-    match na.kind {
-        Kind::Array => {
-            doc.children(a).count() == doc.children(b).count()
-                && doc
-                    .children(a)
-                    .zip(doc.children(b))
-                    .all(|(x, y)| equal(doc, &Val::Node(x), &Val::Node(y)))
+    na.kind == nb.kind
+        && na.len == nb.len
+        && match na.kind {
+            Kind::Array => doc
+                .children(a)
+                .zip(doc.children(b))
+                .all(|(x, y)| same(x, y)),
+            _ => doc.children(a).all(|x| {
+                let key = doc.key(x).unwrap_or_default();
+                doc.member(b, &key).is_some_and(|y| same(x, y))
+            }),
         }
-        Kind::Object => {
-            doc.children(a).count() == doc.children(b).count()
-                && doc.children(a).all(|x| {
-                    let key = doc.key(x).unwrap_or_default();
-                    doc.member(b, &key)
-                        .is_some_and(|y| equal(doc, &Val::Node(x), &Val::Node(y)))
-                })
-        }
-        _ => equal(doc, &Val::Node(a), &Val::Node(b)),
-    }
 }
 
 impl Query {
@@ -583,6 +570,14 @@ impl Query {
             }
         }
         format!("`{text}`")
+    }
+
+    /// The node a singular query selects, if any: followed member by member, no nodelist built.
+    fn one(&self, scope: &Scope<'_, '_>, current: NodeId) -> Option<NodeId> {
+        let start = if self.absolute { scope.root } else { current };
+        self.steps.iter().try_fold(start, |node, step| {
+            child(scope.doc, node, &step.selectors[0])
+        })
     }
 
     /// The nodelist the query selects, in document order, repeats included.
@@ -630,22 +625,30 @@ fn select_steps(scope: &Scope<'_, '_>, mut nodes: Vec<NodeId>, steps: &[Step]) -
     nodes
 }
 
+/// The child a name or index selector picks from `node`, if any.
+fn child(doc: &Document<'_>, node: NodeId, sel: &Sel) -> Option<NodeId> {
+    match sel {
+        Sel::Name(name) => doc.member(node, name),
+        Sel::Index(_) if doc.node(node).kind == Kind::Array => {
+            let len = doc.node(node).len as i64;
+            (0..)
+                .zip(doc.children(node))
+                .find(|(index, _)| super::matcher::selects(sel, true, *index, len))
+                .map(|(_, child)| child)
+        }
+        _ => None,
+    }
+}
+
 /// The children of `node` one selector selects, in the selector's order.
 fn apply(scope: &Scope<'_, '_>, node: NodeId, sel: &Sel, out: &mut Vec<NodeId>) {
     let doc = scope.doc;
     let kind = doc.node(node).kind;
     match sel {
-        Sel::Name(name) => out.extend(doc.member(node, name)),
+        Sel::Name(_) | Sel::Index(_) => out.extend(child(doc, node, sel)),
         Sel::Wildcard => {
             if matches!(kind, Kind::Object | Kind::Array) {
                 out.extend(doc.children(node));
-            }
-        }
-        Sel::Index(i) if kind == Kind::Array => {
-            let len = doc.node(node).len as i64;
-            let at = if *i < 0 { len + i } else { *i };
-            if (0..len).contains(&at) {
-                out.extend(doc.children(node).nth(at as usize));
             }
         }
         Sel::Slice(start, end, step) if kind == Kind::Array => {

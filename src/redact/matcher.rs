@@ -214,8 +214,8 @@ struct Walk<'w, 'a> {
 }
 
 /// Whether a wildcard, index or slice selects the `index`-th of `len` children (filters are
-/// evaluated by the walk).
-fn selects(sel: &Sel, is_array: bool, index: i64, len: i64) -> bool {
+/// evaluated by the walk); a filter's queries pick indexes with it too.
+pub(crate) fn selects(sel: &Sel, is_array: bool, index: i64, len: i64) -> bool {
     match sel {
         Sel::Wildcard => true,
         Sel::Name(_) | Sel::Filter(_) => false,
