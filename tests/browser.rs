@@ -89,7 +89,7 @@ impl Browser {
             "browserName": "chrome",
             "acceptInsecureCerts": true,
             "goog:chromeOptions": {
-                "binary": which("chromium"),
+                "binary": on_path("chromium").expect("chromium is on the PATH"),
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--window-size=390,844"]
             }
@@ -217,16 +217,6 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn which(name: &str) -> String {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not on the PATH"))
-        .display()
-        .to_string()
 }
 
 /// The confirmation's text with its request id taken out, so two confirmations compare.

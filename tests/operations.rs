@@ -396,6 +396,23 @@ fn logs_carry_no_body_query_credential_or_identifier() {
                     ))
                     .unwrap(),
             ),
+            // The recipient page's form, filed and refused (a refusal writes the typed values
+            // back into the page, never into the log).
+            send(
+                Request::post("/privacy/requests")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body(
+                        "type=access&email=canary.person%40example.com&phone=%2B1+555+0100+4242\
+                         &details=canary-body-text",
+                    ))
+                    .unwrap(),
+            ),
+            send(
+                Request::post("/privacy/requests")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body("type=access&email=Canary+Person&details=canary-body-text"))
+                    .unwrap(),
+            ),
             send(
                 Request::get("/v1/recipients/canary.person@example.com")
                     .header("authorization", "Bearer wrong-key-canary-query-value")

@@ -1169,13 +1169,17 @@ pub enum Needs {
     Browser,
 }
 
+/// Where `name` is on the `PATH`, if anywhere.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|file| file.is_file())
+}
+
 /// Whether Chromium and chromedriver are on the `PATH`.
 pub fn browser_installed() -> bool {
-    let on_path = |name: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
-    };
-    on_path("chromium") && on_path("chromedriver")
+    on_path("chromium").is_some() && on_path("chromedriver").is_some()
 }
 
 /// The `main` of the test files whose tests need PostgreSQL (`harness = false`): the tests run
