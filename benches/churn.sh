@@ -32,13 +32,7 @@ fi
 # The upstream: nginx + Lua answering 10 records per request, fresh ids and e-mail addresses per
 # request under /fresh, always the same under /same; half acme's, half globex's.
 chmod -R a+rX "$WORK"
-cat > "$WORK/upstream.conf" <<EOF
-load_module /usr/share/nginx/modules/ndk_http_module.so;
-load_module /usr/share/nginx/modules/ngx_http_lua_module.so;
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream.err warn;
-events { worker_connections 4096; }
+{ nginx_head upstream lua; cat <<EOF
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -62,6 +56,7 @@ http {
   }
 }
 EOF
+} > "$WORK/upstream.conf"
 "$NGINX" -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
 bench_rules
 

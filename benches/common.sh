@@ -52,14 +52,25 @@ bench_bodies() { # size...
   cp "$WORK"/www/*.json "$WORK/www/redact/"
 }
 
+# The head of every bench nginx config: one worker, its pid and error log in $WORK under NAME,
+# and the Lua modules when asked for.
+nginx_head() { # name [lua]
+  if [ "${2:-}" = lua ]; then
+    echo "load_module /usr/share/nginx/modules/ndk_http_module.so;"
+    echo "load_module /usr/share/nginx/modules/ngx_http_lua_module.so;"
+  fi
+  cat <<C
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1.err warn;
+events { worker_connections 4096; }
+C
+}
+
 # Starts the upstream: one nginx worker serving $WORK/www on PORT; its PID is UPSTREAM_PID.
 start_upstream() { # port
   chmod -R a+rX "$WORK" # nginx workers drop root
-  cat > "$WORK/upstream.conf" <<C
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream.err warn;
-events { worker_connections 4096; }
+  { nginx_head upstream; cat <<C
 http {
   access_log off;
   keepalive_requests 1000000;
@@ -67,6 +78,7 @@ http {
   server { listen 127.0.0.1:$1; root $WORK/www; }
 }
 C
+  } > "$WORK/upstream.conf"
   "$NGINX" -c "$WORK/upstream.conf" -g 'daemon off;' & UPSTREAM_PID=$!
   PIDS+=("$UPSTREAM_PID")
 }

@@ -87,13 +87,7 @@ end
 return M
 LUA
 
-cat > "$WORK/proxy.conf" <<EOF
-load_module /usr/share/nginx/modules/ndk_http_module.so;
-load_module /usr/share/nginx/modules/ngx_http_lua_module.so;
-worker_processes 1;
-pid $WORK/proxy.pid;
-error_log $WORK/proxy.err warn;
-events { worker_connections 4096; }
+{ nginx_head proxy lua; cat <<EOF
 http {
   # One JSON access line per request, as the gateway writes, buffered as production nginx is.
   log_format json escape=json '{"ts":"\$time_iso8601","msg":"request","method":"\$request_method","path":"\$uri","status":\$status,"duration_ms":\$request_time,"request_id":"\$request_id"}';
@@ -140,6 +134,7 @@ http {
   }
 }
 EOF
+} > "$WORK/proxy.conf"
 cat > "$WORK/haproxy.cfg" <<EOF
 global
   maxconn 8000
