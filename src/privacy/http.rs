@@ -362,7 +362,8 @@ impl Call<'_> {
     }
 
     async fn erasure(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, PrivacyError> {
-        let bytes = read_json(request, self.config.limits.body_read_timeout).await?;
+        let timeout = self.config.limits.body_read_timeout;
+        let bytes = read_small(request, timeout, is_json_media).await?;
         let (email, phone) = body::erasure(&bytes)?;
         let identifiers: Vec<String> = email.into_iter().chain(phone).collect();
         let deleted = self
@@ -400,11 +401,6 @@ fn inbox_entry(item: &InboxItem) -> Value {
 fn is_form(request: &Request<Incoming>) -> bool {
     request.method() == Method::POST
         && media_type(request.headers()).is_some_and(|media| media == FORM_MEDIA)
-}
-
-/// Reads a small JSON body: `application/json`, at most [`MAX_BODY`] bytes, within `timeout`.
-async fn read_json(request: Request<Incoming>, timeout: Duration) -> Result<Bytes, PrivacyError> {
-    read_small(request, timeout, is_json_media).await
 }
 
 /// Reads a small body of a media type `accepts` takes, at most [`MAX_BODY`] bytes, within

@@ -172,7 +172,11 @@ pub fn form(
     let _ = writeln!(
         page,
         "<fieldset id=\"type\"{}><legend>What are you asking for?</legend>",
-        described(type_error.map(|_| "type-error"))
+        if type_error.is_some() {
+            " aria-describedby=\"type-error\""
+        } else {
+            ""
+        }
     );
     error_line(&mut page, "type", type_error);
     for (kind, words) in KINDS {
@@ -405,11 +409,6 @@ fn error_line(page: &mut String, name: &str, error: Option<&BodyError>) {
             escape(&error.plain)
         );
     }
-}
-
-fn described(id: Option<&str>) -> String {
-    id.map(|id| format!(" aria-describedby=\"{id}\""))
-        .unwrap_or_default()
 }
 
 fn head(page: &mut String, title: &str, platform: &str) {
