@@ -61,6 +61,13 @@ pub const TAG_CACHE_EVICTIONS: &str = "gateway_tag_cache_evictions_total";
 
 /// Privacy requests filed, by `type` and `verified`.
 pub const PRIVACY_REQUESTS: &str = "gateway_privacy_requests_total";
+/// Privacy requests filed with no controller found yet, by `type`: kept and matched again.
+pub const PRIVACY_UNMATCHED: &str = "gateway_privacy_requests_unmatched_total";
+/// Unmatched requests a later match handed to their controllers.
+pub const PRIVACY_MATCHED_LATE: &str = "gateway_privacy_requests_matched_late_total";
+/// Unmatched requests by `state`: `waiting` (matched again until `unmatched_days`) and
+/// `expired` (past it, fields deleted, for the platform's privacy team).
+pub const PRIVACY_UNMATCHED_NOW: &str = "gateway_privacy_requests_unmatched";
 /// Webhook delivery attempts, by `outcome` (delivered, retry, dead).
 pub const WEBHOOK_DELIVERIES: &str = "gateway_webhook_deliveries_total";
 /// Deliveries not yet delivered or acknowledged (across every gateway sharing the store).
@@ -163,6 +170,18 @@ fn describe() {
         "Evictions from a full tag cache table."
     );
     describe_counter!(PRIVACY_REQUESTS, "Privacy requests filed.");
+    describe_counter!(
+        PRIVACY_UNMATCHED,
+        "Privacy requests filed with no controller found, kept for a later match."
+    );
+    describe_counter!(
+        PRIVACY_MATCHED_LATE,
+        "Unmatched privacy requests later matched to a controller."
+    );
+    describe_gauge!(
+        PRIVACY_UNMATCHED_NOW,
+        "Unmatched privacy requests by state (waiting, expired)."
+    );
     describe_counter!(CONFIG_RELOADS, "Config reloads by outcome.");
     describe_gauge!(
         STORE_UP,

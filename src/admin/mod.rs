@@ -1,5 +1,6 @@
 //! The operators' listener: `/metrics`, `/healthz`, `/readyz` (listeners bound, not draining, tag
-//! store answering) and `POST /admin/reload`.
+//! store answering), `POST /admin/reload` and `GET /admin/privacy/unmatched` (the privacy
+//! requests no controller was found for, for the platform's privacy team).
 //!
 //! Plain HTTP/1.1 on its own address so that it can stay on a private interface while the main
 //! listener faces customers. With `[admin] token_env` set, `/admin/*` requires
@@ -47,6 +48,11 @@ pub trait Control: Send + Sync + 'static {
 
     /// Reloads the config; the error is one sentence safe to show an operator.
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+
+    /// `GET /admin/privacy/unmatched`: the privacy requests no controller was found for, oldest
+    /// first, as a JSON body (ids, types and ages; never personal data). The error is one
+    /// sentence safe to show an operator.
+    fn unmatched(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
 }
 
 /// Serves the admin listener until `stop` resolves; open admin connections are dropped then.
@@ -111,6 +117,21 @@ async fn respond(
                 .to_string(),
             ),
         },
+        (&Method::GET, "/admin/privacy/unmatched") => match control.unmatched().await {
+            Ok(body) => text(StatusCode::OK, "application/json", body),
+            Err(error) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                serde_json::json!({
+                    "error": {"code": "store_unavailable", "message": error}
+                })
+                .to_string(),
+            ),
+        },
+        (_, "/admin/privacy/unmatched") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":{"code":"method_not_allowed","message":"Use GET."}}"#,
+        ),
         (_, "/admin/reload") => json(
             StatusCode::METHOD_NOT_ALLOWED,
             r#"{"error":{"code":"method_not_allowed","message":"Use POST."}}"#,
@@ -137,7 +158,7 @@ async fn respond(
         ),
         _ => json(
             StatusCode::NOT_FOUND,
-            r#"{"error":{"code":"not_found","message":"The admin listener serves /metrics, /healthz, /readyz and POST /admin/reload."}}"#,
+            r#"{"error":{"code":"not_found","message":"The admin listener serves /metrics, /healthz, /readyz, POST /admin/reload and GET /admin/privacy/unmatched."}}"#,
         ),
     }
 }

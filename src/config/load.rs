@@ -378,6 +378,7 @@ impl Loader<'_> {
             ("rate_limit_per_minute", file.rate_limit_per_minute),
             ("delivery_max_attempts", file.delivery_max_attempts),
             ("delivery_max_age_hours", file.delivery_max_age_hours),
+            ("unmatched_days", file.unmatched_days),
         ] {
             if value == 0 {
                 return Err(self.err(&format!("privacy.{key}"), "must be greater than 0"));
@@ -414,6 +415,7 @@ impl Loader<'_> {
             rate_limit_per_minute: file.rate_limit_per_minute,
             delivery_max_attempts: file.delivery_max_attempts,
             delivery_max_age: Duration::from_secs(u64::from(file.delivery_max_age_hours) * 3600),
+            unmatched_window: Duration::from_secs(u64::from(file.unmatched_days) * 86_400),
         })
     }
 

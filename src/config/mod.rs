@@ -179,6 +179,8 @@ pub struct Privacy {
     pub delivery_max_attempts: u32,
     /// Age after which an undelivered request is dead.
     pub delivery_max_age: Duration,
+    /// How long a request with no controller yet is matched again before it is reported.
+    pub unmatched_window: Duration,
     /// What the recipient page says about the platform.
     pub page: PageSettings,
 }

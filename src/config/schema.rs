@@ -262,6 +262,10 @@ pub struct PrivacyFile {
     pub delivery_max_attempts: u32,
     /// Age after which an undelivered request is dead.
     pub delivery_max_age_hours: u32,
+    /// How long a request no controller is found for is kept and matched again (every import,
+    /// every new recipient tag, and every minute) before its fields are deleted and it is
+    /// reported to the platform: 30 days, the legal answer window.
+    pub unmatched_days: u32,
     /// The platform's name on the recipient page, as recipients know it from their parcels.
     pub platform_name: String,
     /// An optional short paragraph under the recipient page's introduction (plain text).
@@ -275,6 +279,7 @@ impl Default for PrivacyFile {
             rate_limit_per_minute: 20,
             delivery_max_attempts: 20,
             delivery_max_age_hours: 72,
+            unmatched_days: 30,
             platform_name: "This shipping platform".into(),
             page_text: None,
         }

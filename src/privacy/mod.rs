@@ -13,6 +13,11 @@
 //!
 //! Nothing here logs or returns personal data: logs carry request ids (random), controller ids
 //! and outcomes; the subject is stored for delivery and erased by retention once settled.
+//!
+//! A request no controller is found for (a shipment from before the gateway, not yet imported)
+//! is never dropped: it waits with the keyed digests of its identifiers, is matched again after
+//! imports, when traffic tags new recipients and every minute, and past `[privacy]
+//! unmatched_days` loses its fields and is listed for the platform's privacy team.
 
 pub mod body;
 pub mod delivery;
@@ -31,7 +36,8 @@ use tokio::sync::Notify;
 
 use crate::admin::metrics;
 use crate::store::outbox::{
-    Backlog, DeliveryState, DeliveryStatus, InboxItem, NewDelivery, NewRequest, Outbox, RequestId,
+    Backlog, DeliveryState, DeliveryStatus, InboxItem, MatchKeys, NewDelivery, NewRequest, Outbox,
+    RequestId, UnmatchedCounts, UnmatchedEntry,
 };
 use crate::store::{Deleted, Digest, Opened, Store, StoreError};
 use crate::tags::Tags;
@@ -115,6 +121,31 @@ impl PublicStatus {
 
 /// Rows per subject-retention statement.
 const RETENTION_BATCH: u32 = 1_000;
+/// Waiting requests read per page when matching again.
+const REMATCH_PAGE: u32 = 500;
+
+/// Who a request goes to.
+#[derive(Debug, Default)]
+struct Found {
+    /// Every controller holding the requester's data.
+    controllers: BTreeSet<Arc<str>>,
+    /// Those whose record the tracking number proves.
+    verified: BTreeSet<Arc<str>>,
+}
+
+impl Found {
+    /// One delivery per controller, each with its own message id.
+    fn deliveries(&self) -> Vec<NewDelivery> {
+        self.controllers
+            .iter()
+            .map(|controller| NewDelivery {
+                verified: self.verified.contains(controller),
+                webhook_id: format!("msg_{}", hex::encode(rand::random::<[u8; 16]>())),
+                controller: controller.clone(),
+            })
+            .collect()
+    }
+}
 
 /// The privacy desk: everything about requests except HTTP and webhooks.
 pub struct Desk {
@@ -157,48 +188,37 @@ impl Desk {
         &self.limiter
     }
 
-    /// Verifies and commits a request; returns once it is durable.
+    /// Verifies and commits a request; returns once it is durable. A request no controller is
+    /// found for is kept with its keyed digests and matched again ([`Desk::rematch`]).
     pub async fn file(&self, intake: Intake) -> Result<Filed, StoreError> {
         self.tags.flush().await?;
         let key = self.tags.key();
         let subject = intake.subject;
-        let identifiers: Vec<Digest> = [&subject.email, &subject.phone]
-            .into_iter()
-            .flatten()
-            .map(|v| key.recipient(v))
-            .collect();
-        let mut controllers = BTreeSet::new();
-        for digest in &identifiers {
-            for tag in self.store.recipient(*digest).await? {
-                controllers.insert(tag.controller);
-            }
-        }
-        let mut verified = BTreeSet::new();
-        if let Some(tracking) = &subject.tracking_number {
-            let record = self.store.record(key.record(tracking.trim())).await?;
-            if let Some(tag) = record
-                && tag.recipients.iter().any(|r| identifiers.contains(r))
-            {
-                controllers.insert(tag.controller.clone());
-                verified.insert(tag.controller);
-            }
-        }
+        let keys = MatchKeys {
+            identifiers: [&subject.email, &subject.phone]
+                .into_iter()
+                .flatten()
+                .map(|v| key.recipient(v))
+                .collect(),
+            tracking: subject
+                .tracking_number
+                .as_deref()
+                .map(|t| key.record(t.trim())),
+        };
+        let found = self.find(&keys).await?;
         let id: RequestId = rand::random();
-        let deliveries: Vec<NewDelivery> = controllers
-            .into_iter()
-            .map(|controller| NewDelivery {
-                verified: verified.contains(&controller),
-                webhook_id: format!("msg_{}", hex::encode(rand::random::<[u8; 16]>())),
-                controller,
-            })
-            .collect();
+        let verified: Vec<Arc<str>> = found.verified.iter().cloned().collect();
+        let deliveries = found.deliveries();
+        let unmatched = deliveries.is_empty();
         let request = NewRequest {
             id,
             kind: intake.kind,
             received_at: self.clock.now(),
-            // With no controller there is nobody to hand the data to, so it is not kept.
-            subject: (!deliveries.is_empty()).then_some(subject),
+            // Kept even with nobody to hand it to yet: deleted at `unmatched_days` if no match
+            // comes (docs/privacy-requests.md weighs this against minimisation).
+            subject: Some(subject),
             deliveries,
+            unmatched: unmatched.then_some(keys),
         };
         self.outbox.insert(request).await?;
         ::metrics::counter!(
@@ -207,11 +227,128 @@ impl Desk {
             "verified" => if verified.is_empty() { "false" } else { "true" }
         )
         .increment(1);
+        if unmatched {
+            ::metrics::counter!(metrics::PRIVACY_UNMATCHED, "type" => intake.kind.as_str())
+                .increment(1);
+            self.report_unmatched().await?;
+        }
         self.wake.notify_one();
-        Ok(Filed {
-            id,
-            verified: verified.into_iter().collect(),
-        })
+        Ok(Filed { id, verified })
+    }
+
+    /// The controllers holding a requester's data, and those whose record the tracking number
+    /// proves. Read from the store, not the cache (see [`Desk::store`]).
+    async fn find(&self, keys: &MatchKeys) -> Result<Found, StoreError> {
+        let mut found = Found::default();
+        for digest in &keys.identifiers {
+            for tag in self.store.recipient(*digest).await? {
+                found.controllers.insert(tag.controller);
+            }
+        }
+        if let Some(tracking) = keys.tracking
+            && let Some(tag) = self.store.record(tracking).await?
+            && tag.recipients.iter().any(|r| keys.identifiers.contains(r))
+        {
+            found.controllers.insert(tag.controller.clone());
+            found.verified.insert(tag.controller);
+        }
+        Ok(found)
+    }
+
+    /// Matches every waiting request again: those that now have a controller get their
+    /// deliveries, exactly as if they had been found at intake. Runs after every import, when
+    /// traffic tags new recipients, and every minute. Returns how many were matched.
+    pub async fn rematch(&self) -> Result<u64, StoreError> {
+        // This gateway's latest sightings count, as at intake.
+        self.tags.flush().await?;
+        let mut after = None;
+        let mut matched = 0;
+        loop {
+            let page = self.outbox.waiting(after, REMATCH_PAGE).await?;
+            for waiting in &page {
+                let found = self.find(&waiting.keys).await?;
+                if found.controllers.is_empty() {
+                    continue;
+                }
+                if self
+                    .outbox
+                    .matched(waiting.id, found.deliveries(), self.clock.now())
+                    .await?
+                {
+                    matched += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == REMATCH_PAGE as usize => after = Some(last.id),
+                _ => break,
+            }
+        }
+        if matched > 0 {
+            ::metrics::counter!(metrics::PRIVACY_MATCHED_LATE).increment(matched);
+            tracing::info!(msg = "unmatched privacy requests matched", matched);
+            self.wake.notify_one();
+        }
+        self.report_unmatched().await?;
+        Ok(matched)
+    }
+
+    /// Ends the wait of requests received before `cutoff`: their fields and digests are
+    /// deleted, and they stay listed for the platform's privacy team. Returns how many.
+    pub async fn expire_unmatched(&self, cutoff: u64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let expired = self
+                .outbox
+                .expire_unmatched(cutoff, RETENTION_BATCH)
+                .await?;
+            total += expired;
+            if expired < u64::from(RETENTION_BATCH) {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::warn!(
+                msg = "privacy requests unmatched past the window; see /admin/privacy/unmatched",
+                expired = total
+            );
+        }
+        self.report_unmatched().await?;
+        Ok(total)
+    }
+
+    /// Unmatched requests, oldest first, for the platform's privacy team: the body of
+    /// `GET /admin/privacy/unmatched`. Ids, types, times and states; no personal data.
+    pub async fn unmatched_report(&self, limit: u32) -> Result<serde_json::Value, StoreError> {
+        let entries: Vec<UnmatchedEntry> = self.outbox.unmatched(limit).await?;
+        let counts = self.report_unmatched().await?;
+        let now = self.clock.now();
+        let listed: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|entry| {
+                serde_json::json!({
+                    "id": format_id(&entry.id),
+                    "type": entry.kind.as_str(),
+                    "received_at": rfc3339(entry.received_at),
+                    "age_days": now.saturating_sub(entry.received_at) / 86_400,
+                    "state": if entry.expired { "expired" } else { "waiting" },
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "waiting": counts.waiting,
+            "expired": counts.expired,
+            "requests": listed,
+        }))
+    }
+
+    /// Sets the unmatched gauges from the store.
+    pub async fn report_unmatched(&self) -> Result<UnmatchedCounts, StoreError> {
+        let counts = self.outbox.unmatched_counts().await?;
+        ::metrics::gauge!(metrics::PRIVACY_UNMATCHED_NOW, "state" => "waiting")
+            .set(counts.waiting as f64);
+        ::metrics::gauge!(metrics::PRIVACY_UNMATCHED_NOW, "state" => "expired")
+            .set(counts.expired as f64);
+        Ok(counts)
     }
 
     /// A request's intake time and public status.

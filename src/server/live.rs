@@ -179,4 +179,22 @@ impl crate::admin::Control for Live {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move { Live::reload(self).await.map_err(|e| e.to_string()) })
     }
+
+    fn unmatched(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            match self.desk.unmatched_report(UNMATCHED_LISTED).await {
+                Ok(report) => Ok(report.to_string()),
+                Err(error) => {
+                    tracing::error!(msg = "unmatched privacy requests unreadable", error = %error);
+                    Err("The store did not answer; try again.".to_string())
+                }
+            }
+        })
+    }
 }
+
+/// Most unmatched requests `GET /admin/privacy/unmatched` lists (the counts cover them all).
+const UNMATCHED_LISTED: u32 = 1_000;

@@ -44,7 +44,7 @@ use crate::tags::Tags;
 
 use acceptor::Acceptor;
 use live::Live;
-use upkeep::{announce_unreachable_upstreams, store_upkeep};
+use upkeep::{announce_unreachable_upstreams, rematch_unmatched, store_upkeep};
 
 /// A failure to start serving.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +172,10 @@ impl Server {
             self.desk.clone(),
             health.clone(),
             live.current_config(),
+        )));
+        let _rematch = AbortOnDrop(tokio::spawn(rematch_unmatched(
+            tags.clone(),
+            self.desk.clone(),
         )));
         let deliverer = Arc::new(Deliverer::new(self.desk.clone(), live.current_config()));
         // Stopped with the process: an attempt cut short is retried when its lease runs out.

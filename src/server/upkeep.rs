@@ -16,6 +16,12 @@ const STORE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 const STORE_SIZE_INTERVAL: Duration = Duration::from_secs(30);
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+/// How often waiting privacy requests are matched again with nothing to prompt it (imports by
+/// another process, other gateways' sightings).
+const REMATCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Least time between two matching runs prompted by new recipient tags: under a churn of
+/// first sightings they come with every batch.
+const REMATCH_SPACING: Duration = Duration::from_secs(1);
 
 /// Background store care: health for `/readyz`, the size and outbox gauges, and retention
 /// (`retention_days` as currently configured).
@@ -50,7 +56,27 @@ pub(super) async fn store_upkeep(
                     Ok(erased) => tracing::info!(msg = "retention", privacy_subjects = erased),
                     Err(error) => tracing::error!(msg = "privacy retention failed", error = %error),
                 }
+                let window = config().privacy.unmatched_window;
+                let cutoff = desk.clock().now().saturating_sub(window.as_secs());
+                if let Err(error) = desk.expire_unmatched(cutoff).await {
+                    tracing::error!(msg = "unmatched privacy requests not expired", error = %error);
+                }
             }
+        }
+    }
+}
+
+/// Matches waiting privacy requests again: at start, every [`REMATCH_INTERVAL`], and soon after
+/// recipient tags reach the store.
+pub(super) async fn rematch_unmatched(tags: Arc<Tags>, desk: Arc<Desk>) {
+    loop {
+        if let Err(error) = desk.rematch().await {
+            tracing::error!(msg = "unmatched privacy requests not matched", error = %error);
+        }
+        tokio::time::sleep(REMATCH_SPACING).await;
+        tokio::select! {
+            _ = tags.recipients_committed().notified() => {}
+            _ = tokio::time::sleep(REMATCH_INTERVAL) => {}
         }
     }
 }

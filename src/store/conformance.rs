@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use super::outbox::{
-    Attempt, DeliveryStatus, NewDelivery, NewRequest, Outbox, RequestType, Subject,
+    Attempt, DeliveryStatus, MatchKeys, NewDelivery, NewRequest, Outbox, RequestType, Subject,
+    UnmatchedCounts,
 };
-use super::{Deleted, RecordTag, Store, TagWrite};
+use super::rows::Added;
+use super::{Deleted, ImportMark, RecordTag, Store, TagWrite};
 
 fn record(digest: u8, controller: &Arc<str>, recipients: &[u8], seen: u64) -> TagWrite {
     TagWrite::Record {
@@ -165,6 +167,55 @@ pub async fn run(store: &dyn Store) {
         store.erase(acme.clone(), vec![[31; 32]]).await.unwrap(),
         Deleted::default()
     );
+    run_import(store).await;
+}
+
+/// Imports write what live sightings would, keep what the store holds, and say what they added.
+async fn run_import(store: &dyn Store) {
+    let (acme, globex): (Arc<str>, Arc<str>) = ("acme".into(), "globex".into());
+    let mark = |line| ImportMark {
+        name: "shipments:history.jsonl".into(),
+        line,
+    };
+    assert_eq!(store.import_mark(mark(0).name).await.unwrap(), None);
+    // Record 60 is globex's already; the import's claim on it changes nothing.
+    store
+        .write(vec![record(60, &globex, &[70], 5)])
+        .await
+        .unwrap();
+    let batch = vec![
+        record(62, &acme, &[71, 72], 50),
+        record(61, &acme, &[71], 50),
+        record(60, &acme, &[73], 50),
+        recipient(71, &acme, 50),
+        recipient(72, &acme, 50),
+    ];
+    let added = store.import(batch.clone(), mark(3)).await.unwrap();
+    assert_eq!(
+        added,
+        Added {
+            records: 2,
+            links: 3,
+            recipients: 2
+        }
+    );
+    assert_eq!(store.import_mark(mark(0).name).await.unwrap(), Some(3));
+    let tag = store.record([62; 32]).await.unwrap().unwrap();
+    assert_eq!((&*tag.controller, tag.recipients.len()), ("acme", 2));
+    let held = store.record([60; 32]).await.unwrap().unwrap();
+    assert_eq!((&*held.controller, held.last_seen), ("globex", 5));
+    assert_eq!(held.recipients, vec![[70; 32]]);
+    // The same batch again adds nothing and keeps every time as it was.
+    let again = store.import(batch, mark(3)).await.unwrap();
+    assert_eq!(again, Added::default());
+    assert_eq!(store.record([62; 32]).await.unwrap().unwrap().last_seen, 50);
+    // A new recipient of a record the import tagged is linked.
+    let more = store
+        .import(vec![record(61, &acme, &[72], 60)], mark(4))
+        .await
+        .unwrap();
+    assert_eq!(more.links, 1);
+    assert_eq!(store.import_mark(mark(0).name).await.unwrap(), Some(4));
 }
 
 fn request(id: u8, at: u64, deliveries: &[(&Arc<str>, bool)]) -> NewRequest {
@@ -185,6 +236,7 @@ fn request(id: u8, at: u64, deliveries: &[(&Arc<str>, bool)]) -> NewRequest {
                 webhook_id: format!("msg_{id}_{c}"),
             })
             .collect(),
+        unmatched: None,
     }
 }
 
@@ -425,4 +477,95 @@ pub async fn run_outbox(outbox: &dyn Outbox) {
         "a dead delivery keeps its subject"
     );
     assert_eq!(outbox.expire_subjects(10_000, 10).await.unwrap(), 0);
+    run_unmatched(outbox).await;
+}
+
+/// Unmatched requests wait with their digests, get deliveries once matched, and expire.
+async fn run_unmatched(outbox: &dyn Outbox) {
+    let acme: Arc<str> = "acme".into();
+    let keys = |n: u8| MatchKeys {
+        identifiers: vec![[n; 32], [n + 1; 32]],
+        tracking: (n % 2 == 0).then_some([n + 2; 32]),
+    };
+    for (id, at) in [(40u8, 1_000), (41, 2_000), (42, 3_000)] {
+        let mut new = request(id, at, &[]);
+        new.subject = Some(Subject {
+            email: Some(format!("person{id}@example.com")),
+            ..Subject::default()
+        });
+        new.unmatched = Some(keys(id));
+        outbox.insert(new).await.unwrap();
+    }
+    assert_eq!(
+        outbox.unmatched_counts().await.unwrap(),
+        UnmatchedCounts {
+            waiting: 3,
+            expired: 0
+        }
+    );
+    // Subject retention leaves a waiting request's fields alone.
+    assert_eq!(outbox.expire_subjects(100_000, 10).await.unwrap(), 0);
+    let waiting = outbox.waiting(None, 2).await.unwrap();
+    assert_eq!(waiting.len(), 2);
+    assert_eq!((waiting[0].id[0], waiting[0].received_at), (40, 1_000));
+    assert_eq!(waiting[0].keys, keys(40));
+    assert_eq!(waiting[1].keys, keys(41));
+    let rest = outbox.waiting(Some(waiting[1].id), 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id[0], 42);
+
+    // A match hands the request to its controller, once.
+    let delivery = || NewDelivery {
+        controller: acme.clone(),
+        verified: true,
+        webhook_id: "msg_late".into(),
+    };
+    assert!(
+        outbox
+            .matched([41; 16], vec![delivery()], 5_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !outbox
+            .matched([41; 16], vec![delivery()], 5_001)
+            .await
+            .unwrap()
+    );
+    let claimed = outbox
+        .claim(vec![acme.clone()], 5_000, 5_100, 50)
+        .await
+        .unwrap();
+    let late = claimed.iter().find(|c| c.request_id == [41; 16]).unwrap();
+    assert!(late.verified);
+    assert_eq!(
+        late.subject.as_ref().unwrap().email.as_deref(),
+        Some("person41@example.com")
+    );
+
+    // Past the window: fields and digests go, the entry stays for the privacy team.
+    assert_eq!(outbox.expire_unmatched(2_500, 10).await.unwrap(), 1);
+    assert_eq!(outbox.expire_unmatched(2_500, 10).await.unwrap(), 0);
+    assert!(
+        !outbox
+            .matched([40; 16], vec![delivery()], 5_002)
+            .await
+            .unwrap()
+    );
+    let waiting = outbox.waiting(None, 10).await.unwrap();
+    assert_eq!(waiting.iter().map(|w| w.id[0]).collect::<Vec<_>>(), [42]);
+    let listed = outbox.unmatched(10).await.unwrap();
+    let listed: Vec<_> = listed.iter().map(|e| (e.id[0], e.expired)).collect();
+    assert_eq!(listed, [(40, true), (42, false)]);
+    assert_eq!(
+        outbox.unmatched_counts().await.unwrap(),
+        UnmatchedCounts {
+            waiting: 1,
+            expired: 1
+        }
+    );
+    assert_eq!(
+        outbox.state([40; 16]).await.unwrap().unwrap().received_at,
+        1_000
+    );
 }

@@ -4,10 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::outbox::{
-    Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, NewRequest, Outbox,
-    RequestId, RequestState, RequestType, Subject,
+    Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, MatchKeys, NewDelivery,
+    NewRequest, Outbox, RequestId, RequestState, RequestType, Subject, UnmatchedCounts,
+    UnmatchedEntry, Waiting,
 };
-use super::{Deleted, Digest, RecipientTag, RecordTag, Store, StoreFuture, TagWrite};
+use super::rows::Added;
+use super::{Deleted, Digest, ImportMark, RecipientTag, RecordTag, Store, StoreFuture, TagWrite};
 
 /// Tags and privacy requests in memory.
 #[derive(Default)]
@@ -21,6 +23,8 @@ struct OutboxTables {
     requests: HashMap<RequestId, RequestRow>,
     /// Keyed by (request, controller); ordered so claims are deterministic.
     deliveries: BTreeMap<(RequestId, Arc<str>), DeliveryRow>,
+    /// Requests no controller was found for; `None` once expired.
+    unmatched: BTreeMap<RequestId, Option<MatchKeys>>,
 }
 
 struct RequestRow {
@@ -44,6 +48,7 @@ struct DeliveryRow {
 struct Tables {
     records: HashMap<Digest, RecordTag>,
     recipients: HashMap<Digest, Vec<RecipientTag>>,
+    imports: HashMap<String, u64>,
 }
 
 impl MemoryStore {
@@ -105,11 +110,73 @@ impl Store for MemoryStore {
         let Tables {
             records,
             recipients,
+            ..
         } = &mut *tables;
         for write in &batch {
             apply(records, recipients, write);
         }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn import(&self, batch: Vec<TagWrite>, mark: ImportMark) -> StoreFuture<'_, Added> {
+        let mut tables = self.tables.lock().expect("not poisoned");
+        let mut added = Added::default();
+        for write in &batch {
+            match write {
+                TagWrite::Record {
+                    digest,
+                    controller,
+                    recipients,
+                    seen,
+                } => {
+                    let tag = tables.records.entry(*digest).or_insert_with(|| {
+                        added.records += 1;
+                        RecordTag {
+                            controller: controller.clone(),
+                            first_seen: *seen,
+                            last_seen: *seen,
+                            recipients: Vec::new(),
+                        }
+                    });
+                    if tag.controller == *controller {
+                        for r in recipients {
+                            if !tag.recipients.contains(r) {
+                                tag.recipients.push(*r);
+                                added.links += 1;
+                            }
+                        }
+                    }
+                }
+                TagWrite::Recipient {
+                    digest,
+                    controller,
+                    seen,
+                } => {
+                    let tags = tables.recipients.entry(*digest).or_default();
+                    if !tags.iter().any(|t| t.controller == *controller) {
+                        added.recipients += 1;
+                        tags.push(RecipientTag {
+                            controller: controller.clone(),
+                            first_seen: *seen,
+                            last_seen: *seen,
+                        });
+                    }
+                }
+            }
+        }
+        tables.imports.insert(mark.name, mark.line);
+        Box::pin(std::future::ready(Ok(added)))
+    }
+
+    fn import_mark(&self, name: String) -> StoreFuture<'_, Option<u64>> {
+        let line = self
+            .tables
+            .lock()
+            .expect("not poisoned")
+            .imports
+            .get(&name)
+            .copied();
+        Box::pin(std::future::ready(Ok(line)))
     }
 
     fn record(&self, digest: Digest) -> StoreFuture<'_, Option<RecordTag>> {
@@ -225,6 +292,9 @@ impl Outbox for MemoryStore {
                 },
             );
         }
+        if let Some(keys) = request.unmatched {
+            outbox.unmatched.insert(request.id, Some(keys));
+        }
         outbox.requests.insert(
             request.id,
             RequestRow {
@@ -264,6 +334,7 @@ impl Outbox for MemoryStore {
         let OutboxTables {
             requests,
             deliveries,
+            ..
         } = &mut *outbox;
         let mut due: Vec<(&(RequestId, Arc<str>), &mut DeliveryRow)> = deliveries
             .iter_mut()
@@ -380,13 +451,14 @@ impl Outbox for MemoryStore {
         let OutboxTables {
             requests,
             deliveries,
+            unmatched,
         } = &mut *outbox;
         let mut erased = 0;
         for (id, request) in requests.iter_mut() {
             if erased >= u64::from(limit) {
                 break;
             }
-            if request.subject.is_none() {
+            if request.subject.is_none() || unmatched.contains_key(id) {
                 continue;
             }
             let settled = deliveries
@@ -412,6 +484,104 @@ impl Outbox for MemoryStore {
             }
         }
         Box::pin(std::future::ready(Ok(backlog)))
+    }
+
+    fn waiting(&self, after: Option<RequestId>, limit: u32) -> StoreFuture<'_, Vec<Waiting>> {
+        let outbox = self.outbox.lock().expect("not poisoned");
+        let waiting = outbox
+            .unmatched
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| **id > a))
+            .filter_map(|(id, keys)| {
+                Some(Waiting {
+                    id: *id,
+                    received_at: outbox.requests[id].received_at,
+                    keys: keys.clone()?,
+                })
+            })
+            .take(limit as usize)
+            .collect();
+        Box::pin(std::future::ready(Ok(waiting)))
+    }
+
+    fn matched(
+        &self,
+        id: RequestId,
+        deliveries: Vec<NewDelivery>,
+        at: u64,
+    ) -> StoreFuture<'_, bool> {
+        let mut outbox = self.outbox.lock().expect("not poisoned");
+        let waited = matches!(outbox.unmatched.get(&id), Some(Some(_)));
+        if waited {
+            outbox.unmatched.remove(&id);
+            for delivery in deliveries {
+                outbox.deliveries.insert(
+                    (id, delivery.controller),
+                    DeliveryRow {
+                        webhook_id: delivery.webhook_id,
+                        verified: delivery.verified,
+                        status: DeliveryStatus::Pending,
+                        attempts: 0,
+                        next_attempt: at,
+                        lease_until: 0,
+                        claim: 0,
+                        settled_at: None,
+                    },
+                );
+            }
+        }
+        Box::pin(std::future::ready(Ok(waited)))
+    }
+
+    fn expire_unmatched(&self, before: u64, limit: u32) -> StoreFuture<'_, u64> {
+        let mut outbox = self.outbox.lock().expect("not poisoned");
+        let OutboxTables {
+            requests,
+            unmatched,
+            ..
+        } = &mut *outbox;
+        let mut expired = 0;
+        for (id, keys) in unmatched.iter_mut() {
+            let request = requests.get_mut(id).expect("an unmatched request exists");
+            if expired < u64::from(limit) && keys.is_some() && request.received_at < before {
+                *keys = None;
+                request.subject = None;
+                expired += 1;
+            }
+        }
+        Box::pin(std::future::ready(Ok(expired)))
+    }
+
+    fn unmatched(&self, limit: u32) -> StoreFuture<'_, Vec<UnmatchedEntry>> {
+        let outbox = self.outbox.lock().expect("not poisoned");
+        let mut entries: Vec<UnmatchedEntry> = outbox
+            .unmatched
+            .iter()
+            .map(|(id, keys)| {
+                let request = &outbox.requests[id];
+                UnmatchedEntry {
+                    id: *id,
+                    kind: request.kind,
+                    received_at: request.received_at,
+                    expired: keys.is_none(),
+                }
+            })
+            .collect();
+        entries.sort_by_key(|e| (e.received_at, e.id));
+        entries.truncate(limit as usize);
+        Box::pin(std::future::ready(Ok(entries)))
+    }
+
+    fn unmatched_counts(&self) -> StoreFuture<'_, UnmatchedCounts> {
+        let outbox = self.outbox.lock().expect("not poisoned");
+        let mut counts = UnmatchedCounts::default();
+        for keys in outbox.unmatched.values() {
+            match keys {
+                Some(_) => counts.waiting += 1,
+                None => counts.expired += 1,
+            }
+        }
+        Box::pin(std::future::ready(Ok(counts)))
     }
 }
 

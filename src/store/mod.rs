@@ -11,6 +11,7 @@ pub mod listen;
 pub mod memory;
 pub mod outbox;
 pub mod postgres;
+pub mod rows;
 pub mod sqlite;
 #[cfg(feature = "test-support")]
 pub mod test_postgres;
@@ -83,6 +84,16 @@ pub struct RecipientTag {
     pub last_seen: u64,
 }
 
+/// Where an import stands, committed with each of its batches: `tags import --resume` starts
+/// after `line`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportMark {
+    /// The import's name: its route and input (`shipments:history.jsonl`).
+    pub name: String,
+    /// The last input line whose tags the batch holds.
+    pub line: u64,
+}
+
 /// Rows deleted by one retention pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Deleted {
@@ -130,6 +141,14 @@ pub async fn open(config: &crate::config::Store) -> Result<Opened, StoreError> {
 pub trait Store: Send + Sync + 'static {
     /// Applies a batch of sightings in order, in one transaction where the backend has them.
     fn write(&self, batch: Vec<TagWrite>) -> StoreFuture<'_, ()>;
+
+    /// Applies a batch of imported history through the same path as [`Store::write`], except
+    /// that tags already held stay as they are, and records `mark` in the same transaction.
+    /// Returns what it added: nothing, for a batch imported before.
+    fn import(&self, batch: Vec<TagWrite>, mark: ImportMark) -> StoreFuture<'_, rows::Added>;
+
+    /// The last line an import of this name committed, if it ever did.
+    fn import_mark(&self, name: String) -> StoreFuture<'_, Option<u64>>;
 
     /// The tag of a record key, if any.
     fn record(&self, digest: Digest) -> StoreFuture<'_, Option<RecordTag>>;

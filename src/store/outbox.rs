@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{StoreError, StoreFuture};
+use super::{Digest, StoreError, StoreFuture};
 
 /// A request id: 128 random bits, shown as 32 lower-case hex digits.
 pub type RequestId = [u8; 16];
@@ -121,10 +121,54 @@ pub struct NewRequest {
     pub kind: RequestType,
     /// Unix seconds of intake.
     pub received_at: u64,
-    /// The personal data; `None` when no controller was found (nothing to route, nothing kept).
+    /// The personal data, kept for delivery (and, unmatched, until a match or the window ends).
     pub subject: Option<Subject>,
     /// One per controller.
     pub deliveries: Vec<NewDelivery>,
+    /// What to match it by later, when no controller was found.
+    pub unmatched: Option<MatchKeys>,
+}
+
+/// What an unmatched request is matched by: keyed digests, as tags are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchKeys {
+    /// Digests of the requester's e-mail and phone, as recipient tags key them.
+    pub identifiers: Vec<Digest>,
+    /// Digest of the tracking number, as record tags key it.
+    pub tracking: Option<Digest>,
+}
+
+/// An unmatched request still within its window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The request.
+    pub id: RequestId,
+    /// Unix seconds of intake.
+    pub received_at: u64,
+    /// What to match it by.
+    pub keys: MatchKeys,
+}
+
+/// An unmatched request as the platform's privacy team sees it: no personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmatchedEntry {
+    /// The request.
+    pub id: RequestId,
+    /// What is asked.
+    pub kind: RequestType,
+    /// Unix seconds of intake.
+    pub received_at: u64,
+    /// Past `[privacy] unmatched_days`: its fields and digests are deleted, no match will come.
+    pub expired: bool,
+}
+
+/// Unmatched requests, for the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnmatchedCounts {
+    /// Still being matched.
+    pub waiting: u64,
+    /// Past the window, for the privacy team.
+    pub expired: u64,
 }
 
 /// One controller's copy of a new request.
@@ -282,6 +326,28 @@ pub trait Outbox: Send + Sync + 'static {
     /// Pending deliveries and the oldest one's age.
     fn backlog(&self) -> StoreFuture<'_, Backlog>;
 
+    /// Unmatched requests within their window, by id after `after`, at most `limit`.
+    fn waiting(&self, after: Option<RequestId>, limit: u32) -> StoreFuture<'_, Vec<Waiting>>;
+
+    /// Gives a waiting request its deliveries (due at `at`) and ends its wait, in one
+    /// transaction; false when it was no longer waiting (matched elsewhere, or expired).
+    fn matched(
+        &self,
+        id: RequestId,
+        deliveries: Vec<NewDelivery>,
+        at: u64,
+    ) -> StoreFuture<'_, bool>;
+
+    /// Ends the wait of up to `limit` requests received before `before`: their subject and
+    /// digests are deleted, the audit row stays, listed as expired. Returns how many.
+    fn expire_unmatched(&self, before: u64, limit: u32) -> StoreFuture<'_, u64>;
+
+    /// Unmatched requests, waiting and expired, oldest first.
+    fn unmatched(&self, limit: u32) -> StoreFuture<'_, Vec<UnmatchedEntry>>;
+
+    /// How many are waiting and how many expired.
+    fn unmatched_counts(&self) -> StoreFuture<'_, UnmatchedCounts>;
+
     /// Counts an intake request against the rate limit shared by every gateway on this store,
     /// as a GCRA: `key` is a keyed digest of the client address, `now` unix seconds, `interval`
     /// the seconds one request costs and `burst` how far ahead of now the budget may run.
@@ -309,6 +375,30 @@ pub(super) fn request_id_from(bytes: Vec<u8>) -> Result<RequestId, StoreError> {
 
 pub(super) fn subject_from(text: Option<String>) -> Result<Option<Subject>, StoreError> {
     text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError(e.to_string())))
+        .transpose()
+}
+
+/// Digests stored side by side in one byte string.
+pub(super) fn digests_to_bytes(digests: &[Digest]) -> Vec<u8> {
+    digests.concat()
+}
+
+pub(super) fn digests_from_bytes(bytes: &[u8]) -> Result<Vec<Digest>, StoreError> {
+    if bytes.len() % 32 != 0 {
+        return Err(StoreError("stored digests are not whole".into()));
+    }
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32 bytes"))
+        .collect())
+}
+
+pub(super) fn optional_digest_from(bytes: Option<Vec<u8>>) -> Result<Option<Digest>, StoreError> {
+    bytes
+        .map(|b| {
+            b.try_into()
+                .map_err(|_| StoreError("a stored digest is not 32 bytes".into()))
+        })
         .transpose()
 }
 

@@ -3,7 +3,8 @@
 //! Every operation is a short transaction on a pooled connection. Migrations take a transaction
 //! advisory lock, so replicas starting together apply each one once; retention deletes with
 //! `FOR UPDATE SKIP LOCKED`, so replicas running it together neither block nor double-count.
-//! Connections are plaintext: the database is expected on a private network or a local socket.
+//! Connections are encrypted with rustls when `[store] tls` asks for it (the default off
+//! loopback).
 
 use std::time::Duration;
 
@@ -15,10 +16,15 @@ use std::sync::Arc;
 
 use super::listen::{self, Invalidation};
 use super::outbox::{
-    Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, NewRequest, Outbox,
-    RequestId, RequestState, kind_from, request_id_from, status_from, subject_from,
+    Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, MatchKeys, NewDelivery,
+    NewRequest, Outbox, RequestId, RequestState, UnmatchedCounts, UnmatchedEntry, Waiting,
+    digests_from_bytes, digests_to_bytes, kind_from, optional_digest_from, request_id_from,
+    status_from, subject_from,
 };
-use super::{Deleted, Digest, RecipientTag, RecordTag, Store, StoreError, StoreFuture, TagWrite};
+use super::rows::{Added, OnConflict, Rows};
+use super::{
+    Deleted, Digest, ImportMark, RecipientTag, RecordTag, Store, StoreError, StoreFuture, TagWrite,
+};
 use tokio::sync::mpsc;
 
 /// Versioned schema changes, applied in order at start.
@@ -81,6 +87,24 @@ const MIGRATIONS: &[(i32, &str)] = &[
          tat DOUBLE PRECISION NOT NULL
      );
      CREATE INDEX intake_rate_tat ON intake_rate (tat);",
+    ),
+    (
+        4,
+        // Where imports stand, and unmatched privacy requests with the digests they are matched
+        // by (never the identifiers themselves).
+        "CREATE TABLE tag_imports (
+         name TEXT PRIMARY KEY,
+         line BIGINT NOT NULL,
+         updated_at BIGINT NOT NULL
+     );
+     CREATE TABLE privacy_unmatched (
+         request_id BYTEA PRIMARY KEY REFERENCES privacy_requests (id),
+         received_at BIGINT NOT NULL,
+         identifiers BYTEA NOT NULL,
+         tracking BYTEA,
+         expired BOOLEAN NOT NULL DEFAULT false
+     );
+     CREATE INDEX privacy_unmatched_age ON privacy_unmatched (expired, received_at);",
     ),
 ];
 
@@ -187,83 +211,102 @@ impl PostgresStore {
     }
 }
 
-/// A batch as column arrays, one row per tag: sightings of the same tag are merged (an upsert
-/// cannot touch a row twice in one statement). A record key sighted under two controllers in one
-/// batch keeps the first, as it would have won row by row.
-#[derive(Default)]
-struct Rows {
-    record_digests: Vec<Vec<u8>>,
-    record_controllers: Vec<String>,
-    record_first: Vec<i64>,
-    record_last: Vec<i64>,
-    link_records: Vec<Vec<u8>>,
-    link_recipients: Vec<Vec<u8>>,
-    link_controllers: Vec<String>,
-    recipient_digests: Vec<Vec<u8>>,
-    recipient_controllers: Vec<String>,
-    recipient_first: Vec<i64>,
-    recipient_last: Vec<i64>,
-}
-
-impl From<&Vec<TagWrite>> for Rows {
-    fn from(batch: &Vec<TagWrite>) -> Rows {
-        use std::collections::HashMap;
-        let mut rows = Rows::default();
-        let mut records: HashMap<Digest, usize> = HashMap::new();
-        let mut recipients: HashMap<(Digest, &str), usize> = HashMap::new();
-        for write in batch {
-            match write {
-                TagWrite::Record {
-                    digest,
-                    controller,
-                    recipients: seen_with,
-                    seen,
-                } => {
-                    let seen = *seen as i64;
-                    match records.get(digest) {
-                        Some(&i) if rows.record_controllers[i] != **controller => continue,
-                        Some(&i) => {
-                            rows.record_first[i] = rows.record_first[i].min(seen);
-                            rows.record_last[i] = rows.record_last[i].max(seen);
-                        }
-                        None => {
-                            records.insert(*digest, rows.record_digests.len());
-                            rows.record_digests.push(digest.to_vec());
-                            rows.record_controllers.push(controller.to_string());
-                            rows.record_first.push(seen);
-                            rows.record_last.push(seen);
-                        }
-                    }
-                    for r in seen_with {
-                        rows.link_records.push(digest.to_vec());
-                        rows.link_recipients.push(r.to_vec());
-                        rows.link_controllers.push(controller.to_string());
-                    }
-                }
-                TagWrite::Recipient {
-                    digest,
-                    controller,
-                    seen,
-                } => {
-                    let seen = *seen as i64;
-                    match recipients.get(&(*digest, &**controller)) {
-                        Some(&i) => {
-                            rows.recipient_first[i] = rows.recipient_first[i].min(seen);
-                            rows.recipient_last[i] = rows.recipient_last[i].max(seen);
-                        }
-                        None => {
-                            recipients.insert((*digest, controller), rows.recipient_digests.len());
-                            rows.recipient_digests.push(digest.to_vec());
-                            rows.recipient_controllers.push(controller.to_string());
-                            rows.recipient_first.push(seen);
-                            rows.recipient_last.push(seen);
-                        }
-                    }
-                }
-            }
+/// Writes a batch's rows, sorted by key, as array parameters (three statements whatever its
+/// size): the one write path of live sightings and imports.
+async fn apply_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &Rows,
+    conflict: OnConflict,
+) -> Result<Added, StoreError> {
+    let digests = |d: &mut dyn Iterator<Item = &Digest>| d.map(|d| d.to_vec()).collect::<Vec<_>>();
+    let texts =
+        |c: &mut dyn Iterator<Item = &Arc<str>>| c.map(|c| c.to_string()).collect::<Vec<_>>();
+    let record_conflict = match conflict {
+        OnConflict::Refresh => {
+            "ON CONFLICT (digest) DO UPDATE
+                 SET last_seen = GREATEST(record_tags.last_seen, excluded.last_seen)
+                 WHERE record_tags.controller = excluded.controller
+                   AND excluded.last_seen > record_tags.last_seen"
         }
-        rows
-    }
+        OnConflict::Keep => "ON CONFLICT DO NOTHING",
+    };
+    let records = tx
+        .execute(
+            &format!(
+                "INSERT INTO record_tags (digest, controller, first_seen, last_seen)
+                 SELECT * FROM unnest($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[])
+                 {record_conflict}"
+            ),
+            &[
+                &digests(&mut rows.records.iter().map(|r| &r.digest)),
+                &texts(&mut rows.records.iter().map(|r| &r.controller)),
+                &rows
+                    .records
+                    .iter()
+                    .map(|r| r.first as i64)
+                    .collect::<Vec<_>>(),
+                &rows
+                    .records
+                    .iter()
+                    .map(|r| r.last as i64)
+                    .collect::<Vec<_>>(),
+            ],
+        )
+        .await
+        .map_err(err)?;
+    // Recipients are linked only to records their controller owns.
+    let links = tx
+        .execute(
+            "INSERT INTO record_recipients (record, recipient)
+             SELECT l.record, l.recipient
+             FROM unnest($1::BYTEA[], $2::BYTEA[], $3::TEXT[]) AS l(record, recipient, controller)
+             JOIN record_tags t ON t.digest = l.record AND t.controller = l.controller
+             ON CONFLICT DO NOTHING",
+            &[
+                &digests(&mut rows.links.iter().map(|l| &l.record)),
+                &digests(&mut rows.links.iter().map(|l| &l.recipient)),
+                &texts(&mut rows.links.iter().map(|l| &l.controller)),
+            ],
+        )
+        .await
+        .map_err(err)?;
+    let recipient_conflict = match conflict {
+        OnConflict::Refresh => {
+            "ON CONFLICT (digest, controller) DO UPDATE
+                 SET last_seen = GREATEST(recipient_tags.last_seen, excluded.last_seen)
+                 WHERE excluded.last_seen > recipient_tags.last_seen"
+        }
+        OnConflict::Keep => "ON CONFLICT DO NOTHING",
+    };
+    let recipients = tx
+        .execute(
+            &format!(
+                "INSERT INTO recipient_tags (digest, controller, first_seen, last_seen)
+                 SELECT * FROM unnest($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[])
+                 {recipient_conflict}"
+            ),
+            &[
+                &digests(&mut rows.recipients.iter().map(|r| &r.digest)),
+                &texts(&mut rows.recipients.iter().map(|r| &r.controller)),
+                &rows
+                    .recipients
+                    .iter()
+                    .map(|r| r.first as i64)
+                    .collect::<Vec<_>>(),
+                &rows
+                    .recipients
+                    .iter()
+                    .map(|r| r.last as i64)
+                    .collect::<Vec<_>>(),
+            ],
+        )
+        .await
+        .map_err(err)?;
+    Ok(Added {
+        records,
+        links,
+        recipients,
+    })
 }
 
 fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
@@ -275,51 +318,42 @@ fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
 impl Store for PostgresStore {
     fn write(&self, batch: Vec<TagWrite>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            let rows = Rows::from_writes(&batch);
             let mut client = self.pool.get().await.map_err(err)?;
             let tx = client.transaction().await.map_err(err)?;
-            let rows = Rows::from(&batch);
-            // Three statements per batch: each sighting is a row of an array parameter.
-            tx.execute(
-                "INSERT INTO record_tags (digest, controller, first_seen, last_seen)
-                 SELECT * FROM unnest($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[])
-                 ON CONFLICT (digest) DO UPDATE
-                     SET last_seen = GREATEST(record_tags.last_seen, excluded.last_seen)
-                     WHERE record_tags.controller = excluded.controller",
-                &[
-                    &rows.record_digests,
-                    &rows.record_controllers,
-                    &rows.record_first,
-                    &rows.record_last,
-                ],
-            )
-            .await
-            .map_err(err)?;
-            // Recipients are linked only to records their controller owns.
-            tx.execute(
-                "INSERT INTO record_recipients (record, recipient)
-                 SELECT l.record, l.recipient
-                 FROM unnest($1::BYTEA[], $2::BYTEA[], $3::TEXT[]) AS l(record, recipient, controller)
-                 JOIN record_tags t ON t.digest = l.record AND t.controller = l.controller
-                 ON CONFLICT DO NOTHING",
-                &[&rows.link_records, &rows.link_recipients, &rows.link_controllers],
-            )
-            .await
-            .map_err(err)?;
-            tx.execute(
-                "INSERT INTO recipient_tags (digest, controller, first_seen, last_seen)
-                 SELECT * FROM unnest($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[])
-                 ON CONFLICT (digest, controller) DO UPDATE
-                     SET last_seen = GREATEST(recipient_tags.last_seen, excluded.last_seen)",
-                &[
-                    &rows.recipient_digests,
-                    &rows.recipient_controllers,
-                    &rows.recipient_first,
-                    &rows.recipient_last,
-                ],
-            )
-            .await
-            .map_err(err)?;
+            apply_rows(&tx, &rows, OnConflict::Refresh).await?;
             tx.commit().await.map_err(err)
+        })
+    }
+
+    fn import(&self, batch: Vec<TagWrite>, mark: ImportMark) -> StoreFuture<'_, Added> {
+        Box::pin(async move {
+            let rows = Rows::from_writes(&batch);
+            let mut client = self.pool.get().await.map_err(err)?;
+            let tx = client.transaction().await.map_err(err)?;
+            let added = apply_rows(&tx, &rows, OnConflict::Keep).await?;
+            tx.execute(
+                "INSERT INTO tag_imports (name, line, updated_at)
+                 VALUES ($1, $2, EXTRACT(EPOCH FROM now())::BIGINT)
+                 ON CONFLICT (name) DO UPDATE SET line = excluded.line,
+                     updated_at = excluded.updated_at",
+                &[&mark.name, &(mark.line as i64)],
+            )
+            .await
+            .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            Ok(added)
+        })
+    }
+
+    fn import_mark(&self, name: String) -> StoreFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let row = client
+                .query_opt("SELECT line FROM tag_imports WHERE name = $1", &[&name])
+                .await
+                .map_err(err)?;
+            Ok(row.map(|r| r.get::<_, i64>(0) as u64))
         })
     }
 
@@ -632,6 +666,20 @@ impl Outbox for PostgresStore {
             )
             .await
             .map_err(err)?;
+            if let Some(keys) = &request.unmatched {
+                tx.execute(
+                    "INSERT INTO privacy_unmatched (request_id, received_at, identifiers, tracking)
+                     VALUES ($1, $2, $3, $4)",
+                    &[
+                        &&request.id[..],
+                        &received_at,
+                        &digests_to_bytes(&keys.identifiers),
+                        &keys.tracking.map(|t| t.to_vec()),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            }
             tx.commit().await.map_err(err)
         })
     }
@@ -844,6 +892,8 @@ impl Outbox for PostgresStore {
                              SELECT 1 FROM privacy_deliveries d
                              WHERE d.request_id = r.id
                                AND (d.settled_at IS NULL OR d.settled_at >= $1))
+                           AND NOT EXISTS (
+                             SELECT 1 FROM privacy_unmatched u WHERE u.request_id = r.id)
                          LIMIT $2 FOR UPDATE SKIP LOCKED)",
                     &[&(before as i64), &i64::from(limit)],
                 )
@@ -867,6 +917,149 @@ impl Outbox for PostgresStore {
             Ok(Backlog {
                 pending: row.get::<_, i64>(0) as u64,
                 oldest: row.get::<_, Option<i64>>(1).map(|o| o as u64),
+            })
+        })
+    }
+
+    fn waiting(&self, after: Option<RequestId>, limit: u32) -> StoreFuture<'_, Vec<Waiting>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let after = after.map_or_else(Vec::new, |a| a.to_vec());
+            let rows = client
+                .query(
+                    "SELECT request_id, received_at, identifiers, tracking FROM privacy_unmatched
+                     WHERE NOT expired AND request_id > $1 ORDER BY request_id LIMIT $2",
+                    &[&after, &i64::from(limit)],
+                )
+                .await
+                .map_err(err)?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(Waiting {
+                        id: request_id_from(r.get(0))?,
+                        received_at: r.get::<_, i64>(1) as u64,
+                        keys: MatchKeys {
+                            identifiers: digests_from_bytes(r.get(2))?,
+                            tracking: optional_digest_from(r.get(3))?,
+                        },
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn matched(
+        &self,
+        id: RequestId,
+        deliveries: Vec<NewDelivery>,
+        at: u64,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(err)?;
+            let tx = client.transaction().await.map_err(err)?;
+            // The delete decides between replicas matching at once: one of them removes the row.
+            let waited = tx
+                .execute(
+                    "DELETE FROM privacy_unmatched WHERE request_id = $1 AND NOT expired",
+                    &[&&id[..]],
+                )
+                .await
+                .map_err(err)?;
+            if waited == 0 {
+                return Ok(false);
+            }
+            let controllers: Vec<&str> = deliveries.iter().map(|d| &*d.controller).collect();
+            let webhook_ids: Vec<&str> = deliveries.iter().map(|d| d.webhook_id.as_str()).collect();
+            let verified: Vec<bool> = deliveries.iter().map(|d| d.verified).collect();
+            tx.execute(
+                "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
+                     status, next_attempt_at, updated_at)
+                 SELECT $1, c, w, v, 'pending', $5, $5
+                 FROM unnest($2::TEXT[], $3::TEXT[], $4::BOOLEAN[]) AS d(c, w, v)",
+                &[
+                    &&id[..],
+                    &controllers,
+                    &webhook_ids,
+                    &verified,
+                    &(at as i64),
+                ],
+            )
+            .await
+            .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            Ok(true)
+        })
+    }
+
+    fn expire_unmatched(&self, before: u64, limit: u32) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(err)?;
+            let tx = client.transaction().await.map_err(err)?;
+            let ids: Vec<Vec<u8>> = tx
+                .query(
+                    "UPDATE privacy_unmatched SET expired = true, identifiers = '', tracking = NULL
+                     WHERE request_id IN (
+                         SELECT request_id FROM privacy_unmatched
+                         WHERE NOT expired AND received_at < $1
+                         LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     RETURNING request_id",
+                    &[&(before as i64), &i64::from(limit)],
+                )
+                .await
+                .map_err(err)?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+            tx.execute(
+                "UPDATE privacy_requests SET subject = NULL WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            Ok(ids.len() as u64)
+        })
+    }
+
+    fn unmatched(&self, limit: u32) -> StoreFuture<'_, Vec<UnmatchedEntry>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let rows = client
+                .query(
+                    "SELECT u.request_id, r.kind, u.received_at, u.expired
+                     FROM privacy_unmatched u JOIN privacy_requests r ON r.id = u.request_id
+                     ORDER BY u.received_at, u.request_id LIMIT $1",
+                    &[&i64::from(limit)],
+                )
+                .await
+                .map_err(err)?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(UnmatchedEntry {
+                        id: request_id_from(r.get(0))?,
+                        kind: kind_from(r.get(1))?,
+                        received_at: r.get::<_, i64>(2) as u64,
+                        expired: r.get(3),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn unmatched_counts(&self) -> StoreFuture<'_, UnmatchedCounts> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(err)?;
+            let row = client
+                .query_one(
+                    "SELECT COUNT(*) FILTER (WHERE NOT expired), COUNT(*) FILTER (WHERE expired)
+                     FROM privacy_unmatched",
+                    &[],
+                )
+                .await
+                .map_err(err)?;
+            Ok(UnmatchedCounts {
+                waiting: row.get::<_, i64>(0) as u64,
+                expired: row.get::<_, i64>(1) as u64,
             })
         })
     }

@@ -9,10 +9,15 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::outbox::{
-    Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, NewRequest, Outbox,
-    RequestId, RequestState, kind_from, request_id_from, status_from, subject_from,
+    Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, MatchKeys, NewDelivery,
+    NewRequest, Outbox, RequestId, RequestState, UnmatchedCounts, UnmatchedEntry, Waiting,
+    digests_from_bytes, digests_to_bytes, kind_from, optional_digest_from, request_id_from,
+    status_from, subject_from,
 };
-use super::{Deleted, Digest, RecipientTag, RecordTag, Store, StoreError, StoreFuture, TagWrite};
+use super::rows::{Added, OnConflict, Rows};
+use super::{
+    Deleted, Digest, ImportMark, RecipientTag, RecordTag, Store, StoreError, StoreFuture, TagWrite,
+};
 
 /// Versioned schema changes, applied in order at start; each runs once per database.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -65,6 +70,54 @@ const MIGRATIONS: &[(i64, &str)] = &[
      CREATE INDEX privacy_deliveries_due ON privacy_deliveries (status, next_attempt_at);
      CREATE INDEX privacy_deliveries_inbox ON privacy_deliveries (controller, status);",
     ),
+    (
+        3,
+        // Tag tables keyed by their digests alone (WITHOUT ROWID: one B-tree per table instead
+        // of a rowid table and a key index); where imports stand; unmatched privacy requests.
+        "CREATE TABLE record_tags_3 (
+         digest BLOB PRIMARY KEY,
+         controller TEXT NOT NULL,
+         first_seen INTEGER NOT NULL,
+         last_seen INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO record_tags_3 SELECT digest, controller, first_seen, last_seen FROM record_tags;
+     DROP TABLE record_tags;
+     ALTER TABLE record_tags_3 RENAME TO record_tags;
+     CREATE INDEX record_tags_last_seen ON record_tags (last_seen);
+     CREATE TABLE record_recipients_3 (
+         record BLOB NOT NULL,
+         recipient BLOB NOT NULL,
+         PRIMARY KEY (record, recipient)
+     ) WITHOUT ROWID;
+     INSERT INTO record_recipients_3 SELECT record, recipient FROM record_recipients;
+     DROP TABLE record_recipients;
+     ALTER TABLE record_recipients_3 RENAME TO record_recipients;
+     CREATE TABLE recipient_tags_3 (
+         digest BLOB NOT NULL,
+         controller TEXT NOT NULL,
+         first_seen INTEGER NOT NULL,
+         last_seen INTEGER NOT NULL,
+         PRIMARY KEY (digest, controller)
+     ) WITHOUT ROWID;
+     INSERT INTO recipient_tags_3 SELECT digest, controller, first_seen, last_seen
+         FROM recipient_tags;
+     DROP TABLE recipient_tags;
+     ALTER TABLE recipient_tags_3 RENAME TO recipient_tags;
+     CREATE INDEX recipient_tags_last_seen ON recipient_tags (last_seen);
+     CREATE TABLE tag_imports (
+         name TEXT PRIMARY KEY,
+         line INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL
+     );
+     CREATE TABLE privacy_unmatched (
+         request_id BLOB PRIMARY KEY REFERENCES privacy_requests (id),
+         received_at INTEGER NOT NULL,
+         identifiers BLOB NOT NULL,
+         tracking BLOB,
+         expired INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX privacy_unmatched_age ON privacy_unmatched (expired, received_at);",
+    ),
 ];
 
 /// The writer connection's page cache, in KiB: part of the constant RSS the operations guide
@@ -107,6 +160,8 @@ impl SqliteStore {
         writer
             .pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .map_err(err)?;
+        // Multi-row statements come in up to CHUNK lengths per table.
+        writer.set_prepared_statement_cache_capacity(4 * CHUNK);
         migrate(&mut writer)?;
         let reader = open(path)?;
         Ok(SqliteStore {
@@ -161,69 +216,127 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(err)
 }
 
-fn write_batch(conn: &mut Connection, batch: &[TagWrite]) -> Result<(), StoreError> {
-    let tx = conn.transaction().map_err(err)?;
-    {
-        let mut record = tx
-            .prepare_cached(
-                "INSERT INTO record_tags (digest, controller, first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT (digest) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)
-                 WHERE record_tags.controller = excluded.controller",
-            )
-            .map_err(err)?;
-        let mut owner = tx
-            .prepare_cached("SELECT controller FROM record_tags WHERE digest = ?1")
-            .map_err(err)?;
-        let mut link = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO record_recipients (record, recipient) VALUES (?1, ?2)",
-            )
-            .map_err(err)?;
-        let mut recipient = tx
-            .prepare_cached(
-                "INSERT INTO recipient_tags (digest, controller, first_seen, last_seen)
-                 VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT (digest, controller) DO UPDATE SET
-                     last_seen = MAX(last_seen, excluded.last_seen)",
-            )
-            .map_err(err)?;
-        for write in batch {
-            match write {
-                TagWrite::Record {
-                    digest,
-                    controller,
-                    recipients,
-                    seen,
-                } => {
-                    record
-                        .execute(params![&digest[..], &**controller, *seen as i64])
-                        .map_err(err)?;
-                    let owned_by: String = owner
-                        .query_row(params![&digest[..]], |r| r.get(0))
-                        .map_err(err)?;
-                    if owned_by == **controller {
-                        for r in recipients {
-                            link.execute(params![&digest[..], &r[..]]).map_err(err)?;
-                        }
-                    }
-                }
-                TagWrite::Recipient {
-                    digest,
-                    controller,
-                    seen,
-                } => {
-                    recipient
-                        .execute(params![&digest[..], &**controller, *seen as i64])
-                        .map_err(err)?;
-                }
-            }
-        }
-    }
-    tx.commit().map_err(err)
+/// Rows per multi-row statement: one statement's parse and setup serve this many rows.
+const CHUNK: usize = 64;
+
+/// `INSERT ... VALUES (?,?,?,?), ...` for `n` rows of `width` parameters, then `tail`.
+fn values_sql(head: &str, width: usize, n: usize, tail: &str) -> String {
+    let row = format!("({})", vec!["?"; width].join(","));
+    format!("{head} VALUES {} {tail}", vec![row.as_str(); n].join(","))
 }
 
-fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
+/// Runs `sql(n)` over `rows` in chunks of [`CHUNK`] rows (the last chunk may be shorter), with
+/// each row's parameters from `bind`; returns the rows changed.
+fn chunked<T>(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[T],
+    sql: impl Fn(usize) -> String,
+    bind: impl Fn(&T, &mut Vec<rusqlite::types::Value>),
+) -> Result<u64, StoreError> {
+    let mut changed = 0;
+    let mut params = Vec::new();
+    for chunk in rows.chunks(CHUNK) {
+        params.clear();
+        for row in chunk {
+            bind(row, &mut params);
+        }
+        changed += tx
+            .prepare_cached(&sql(chunk.len()))
+            .map_err(err)?
+            .execute(rusqlite::params_from_iter(params.iter()))
+            .map_err(err)? as u64;
+    }
+    Ok(changed)
+}
+
+/// Writes a batch's rows, sorted by key, with multi-row statements: the one write path of live
+/// sightings and imports.
+fn apply_rows(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &Rows,
+    conflict: OnConflict,
+) -> Result<Added, StoreError> {
+    use rusqlite::types::Value;
+    let blob = |d: &Digest| Value::Blob(d.to_vec());
+    let text = |c: &Arc<str>| Value::Text(c.to_string());
+    let record_conflict = match conflict {
+        OnConflict::Refresh => {
+            "ON CONFLICT (digest) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)
+             WHERE record_tags.controller = excluded.controller
+               AND excluded.last_seen > record_tags.last_seen"
+        }
+        OnConflict::Keep => "ON CONFLICT DO NOTHING",
+    };
+    let records = chunked(
+        tx,
+        &rows.records,
+        |n| {
+            values_sql(
+                "INSERT INTO record_tags (digest, controller, first_seen, last_seen)",
+                4,
+                n,
+                record_conflict,
+            )
+        },
+        |r, p| {
+            p.extend([
+                blob(&r.digest),
+                text(&r.controller),
+                Value::Integer(r.first as i64),
+                Value::Integer(r.last as i64),
+            ])
+        },
+    )?;
+    // Recipients are linked only to records their controller owns.
+    let links = chunked(
+        tx,
+        &rows.links,
+        |n| {
+            format!(
+                "INSERT OR IGNORE INTO record_recipients (record, recipient)
+                 SELECT v.column1, v.column2 FROM ({}) v
+                 JOIN record_tags t ON t.digest = v.column1 AND t.controller = v.column3",
+                values_sql("", 3, n, "").trim_start()
+            )
+        },
+        |l, p| p.extend([blob(&l.record), blob(&l.recipient), text(&l.controller)]),
+    )?;
+    let recipient_conflict = match conflict {
+        OnConflict::Refresh => {
+            "ON CONFLICT (digest, controller) DO UPDATE
+             SET last_seen = MAX(last_seen, excluded.last_seen)
+             WHERE excluded.last_seen > recipient_tags.last_seen"
+        }
+        OnConflict::Keep => "ON CONFLICT DO NOTHING",
+    };
+    let recipients = chunked(
+        tx,
+        &rows.recipients,
+        |n| {
+            values_sql(
+                "INSERT INTO recipient_tags (digest, controller, first_seen, last_seen)",
+                4,
+                n,
+                recipient_conflict,
+            )
+        },
+        |r, p| {
+            p.extend([
+                blob(&r.digest),
+                text(&r.controller),
+                Value::Integer(r.first as i64),
+                Value::Integer(r.last as i64),
+            ])
+        },
+    )?;
+    Ok(Added {
+        records,
+        links,
+        recipients,
+    })
+}
+
+fn tag_digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
     bytes
         .try_into()
         .map_err(|_| err("a stored digest is not 32 bytes"))
@@ -231,7 +344,43 @@ fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
 
 impl Store for SqliteStore {
     fn write(&self, batch: Vec<TagWrite>) -> StoreFuture<'_, ()> {
-        SqliteStore::run(&self.writer, move |conn| write_batch(conn, &batch))
+        SqliteStore::run(&self.writer, move |conn| {
+            let rows = Rows::from_writes(&batch);
+            let tx = conn.transaction().map_err(err)?;
+            apply_rows(&tx, &rows, OnConflict::Refresh)?;
+            tx.commit().map_err(err)
+        })
+    }
+
+    fn import(&self, batch: Vec<TagWrite>, mark: ImportMark) -> StoreFuture<'_, Added> {
+        SqliteStore::run(&self.writer, move |conn| {
+            let rows = Rows::from_writes(&batch);
+            let tx = conn.transaction().map_err(err)?;
+            let added = apply_rows(&tx, &rows, OnConflict::Keep)?;
+            tx.execute(
+                "INSERT INTO tag_imports (name, line, updated_at)
+                 VALUES (?1, ?2, strftime('%s','now'))
+                 ON CONFLICT (name) DO UPDATE SET line = excluded.line,
+                     updated_at = excluded.updated_at",
+                params![mark.name, mark.line as i64],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(added)
+        })
+    }
+
+    fn import_mark(&self, name: String) -> StoreFuture<'_, Option<u64>> {
+        SqliteStore::run(&self.reader, move |conn| {
+            conn.query_row(
+                "SELECT line FROM tag_imports WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|line| line.map(|l| l as u64))
+            .map_err(err)
+        })
     }
 
     fn record(&self, digest: Digest) -> StoreFuture<'_, Option<RecordTag>> {
@@ -255,7 +404,7 @@ impl Store for SqliteStore {
             let recipients = stmt
                 .query_map(params![&digest[..]], |r| r.get::<_, Vec<u8>>(0))
                 .map_err(err)?
-                .map(|r| r.map_err(err).and_then(digest_from))
+                .map(|r| r.map_err(err).and_then(tag_digest_from))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(RecordTag {
                 controller: controller.into(),
@@ -307,10 +456,10 @@ impl Store for SqliteStore {
                     let recipients = links
                         .iter()
                         .filter(|(record, _)| *record == digest)
-                        .map(|(_, r)| digest_from(r.clone()))
+                        .map(|(_, r)| tag_digest_from(r.clone()))
                         .collect::<Result<Vec<_>, _>>()?;
                     found.push((
-                        digest_from(digest)?,
+                        tag_digest_from(digest)?,
                         RecordTag {
                             controller: controller.into(),
                             first_seen: first_seen as u64,
@@ -372,8 +521,9 @@ impl Store for SqliteStore {
             }
             let recipients = tx
                 .execute(
-                    "DELETE FROM recipient_tags WHERE rowid IN (
-                         SELECT rowid FROM recipient_tags WHERE last_seen < ?1 LIMIT ?2)",
+                    "DELETE FROM recipient_tags WHERE (digest, controller) IN (
+                         SELECT digest, controller FROM recipient_tags
+                         WHERE last_seen < ?1 LIMIT ?2)",
                     params![before as i64, limit],
                 )
                 .map_err(err)?;
@@ -476,6 +626,19 @@ impl Outbox for SqliteStore {
                         delivery.webhook_id,
                         delivery.verified,
                         request.received_at as i64
+                    ],
+                )
+                .map_err(err)?;
+            }
+            if let Some(keys) = &request.unmatched {
+                tx.execute(
+                    "INSERT INTO privacy_unmatched (request_id, received_at, identifiers, tracking)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        &request.id[..],
+                        request.received_at as i64,
+                        digests_to_bytes(&keys.identifiers),
+                        keys.tracking.map(|t| t.to_vec())
                     ],
                 )
                 .map_err(err)?;
@@ -728,6 +891,8 @@ impl Outbox for SqliteStore {
                              SELECT 1 FROM privacy_deliveries d
                              WHERE d.request_id = r.id
                                AND (d.settled_at IS NULL OR d.settled_at >= ?1))
+                           AND NOT EXISTS (
+                             SELECT 1 FROM privacy_unmatched u WHERE u.request_id = r.id)
                          LIMIT ?2)",
                 )
                 .map_err(err)?
@@ -752,6 +917,161 @@ impl Outbox for SqliteStore {
                 pending: pending as u64,
                 oldest: oldest.map(|o| o as u64),
             })
+        })
+    }
+
+    fn waiting(&self, after: Option<RequestId>, limit: u32) -> StoreFuture<'_, Vec<Waiting>> {
+        SqliteStore::run(&self.reader, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT request_id, received_at, identifiers, tracking FROM privacy_unmatched
+                     WHERE expired = 0 AND request_id > ?1 ORDER BY request_id LIMIT ?2",
+                )
+                .map_err(err)?;
+            let after = after.map_or_else(Vec::new, |a| a.to_vec());
+            let rows = stmt
+                .query_map(params![after, limit], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                    ))
+                })
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            rows.into_iter()
+                .map(|(id, received_at, identifiers, tracking)| {
+                    Ok(Waiting {
+                        id: request_id_from(id)?,
+                        received_at: received_at as u64,
+                        keys: MatchKeys {
+                            identifiers: digests_from_bytes(&identifiers)?,
+                            tracking: optional_digest_from(tracking)?,
+                        },
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn matched(
+        &self,
+        id: RequestId,
+        deliveries: Vec<NewDelivery>,
+        at: u64,
+    ) -> StoreFuture<'_, bool> {
+        SqliteStore::run(&self.writer, move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(err)?;
+            let waited = tx
+                .execute(
+                    "DELETE FROM privacy_unmatched WHERE request_id = ?1 AND expired = 0",
+                    params![&id[..]],
+                )
+                .map_err(err)?;
+            if waited == 0 {
+                return Ok(false);
+            }
+            for delivery in &deliveries {
+                tx.execute(
+                    "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
+                         status, next_attempt_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+                    params![
+                        &id[..],
+                        &*delivery.controller,
+                        delivery.webhook_id,
+                        delivery.verified,
+                        at as i64
+                    ],
+                )
+                .map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            Ok(true)
+        })
+    }
+
+    fn expire_unmatched(&self, before: u64, limit: u32) -> StoreFuture<'_, u64> {
+        SqliteStore::run(&self.writer, move |conn| {
+            let tx = conn.transaction().map_err(err)?;
+            let ids: Vec<Vec<u8>> = tx
+                .prepare_cached(
+                    "UPDATE privacy_unmatched SET expired = 1, identifiers = x'', tracking = NULL
+                     WHERE request_id IN (
+                         SELECT request_id FROM privacy_unmatched
+                         WHERE expired = 0 AND received_at < ?1 LIMIT ?2)
+                     RETURNING request_id",
+                )
+                .map_err(err)?
+                .query_map(params![before as i64, limit], |r| r.get(0))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            {
+                let mut erase = tx
+                    .prepare_cached("UPDATE privacy_requests SET subject = NULL WHERE id = ?1")
+                    .map_err(err)?;
+                for id in &ids {
+                    erase.execute(params![id]).map_err(err)?;
+                }
+            }
+            tx.commit().map_err(err)?;
+            Ok(ids.len() as u64)
+        })
+    }
+
+    fn unmatched(&self, limit: u32) -> StoreFuture<'_, Vec<UnmatchedEntry>> {
+        SqliteStore::run(&self.reader, move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT u.request_id, r.kind, u.received_at, u.expired
+                     FROM privacy_unmatched u JOIN privacy_requests r ON r.id = u.request_id
+                     ORDER BY u.received_at, u.request_id LIMIT ?1",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map(params![limit], |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                })
+                .map_err(err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(err)?;
+            rows.into_iter()
+                .map(|(id, kind, received_at, expired)| {
+                    Ok(UnmatchedEntry {
+                        id: request_id_from(id)?,
+                        kind: kind_from(&kind)?,
+                        received_at: received_at as u64,
+                        expired,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn unmatched_counts(&self) -> StoreFuture<'_, UnmatchedCounts> {
+        SqliteStore::run(&self.reader, |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FILTER (WHERE expired = 0), COUNT(*) FILTER (WHERE expired = 1)
+                 FROM privacy_unmatched",
+                [],
+                |r| {
+                    Ok(UnmatchedCounts {
+                        waiting: r.get::<_, i64>(0)? as u64,
+                        expired: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .map_err(err)
         })
     }
 }

@@ -94,6 +94,9 @@ pub struct Tags {
     /// waiting for a commit, or for room in the queue, watch it.
     committed: watch::Sender<u64>,
     wake: Notify,
+    /// Signalled after a batch holding recipient tags is committed: privacy requests waiting
+    /// for a controller may match now.
+    recipients_committed: Notify,
     /// Whether the last store operation succeeded (`/readyz`).
     healthy: AtomicBool,
 }
@@ -154,6 +157,7 @@ impl Tags {
             queue: Mutex::new(Queue::default()),
             committed: watch::Sender::new(0),
             wake: Notify::new(),
+            recipients_committed: Notify::new(),
             healthy: AtomicBool::new(true),
         }
     }
@@ -167,6 +171,11 @@ impl Tags {
     /// The digest function.
     pub fn key(&self) -> &TagKey {
         &self.key
+    }
+
+    /// Signalled after recipient tags reach the store (one waiter: the privacy desk's matcher).
+    pub fn recipients_committed(&self) -> &Notify {
+        &self.recipients_committed
     }
 
     /// Whether the last store operation succeeded.
@@ -524,6 +533,13 @@ impl Tags {
                 return Err(error);
             }
             self.healthy.store(true, Ordering::Relaxed);
+            if batch
+                .writes
+                .iter()
+                .any(|w| matches!(w, TagWrite::Recipient { .. }))
+            {
+                self.recipients_committed.notify_one();
+            }
             ::metrics::gauge!(metrics::TAG_QUEUE_LENGTH).set(self.pending() as f64);
             let upto = batch.durable_upto;
             self.committed
@@ -767,6 +783,16 @@ mod tests {
         fn write(&self, batch: Vec<TagWrite>) -> crate::store::StoreFuture<'_, ()> {
             self.inner.write(batch)
         }
+        fn import(
+            &self,
+            batch: Vec<TagWrite>,
+            mark: crate::store::ImportMark,
+        ) -> crate::store::StoreFuture<'_, crate::store::rows::Added> {
+            self.inner.import(batch, mark)
+        }
+        fn import_mark(&self, name: String) -> crate::store::StoreFuture<'_, Option<u64>> {
+            self.inner.import_mark(name)
+        }
         fn record(&self, d: Digest) -> crate::store::StoreFuture<'_, Option<RecordTag>> {
             self.single.fetch_add(1, Ordering::Relaxed);
             self.inner.record(d)
@@ -829,6 +855,16 @@ mod tests {
     struct Down;
     impl Store for Down {
         fn write(&self, _: Vec<TagWrite>) -> crate::store::StoreFuture<'_, ()> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+        fn import(
+            &self,
+            _: Vec<TagWrite>,
+            _: crate::store::ImportMark,
+        ) -> crate::store::StoreFuture<'_, crate::store::rows::Added> {
+            Box::pin(async { Err(StoreError("down".into())) })
+        }
+        fn import_mark(&self, _: String) -> crate::store::StoreFuture<'_, Option<u64>> {
             Box::pin(async { Err(StoreError("down".into())) })
         }
         fn record(&self, _: Digest) -> crate::store::StoreFuture<'_, Option<RecordTag>> {
