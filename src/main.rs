@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use recipient_gateway::config::Config;
+use recipient_gateway::tags::import::{ImportError, Input, Options as ImportOptions};
 use recipient_gateway::vocabulary::Direction;
 use recipient_gateway::{demo, logging, review, server, tls};
 
@@ -97,6 +98,11 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// The tag store: `tags import` loads a platform's history before (or while) it serves.
+    Tags {
+        #[command(subcommand)]
+        command: TagsCommand,
+    },
     /// Write a development CA and a localhost certificate/key pair.
     DevCerts {
         /// Output folder.
@@ -105,6 +111,35 @@ enum Command {
         /// Replace certificates and a key already in the folder.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TagsCommand {
+    /// Tag a platform's existing records: JSON Lines shaped as the route's upstream answers,
+    /// one document per line. Writes keyed digests only; importing twice writes nothing new.
+    /// Privacy requests waiting for a controller are matched again at the end.
+    Import {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// The route whose answers the lines are shaped as (records, keys, recipient).
+        #[arg(long)]
+        route: String,
+        /// The customer controlling records whose `controller_member` names none.
+        #[arg(long)]
+        controller: Option<String>,
+        /// Start after the last line an earlier run of this import (route and file name)
+        /// committed.
+        #[arg(long)]
+        resume: bool,
+        /// Skip up to N malformed lines, reporting each; the next one stops the import.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_errors: u64,
+        /// Records per store transaction.
+        #[arg(long, value_name = "RECORDS", default_value_t = recipient_gateway::tags::import::DEFAULT_BATCH)]
+        batch: usize,
+        /// The JSON Lines file (`-` or nothing: standard input).
+        input: Option<PathBuf>,
     },
 }
 
@@ -173,6 +208,56 @@ fn main() -> ExitCode {
                 controller.as_deref(),
                 explain,
             )
+        }
+        Command::Tags {
+            command:
+                TagsCommand::Import {
+                    file,
+                    route,
+                    controller,
+                    resume,
+                    max_errors,
+                    batch,
+                    input,
+                },
+        } => {
+            let config = match Config::load(&file.config) {
+                Ok(config) => config,
+                Err(error) => return config_error(&error),
+            };
+            let input = match input {
+                Some(path) if path.as_os_str() != "-" => Input::File(path),
+                _ => Input::Stdin,
+            };
+            let options = ImportOptions {
+                route,
+                controller,
+                resume,
+                max_errors,
+                batch,
+            };
+            eprintln!("config: {}", file.config.display());
+            match tokio_runtime().and_then(|rt| {
+                rt.block_on(import_tags(config, input, &options))
+                    .map_err(anyhow::Error::from)
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => match error.downcast_ref::<ImportError>() {
+                    Some(ImportError::Usage(why)) => {
+                        eprintln!("error: {why}.");
+                        ExitCode::from(EXIT_CONFIG)
+                    }
+                    Some(ImportError::BadLine { summary, .. }) => {
+                        println!("{}", summary.line());
+                        eprintln!("error: {error}.");
+                        ExitCode::FAILURE
+                    }
+                    _ => {
+                        eprintln!("error: {error:#}.");
+                        ExitCode::FAILURE
+                    }
+                },
+            }
         }
         Command::DevCerts { out, force } => match tls::write_dev_certs(&out, force) {
             Ok(()) => {
@@ -271,6 +356,41 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// `tags import`, then one matching run for the privacy requests waiting for a controller.
+async fn import_tags(
+    config: Config,
+    input: Input,
+    options: &ImportOptions,
+) -> Result<(), ImportError> {
+    use recipient_gateway::privacy::{Clock, Desk};
+    use recipient_gateway::tags::{Tags, import};
+    use std::io::IsTerminal;
+    let config = Arc::new(config);
+    let store = recipient_gateway::store::open_for_import(&config.store).await?;
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| import::Bar::new(input.size()));
+    let progress: &dyn import::Progress = match &bar {
+        Some(bar) => bar,
+        None => &import::Quiet,
+    };
+    let imported =
+        import::import(config.clone(), store.tags.clone(), input, options, progress).await;
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    let summary = imported?;
+    println!("{}", summary.line());
+    let tags = Arc::new(Tags::new(config.tag_key.expose(), store.tags.clone()));
+    let desk = Desk::new(&store, tags, Clock::default());
+    let matched = desk.rematch().await?;
+    let waiting = desk.report_unmatched().await?.waiting;
+    println!(
+        "privacy requests waiting for a controller: {matched} matched now, {waiting} still waiting"
+    );
+    Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -124,9 +124,24 @@ impl Opened {
 
 /// Opens the configured backend, creating or migrating its schema as needed.
 pub async fn open(config: &crate::config::Store) -> Result<Opened, StoreError> {
+    open_for(config, sqlite::Purpose::Serve).await
+}
+
+/// [`open`] for `tags import`: SQLite gets the import's tuning ([`sqlite::Purpose::Import`]).
+pub async fn open_for_import(config: &crate::config::Store) -> Result<Opened, StoreError> {
+    open_for(config, sqlite::Purpose::Import).await
+}
+
+async fn open_for(
+    config: &crate::config::Store,
+    purpose: sqlite::Purpose,
+) -> Result<Opened, StoreError> {
     match config.backend {
         StoreBackend::Memory => Ok(Opened::of(memory::MemoryStore::new())),
-        StoreBackend::Sqlite => Ok(Opened::of(sqlite::SqliteStore::open(&config.path)?)),
+        StoreBackend::Sqlite => Ok(Opened::of(sqlite::SqliteStore::open_for(
+            &config.path,
+            purpose,
+        )?)),
         StoreBackend::Postgres => {
             let url = config.url.as_ref().expect("validated: postgres has a URL");
             let url = std::str::from_utf8(url.expose())

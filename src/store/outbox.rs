@@ -384,7 +384,7 @@ pub(super) fn digests_to_bytes(digests: &[Digest]) -> Vec<u8> {
 }
 
 pub(super) fn digests_from_bytes(bytes: &[u8]) -> Result<Vec<Digest>, StoreError> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Err(StoreError("stored digests are not whole".into()));
     }
     Ok(bytes

@@ -148,10 +148,8 @@ impl Rows {
                 },
             }
         }
-        rows.records
-            .sort_unstable_by(|a, b| a.digest.cmp(&b.digest));
-        rows.links
-            .sort_unstable_by(|a, b| (a.record, a.recipient).cmp(&(b.record, b.recipient)));
+        rows.records.sort_unstable_by_key(|r| r.digest);
+        rows.links.sort_unstable_by_key(|l| (l.record, l.recipient));
         // Links of one record under several controllers: only the owner's can be written, and
         // the statement joins on the owner, so duplicates of (record, recipient) may stay.
         rows.links.dedup();

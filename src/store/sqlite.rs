@@ -124,6 +124,23 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// documents beside `cache_entries`.
 pub const WRITER_CACHE_KIB: i64 = 32 * 1024;
 
+/// The import's writer cache, in KiB: an import is a process of its own, and a cache that holds
+/// the tag tables' upper levels and most leaves keeps sorted batches from reading pages back.
+pub const IMPORT_CACHE_KIB: i64 = 512 * 1024;
+
+/// WAL pages between the import's checkpoints (4 KiB pages: 256 MiB).
+const IMPORT_CHECKPOINT_PAGES: i64 = 65_536;
+
+/// What a connection is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A gateway: every commit durable (`synchronous = FULL`), a 32 MiB writer cache.
+    Serve,
+    /// `tags import`: `synchronous = NORMAL` (a commit lost to power failure takes its import
+    /// mark with it, so `--resume` redoes exactly that batch) and a 512 MiB writer cache.
+    Import,
+}
+
 /// Tags and privacy requests in a SQLite file.
 pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
@@ -150,6 +167,11 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_for(path, Purpose::Serve)
+    }
+
+    /// [`SqliteStore::open`], tuned for `purpose`.
+    pub fn open_for(path: &Path, purpose: Purpose) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         }
@@ -157,8 +179,22 @@ impl SqliteStore {
         // Tag keys are random digests, so every insert lands on a random B-tree page; with
         // SQLite's default 2 MiB page cache most of them are read back from the file first.
         // A larger cache on the one writer keeps the upper levels and hot leaves resident.
+        let cache = match purpose {
+            Purpose::Serve => WRITER_CACHE_KIB,
+            Purpose::Import => {
+                writer
+                    .pragma_update(None, "synchronous", "NORMAL")
+                    .map_err(err)?;
+                // Checkpoint every 256 MiB of WAL instead of every 4 MiB: a page that several
+                // batches dirty is copied into the database once.
+                writer
+                    .pragma_update(None, "wal_autocheckpoint", IMPORT_CHECKPOINT_PAGES)
+                    .map_err(err)?;
+                IMPORT_CACHE_KIB
+            }
+        };
         writer
-            .pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .pragma_update(None, "cache_size", -cache)
             .map_err(err)?;
         // Multi-row statements come in up to CHUNK lengths per table.
         writer.set_prepared_statement_cache_capacity(4 * CHUNK);

@@ -81,6 +81,16 @@ impl TagKey {
     pub fn recipient(&self, identifier: &str) -> Digest {
         self.memoised(b"recipient\0", identifier, normalize_identifier)
     }
+
+    /// [`TagKey::record`] without the memo, for values seen once (an import's history).
+    pub fn record_once(&self, value: &str) -> Digest {
+        self.hmac(b"record\0", value)
+    }
+
+    /// [`TagKey::recipient`] without the memo, for values seen once.
+    pub fn recipient_once(&self, identifier: &str) -> Digest {
+        self.hmac(b"recipient\0", &normalize_identifier(identifier))
+    }
 }
 
 /// A hasher for keys that are already uniformly random (digests, fingerprints): it keeps their
@@ -139,6 +149,8 @@ mod tests {
         assert_eq!(key.recipient("Jane@Example.com "), direct);
         assert_eq!(key.recipient("jane@example.com"), direct);
         assert_eq!(key.record("1ZACME"), key.hmac(b"record\0", "1ZACME"));
+        assert_eq!(key.record_once("1ZACME"), key.record("1ZACME"));
+        assert_eq!(key.recipient_once("Jane@Example.com "), direct);
         assert_ne!(key.record("jane@example.com"), direct, "domains stay apart");
         // Another key never shares a memo entry.
         let other = TagKey::new(b"memo-test-key-9876543210");

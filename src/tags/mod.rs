@@ -14,8 +14,9 @@
 //! response and never dropped; refreshes coalesce. A store that fails never turns into a leak: an
 //! unknown controller is treated as not the caller's.
 //!
-//! Four files: `key.rs` turns identifiers into digests (the tag key and its per-thread memo),
-//! `resolve.rs` decides each record's controller, `queue.rs` orders what waits for the store, and
+//! Five files: `key.rs` turns identifiers into digests (the tag key and its per-thread memo),
+//! `resolve.rs` decides each record's controller and says what a record is made of, `queue.rs`
+//! orders what waits for the store, [`import`] loads a platform's history (`tags import`), and
 //! this one holds the cache, the writer and retention.
 
 use std::hash::BuildHasherDefault;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tokio::sync::{Notify, watch};
 
+pub mod import;
 mod key;
 mod queue;
 mod resolve;

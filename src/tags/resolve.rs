@@ -1,6 +1,7 @@
 //! Controller resolution (reference §4.2): for each record of a body, who controls it and which
 //! digests to tag. Reads the tag cache; writes nothing.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,11 +75,7 @@ impl Tags {
         let keys_of: Vec<Vec<Digest>> = records
             .iter()
             .map(|&node| {
-                route
-                    .record_keys
-                    .iter()
-                    .filter_map(|name| doc.member(node, name))
-                    .filter_map(|value| scalar_text(doc, value))
+                record_key_values(route, doc, node)
                     .map(|value| self.key.record(&value))
                     .collect()
             })
@@ -98,11 +95,7 @@ impl Tags {
                     break;
                 }
             }
-            let member = || {
-                let name = route.controller_member.as_deref()?;
-                let value = doc.str_value(doc.member(node, name)?)?;
-                known_customer(&value)
-            };
+            let member = || member_controller(config, route, doc, node);
             let caller_owned = match direction {
                 Direction::Request => customer.is_some(),
                 Direction::Response => created && records.len() == 1 && customer.is_some(),
@@ -117,7 +110,9 @@ impl Tags {
                 (None, Source::Unknown)
             };
             let recipients = match controller {
-                Some(_) => self.recipient_digests(route, doc, node),
+                Some(_) => recipient_identifier_values(route, doc, node)
+                    .map(|value| self.key.recipient(&value))
+                    .collect(),
                 None => Vec::new(),
             };
             resolved.push(Resolved {
@@ -130,33 +125,67 @@ impl Tags {
         }
         resolved
     }
+}
 
-    fn recipient_digests(&self, route: &Route, doc: &Document<'_>, record: NodeId) -> Vec<Digest> {
-        let Some(recipient) = route
-            .recipient
-            .as_deref()
-            .and_then(|name| doc.member(record, name))
-        else {
-            return Vec::new();
-        };
-        route
-            .recipient_identifiers
-            .iter()
-            .filter_map(|name| doc.member(recipient, name))
-            .filter_map(|value| doc.str_value(value))
-            .filter(|value| !value.trim().is_empty())
-            .map(|value| self.key.recipient(&value))
-            .collect()
-    }
+// What a record is made of, for live traffic and `tags import` alike: one definition of a
+// record's keys, recipient and controller member.
+
+/// The values of a record's `record_keys` members (strings, or numbers as written).
+pub fn record_key_values<'d, 'a>(
+    route: &'d Route,
+    doc: &'d Document<'a>,
+    record: NodeId,
+) -> impl Iterator<Item = Cow<'a, str>> + 'd {
+    route
+        .record_keys
+        .iter()
+        .filter_map(move |name| doc.member(record, name))
+        .filter_map(|value| scalar_text(doc, value))
+}
+
+/// The values of the `recipient_identifiers` of a record's `recipient`, blanks left out.
+pub fn recipient_identifier_values<'d, 'a>(
+    route: &'d Route,
+    doc: &'d Document<'a>,
+    record: NodeId,
+) -> impl Iterator<Item = Cow<'a, str>> + 'd {
+    let recipient = route
+        .recipient
+        .as_deref()
+        .and_then(|name| doc.member(record, name));
+    recipient
+        .into_iter()
+        .flat_map(move |recipient| {
+            route
+                .recipient_identifiers
+                .iter()
+                .filter_map(move |name| doc.member(recipient, name))
+        })
+        .filter_map(|value| doc.str_value(value))
+        .filter(|value| !value.trim().is_empty())
+}
+
+/// The customer a record's `controller_member` names, if the route has one and it names a known
+/// customer (anything else names nobody).
+pub fn member_controller(
+    config: &Config,
+    route: &Route,
+    doc: &Document<'_>,
+    record: NodeId,
+) -> Option<Arc<str>> {
+    let name = route.controller_member.as_deref()?;
+    let value = doc.str_value(doc.member(record, name)?)?;
+    config
+        .client(&value)
+        .filter(|c| c.kind == ClientKind::Customer)
+        .map(|c| c.id.clone())
 }
 
 /// A string's value or a number's text: what a record key can be.
-fn scalar_text<'a>(doc: &Document<'a>, node: NodeId) -> Option<std::borrow::Cow<'a, str>> {
+fn scalar_text<'a>(doc: &Document<'a>, node: NodeId) -> Option<Cow<'a, str>> {
     match doc.node(node).kind {
         Kind::String => doc.str_value(node),
-        Kind::Number => std::str::from_utf8(doc.raw(node))
-            .ok()
-            .map(std::borrow::Cow::Borrowed),
+        Kind::Number => std::str::from_utf8(doc.raw(node)).ok().map(Cow::Borrowed),
         _ => None,
     }
 }

@@ -1,0 +1,486 @@
+//! `recipient-gateway tags import`: a platform's history loaded into the tag store, before
+//! go-live or while gateways serve.
+//!
+//! The input is JSON Lines, one document per line, shaped as the route's upstream answers; the
+//! route's `records`, `record_keys`, `recipient`, `recipient_identifiers` and
+//! `controller_member` find what live traffic would find (`resolve.rs` holds that one
+//! definition). Lines are parsed and digested on a thread of their own while the store commits
+//! the previous batch, through the store's one write path (`store/rows.rs`), except that what the
+//! store already holds is kept as it is: importing a file twice writes nothing the second time.
+//! Each batch commits the number of its last line with it, so `--resume` starts right after what
+//! was committed. Memory is bounded by the batch size, whatever the file's.
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::key::TagKey;
+use super::resolve::{member_controller, recipient_identifier_values, record_key_values};
+use super::{TagWrite, now};
+use crate::config::{ClientKind, Config, Route};
+use crate::json::Document;
+use crate::store::rows::Added;
+use crate::store::{ImportMark, Store, StoreError};
+
+/// Records per batch (one store transaction) unless `--batch` says otherwise: large enough that
+/// sorted rows share the pages they dirty, small enough that a gateway writing to the same
+/// SQLite file waits well under its busy timeout.
+pub const DEFAULT_BATCH: usize = 50_000;
+
+/// What to import and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The route whose answers the lines are shaped as.
+    pub route: String,
+    /// The customer of records whose `controller_member` names none.
+    pub controller: Option<String>,
+    /// Start after the last line an earlier run of the same import committed.
+    pub resume: bool,
+    /// Bad lines skipped (each reported) before one stops the import.
+    pub max_errors: u64,
+    /// Records per store transaction.
+    pub batch: usize,
+}
+
+/// Where the lines come from.
+pub enum Input {
+    /// A file; its name (not its folder) names the import for `--resume`.
+    File(std::path::PathBuf),
+    /// Standard input, named `-`.
+    Stdin,
+}
+
+impl Input {
+    /// The name an import's mark is kept under, with its route: `shipments:history.jsonl`.
+    fn mark_name(&self, route: &str) -> String {
+        let name = match self {
+            Input::File(path) => path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            ),
+            Input::Stdin => "-".into(),
+        };
+        format!("{route}:{name}")
+    }
+
+    /// The input's size in bytes, when it is a file (for the progress bar's ETA).
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Input::File(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+            Input::Stdin => None,
+        }
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The line the import started after (`--resume`), 0 otherwise.
+    pub resumed_after: u64,
+    /// Lines read (after any resumed ones).
+    pub lines: u64,
+    /// Records found in them.
+    pub records: u64,
+    /// Records skipped: no `controller_member` value naming a customer, and no `--controller`.
+    pub no_controller: u64,
+    /// Tags and recipient links the store did not hold.
+    pub added: Added,
+    /// Record keys the store already held (tagged by traffic or an earlier import).
+    pub known: u64,
+    /// Bad lines skipped under `--max-errors`.
+    pub bad_lines: u64,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Records per second over the whole run.
+    pub fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The one line every import ends with.
+    pub fn line(&self) -> String {
+        let written = self.added.records + self.added.recipients;
+        let mut line = format!(
+            "imported {} records from {} lines in {:.1} s ({:.0} records/s): {} tags written \
+             ({} record, {} recipient, {} recipient links), {} skipped without a controller, \
+             {} already known, {} bad lines skipped",
+            self.records,
+            self.lines,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            written,
+            self.added.records,
+            self.added.recipients,
+            self.added.links,
+            self.no_controller,
+            self.known,
+            self.bad_lines,
+        );
+        if self.resumed_after > 0 {
+            line.push_str(&format!("; resumed after line {}", self.resumed_after));
+        }
+        if written == 0 && self.added.links == 0 && self.records > 0 {
+            line.push_str("; nothing new: the store already held every tag");
+        }
+        line
+    }
+}
+
+/// Why an import stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The command line names something the config does not have.
+    #[error("{0}")]
+    Usage(String),
+    /// The input could not be read.
+    #[error("cannot read the input: {0}")]
+    Read(#[from] std::io::Error),
+    /// A malformed line, with everything before it committed.
+    #[error(
+        "line {line}: {reason}; every line before it is committed: fix the line and run again \
+         with --resume (or skip bad lines with --max-errors N)"
+    )]
+    BadLine {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with it (never its content).
+        reason: String,
+        /// What was done before it.
+        summary: Box<Summary>,
+    },
+    /// The store failed; batches committed before stay.
+    #[error("{0}; batches committed before stay, and --resume carries on after them")]
+    Store(#[from] StoreError),
+}
+
+/// What an import reports as it goes: a progress bar on a terminal, nothing otherwise.
+pub trait Progress: Send + Sync {
+    /// `bytes` of the input read and `records` committed so far.
+    fn committed(&self, bytes: u64, records: u64);
+    /// A bad line skipped under `--max-errors`.
+    fn skipped(&self, line: u64, reason: &str);
+}
+
+/// No progress shown (a pipe, a test).
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn committed(&self, _: u64, _: u64) {}
+    fn skipped(&self, line: u64, reason: &str) {
+        eprintln!("line {line}: {reason} (skipped)");
+    }
+}
+
+/// One batch from the reader, ready for the store.
+struct Batch {
+    writes: Vec<TagWrite>,
+    /// The last line it covers.
+    line: u64,
+    /// Input bytes read up to that line.
+    bytes: u64,
+    records: u64,
+    /// Record keys offered (to count the known ones).
+    keys: u64,
+    no_controller: u64,
+}
+
+/// What the reader sends the writer.
+enum Event {
+    Batch(Batch),
+    Skipped { line: u64, reason: String },
+    Stop { line: u64, reason: String },
+}
+
+/// How a line's records become tag writes.
+struct Reader {
+    config: Arc<Config>,
+    route: Arc<Route>,
+    key: TagKey,
+    fallback: Option<Arc<str>>,
+    seen: u64,
+}
+
+impl Reader {
+    /// Appends the writes of one line's records; `Err` is what is wrong with the line.
+    fn line(&self, text: &[u8], batch: &mut Batch) -> Result<(), String> {
+        let doc = Document::parse(text).map_err(|e| e.to_string().replace("the body", "it"))?;
+        let records = self
+            .route
+            .plan
+            .find_records(&doc)
+            .map_err(|e| e.to_string())?;
+        for record in records {
+            batch.records += 1;
+            let controller = member_controller(&self.config, &self.route, &doc, record)
+                .or_else(|| self.fallback.clone());
+            let Some(controller) = controller else {
+                batch.no_controller += 1;
+                continue;
+            };
+            let recipients: Vec<_> = recipient_identifier_values(&self.route, &doc, record)
+                .map(|value| self.key.recipient_once(&value))
+                .collect();
+            for value in record_key_values(&self.route, &doc, record) {
+                batch.keys += 1;
+                batch.writes.push(TagWrite::Record {
+                    digest: self.key.record_once(&value),
+                    controller: controller.clone(),
+                    recipients: recipients.clone(),
+                    seen: self.seen,
+                });
+            }
+            batch
+                .writes
+                .extend(recipients.iter().map(|digest| TagWrite::Recipient {
+                    digest: *digest,
+                    controller: controller.clone(),
+                    seen: self.seen,
+                }));
+        }
+        Ok(())
+    }
+
+    /// Reads every line after `skip`, sending a batch per `size` records; bad lines are
+    /// skipped up to `max_errors`, and the next one stops the import after the batch before it.
+    fn run(
+        self,
+        mut input: Box<dyn BufRead + Send>,
+        skip: u64,
+        size: usize,
+        max_errors: u64,
+        events: mpsc::Sender<Event>,
+    ) -> std::io::Result<()> {
+        let fresh = |line, bytes| Batch {
+            writes: Vec::new(),
+            line,
+            bytes,
+            records: 0,
+            keys: 0,
+            no_controller: 0,
+        };
+        let (mut number, mut bytes, mut bad) = (0u64, 0u64, 0u64);
+        let mut batch = fresh(skip, 0);
+        let mut text = Vec::new();
+        loop {
+            text.clear();
+            let read = input.read_until(b'\n', &mut text)?;
+            if read == 0 {
+                break;
+            }
+            number += 1;
+            bytes += read as u64;
+            if number <= skip {
+                continue;
+            }
+            let line = trim_line(&text);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                batch.line = number;
+                batch.bytes = bytes;
+                continue;
+            }
+            if let Err(reason) = self.line(line, &mut batch) {
+                bad += 1;
+                if bad > max_errors {
+                    let stop = Event::Stop {
+                        line: number,
+                        reason,
+                    };
+                    let _ = events.blocking_send(Event::Batch(batch));
+                    let _ = events.blocking_send(stop);
+                    return Ok(());
+                }
+                let skipped = Event::Skipped {
+                    line: number,
+                    reason,
+                };
+                if events.blocking_send(skipped).is_err() {
+                    return Ok(());
+                }
+            }
+            batch.line = number;
+            batch.bytes = bytes;
+            if batch.records as usize >= size {
+                let full = std::mem::replace(&mut batch, fresh(number, bytes));
+                if events.blocking_send(Event::Batch(full)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let _ = events.blocking_send(Event::Batch(batch));
+        Ok(())
+    }
+}
+
+/// The line without its line ending.
+fn trim_line(text: &[u8]) -> &[u8] {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    text.strip_suffix(b"\r").unwrap_or(text)
+}
+
+/// Imports `input` into `store` as `options` say; returns what it did.
+pub async fn import(
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    input: Input,
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<Summary, ImportError> {
+    let started = Instant::now();
+    let route = config
+        .routes
+        .iter()
+        .find(|r| r.name == options.route)
+        .cloned()
+        .ok_or_else(|| {
+            let known: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+            ImportError::Usage(format!(
+                "no route is named '{}'; the config's routes are: {}",
+                options.route,
+                known.join(", ")
+            ))
+        })?;
+    if route.record_keys.is_empty() && route.recipient.is_none() {
+        return Err(ImportError::Usage(format!(
+            "route '{}' has neither record_keys nor a recipient: there is nothing to tag",
+            route.name
+        )));
+    }
+    let fallback = match &options.controller {
+        Some(id) => Some(
+            config
+                .client(id)
+                .filter(|c| c.kind == ClientKind::Customer)
+                .map(|c| c.id.clone())
+                .ok_or_else(|| {
+                    ImportError::Usage(format!("--controller '{id}' is not a customer client"))
+                })?,
+        ),
+        None => None,
+    };
+    if fallback.is_none() && route.controller_member.is_none() {
+        return Err(ImportError::Usage(format!(
+            "route '{}' has no controller_member: name the customer with --controller",
+            route.name
+        )));
+    }
+    let name = input.mark_name(&route.name);
+    let resumed_after = if options.resume {
+        store.import_mark(name.clone()).await?.unwrap_or(0)
+    } else {
+        0
+    };
+    let reader: Box<dyn BufRead + Send> = match &input {
+        Input::File(path) => Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(path)?,
+        )),
+        Input::Stdin => Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
+    };
+    let lines = Reader {
+        key: TagKey::new(config.tag_key.expose()),
+        config: config.clone(),
+        route,
+        fallback,
+        seen: now(),
+    };
+    // One batch queued while one is written and the next is read: memory stays at three.
+    let (events, mut received) = mpsc::channel(1);
+    let (size, max_errors) = (options.batch.max(1), options.max_errors);
+    let reading = tokio::task::spawn_blocking(move || {
+        lines.run(reader, resumed_after, size, max_errors, events)
+    });
+    let mut summary = Summary {
+        resumed_after,
+        ..Summary::default()
+    };
+    let mut stopped = None;
+    while let Some(event) = received.recv().await {
+        match event {
+            Event::Batch(batch) => {
+                summary.lines = batch.line.saturating_sub(resumed_after);
+                summary.records += batch.records;
+                summary.no_controller += batch.no_controller;
+                if batch.writes.is_empty() && batch.line == resumed_after {
+                    continue;
+                }
+                let mark = ImportMark {
+                    name: name.clone(),
+                    line: batch.line,
+                };
+                let added = store.import(batch.writes, mark).await?;
+                summary.known += batch.keys.saturating_sub(added.records);
+                summary.added.add(added);
+                progress.committed(batch.bytes, summary.records);
+            }
+            Event::Skipped { line, reason } => {
+                summary.bad_lines += 1;
+                progress.skipped(line, &reason);
+            }
+            Event::Stop { line, reason } => stopped = Some((line, reason)),
+        }
+    }
+    reading
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    summary.elapsed = started.elapsed();
+    match stopped {
+        Some((line, reason)) => Err(ImportError::BadLine {
+            line,
+            reason,
+            summary: Box::new(summary),
+        }),
+        None => Ok(summary),
+    }
+}
+
+/// A progress bar on the terminal (stderr): bytes with rate and ETA for a file, records and
+/// their rate for a pipe.
+pub struct Bar {
+    bar: indicatif::ProgressBar,
+    started: Instant,
+}
+
+impl Bar {
+    /// A bar for an input of `size` bytes, if known.
+    pub fn new(size: Option<u64>) -> Bar {
+        let bar = match size {
+            Some(size) => indicatif::ProgressBar::new(size).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("a valid template"),
+            ),
+            None => indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .expect("a valid template"),
+            ),
+        };
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Bar {
+            bar,
+            started: Instant::now(),
+        }
+    }
+
+    /// Removes the bar (the summary line follows).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Progress for Bar {
+    fn committed(&self, bytes: u64, records: u64) {
+        self.bar.set_position(bytes);
+        let rate = records as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        self.bar
+            .set_message(format!("{records} records, {rate:.0} records/s"));
+    }
+
+    fn skipped(&self, line: u64, reason: &str) {
+        self.bar.println(format!("line {line}: {reason} (skipped)"));
+    }
+}
