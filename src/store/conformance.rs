@@ -6,7 +6,7 @@ use super::outbox::{
     Attempt, DeliveryStatus, MatchKeys, NewDelivery, NewRequest, Outbox, RequestType, Subject,
     UnmatchedCounts,
 };
-use super::rows::Added;
+use super::rows::{Added, Rows};
 use super::{Deleted, ImportMark, RecordTag, Store, TagWrite};
 
 fn record(digest: u8, controller: &Arc<str>, recipients: &[u8], seen: u64) -> TagWrite {
@@ -190,12 +190,14 @@ async fn run_import(store: &dyn Store) {
         recipient(71, &acme, 50),
         recipient(72, &acme, 50),
     ];
-    let added = store.import(batch.clone(), mark(3)).await.unwrap();
+    let added = store
+        .import(Rows::from_writes(&batch), mark(3))
+        .await
+        .unwrap();
     assert_eq!(
         added,
         Added {
             records: 2,
-            links: 3,
             recipients: 2
         }
     );
@@ -206,15 +208,21 @@ async fn run_import(store: &dyn Store) {
     assert_eq!((&*held.controller, held.last_seen), ("globex", 5));
     assert_eq!(held.recipients, vec![[70; 32]]);
     // The same batch again adds nothing and keeps every time as it was.
-    let again = store.import(batch, mark(3)).await.unwrap();
+    let again = store
+        .import(Rows::from_writes(&batch), mark(3))
+        .await
+        .unwrap();
     assert_eq!(again, Added::default());
     assert_eq!(store.record([62; 32]).await.unwrap().unwrap().last_seen, 50);
     // A new recipient of a record the import tagged is linked.
     let more = store
-        .import(vec![record(61, &acme, &[72], 60)], mark(4))
+        .import(Rows::from_writes(&[record(61, &acme, &[72], 60)]), mark(4))
         .await
         .unwrap();
-    assert_eq!(more.links, 1);
+    assert_eq!(more.records, 1, "the record learnt a recipient");
+    let mut listed = store.record([61; 32]).await.unwrap().unwrap().recipients;
+    listed.sort();
+    assert_eq!(listed, vec![[71; 32], [72; 32]]);
     assert_eq!(store.import_mark(mark(0).name).await.unwrap(), Some(4));
 }
 

@@ -8,7 +8,7 @@ use super::outbox::{
     NewRequest, Outbox, RequestId, RequestState, RequestType, Subject, UnmatchedCounts,
     UnmatchedEntry, Waiting,
 };
-use super::rows::Added;
+use super::rows::{Added, Rows};
 use super::{Deleted, Digest, ImportMark, RecipientTag, RecordTag, Store, StoreFuture, TagWrite};
 
 /// Tags and privacy requests in memory.
@@ -118,50 +118,39 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn import(&self, batch: Vec<TagWrite>, mark: ImportMark) -> StoreFuture<'_, Added> {
+    fn import(&self, rows: Rows, mark: ImportMark) -> StoreFuture<'_, Added> {
         let mut tables = self.tables.lock().expect("not poisoned");
         let mut added = Added::default();
-        for write in &batch {
-            match write {
-                TagWrite::Record {
-                    digest,
-                    controller,
-                    recipients,
-                    seen,
-                } => {
-                    let tag = tables.records.entry(*digest).or_insert_with(|| {
-                        added.records += 1;
-                        RecordTag {
-                            controller: controller.clone(),
-                            first_seen: *seen,
-                            last_seen: *seen,
-                            recipients: Vec::new(),
-                        }
-                    });
-                    if tag.controller == *controller {
-                        for r in recipients {
-                            if !tag.recipients.contains(r) {
-                                tag.recipients.push(*r);
-                                added.links += 1;
-                            }
-                        }
+        for row in rows.records {
+            let mut changed = false;
+            let tag = tables.records.entry(row.digest).or_insert_with(|| {
+                changed = true;
+                RecordTag {
+                    controller: row.controller.clone(),
+                    first_seen: row.first,
+                    last_seen: row.last,
+                    recipients: Vec::new(),
+                }
+            });
+            if tag.controller == row.controller {
+                for r in &row.recipients {
+                    if !tag.recipients.contains(r) {
+                        tag.recipients.push(*r);
+                        changed = true;
                     }
                 }
-                TagWrite::Recipient {
-                    digest,
-                    controller,
-                    seen,
-                } => {
-                    let tags = tables.recipients.entry(*digest).or_default();
-                    if !tags.iter().any(|t| t.controller == *controller) {
-                        added.recipients += 1;
-                        tags.push(RecipientTag {
-                            controller: controller.clone(),
-                            first_seen: *seen,
-                            last_seen: *seen,
-                        });
-                    }
-                }
+            }
+            added.records += u64::from(changed);
+        }
+        for row in rows.recipients {
+            let tags = tables.recipients.entry(row.digest).or_default();
+            if !tags.iter().any(|t| t.controller == row.controller) {
+                added.recipients += 1;
+                tags.push(RecipientTag {
+                    controller: row.controller,
+                    first_seen: row.first,
+                    last_seen: row.last,
+                });
             }
         }
         tables.imports.insert(mark.name, mark.line);

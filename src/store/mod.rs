@@ -157,10 +157,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch of sightings in order, in one transaction where the backend has them.
     fn write(&self, batch: Vec<TagWrite>) -> StoreFuture<'_, ()>;
 
-    /// Applies a batch of imported history through the same path as [`Store::write`], except
-    /// that tags already held stay as they are, and records `mark` in the same transaction.
-    /// Returns what it added: nothing, for a batch imported before.
-    fn import(&self, batch: Vec<TagWrite>, mark: ImportMark) -> StoreFuture<'_, rows::Added>;
+    /// Applies a batch of imported history through the same path as [`Store::write`] (rows
+    /// made by [`rows::Rows::from_writes`]), except that tags already held keep their times,
+    /// and records `mark` in the same transaction. Returns what it added: nothing, for a batch
+    /// imported before.
+    fn import(&self, rows: rows::Rows, mark: ImportMark) -> StoreFuture<'_, rows::Added>;
 
     /// The last line an import of this name committed, if it ever did.
     fn import_mark(&self, name: String) -> StoreFuture<'_, Option<u64>>;

@@ -106,6 +106,30 @@ const MIGRATIONS: &[(i32, &str)] = &[
      );
      CREATE INDEX privacy_unmatched_age ON privacy_unmatched (expired, received_at);",
     ),
+    (
+        5,
+        // A record's recipients in its own row, as 32-byte digests side by side: a first
+        // sighting is one row per record key, not one more per key and recipient. The list
+        // functions match `store/rows.rs`.
+        "CREATE FUNCTION rg_digests_contain(list BYTEA, digest BYTEA) RETURNS BOOLEAN
+         LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+           SELECT EXISTS (SELECT 1 FROM generate_series(1, length(list), 32) AS i
+                          WHERE substring(list FROM i FOR 32) = digest)
+         $$;
+     CREATE FUNCTION rg_digest_union(list BYTEA, more BYTEA) RETURNS BYTEA
+         LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+           SELECT list || COALESCE(string_agg(d, ''::BYTEA ORDER BY first), ''::BYTEA)
+           FROM (SELECT substring(more FROM i FOR 32) AS d, MIN(i) AS first
+                 FROM generate_series(1, length(more), 32) AS i GROUP BY 1) AS n
+           WHERE NOT rg_digests_contain(list, n.d)
+         $$;
+     ALTER TABLE record_tags ADD COLUMN recipients BYTEA NOT NULL DEFAULT ''::BYTEA;
+     UPDATE record_tags t SET recipients = l.list
+         FROM (SELECT record, string_agg(recipient, ''::BYTEA) AS list
+               FROM record_recipients GROUP BY record) AS l
+         WHERE l.record = t.digest;
+     DROP TABLE record_recipients;",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations ("rg-tags").
@@ -211,7 +235,7 @@ impl PostgresStore {
     }
 }
 
-/// Writes a batch's rows, sorted by key, as array parameters (three statements whatever its
+/// Writes a batch's rows, sorted by key, as array parameters (two statements whatever its
 /// size): the one write path of live sightings and imports.
 async fn apply_rows(
     tx: &tokio_postgres::Transaction<'_>,
@@ -221,20 +245,29 @@ async fn apply_rows(
     let digests = |d: &mut dyn Iterator<Item = &Digest>| d.map(|d| d.to_vec()).collect::<Vec<_>>();
     let texts =
         |c: &mut dyn Iterator<Item = &Arc<str>>| c.map(|c| c.to_string()).collect::<Vec<_>>();
+    // First controller wins: another controller's sighting changes nothing. The owner's adds
+    // the recipients its row does not list.
     let record_conflict = match conflict {
         OnConflict::Refresh => {
             "ON CONFLICT (digest) DO UPDATE
-                 SET last_seen = GREATEST(record_tags.last_seen, excluded.last_seen)
-                 WHERE record_tags.controller = excluded.controller
-                   AND excluded.last_seen > record_tags.last_seen"
+                 SET last_seen = GREATEST(record_tags.last_seen, excluded.last_seen),
+                     recipients = rg_digest_union(record_tags.recipients, excluded.recipients)
+                 WHERE record_tags.controller = excluded.controller"
         }
-        OnConflict::Keep => "ON CONFLICT DO NOTHING",
+        OnConflict::Keep => {
+            "ON CONFLICT (digest) DO UPDATE
+                 SET recipients = rg_digest_union(record_tags.recipients, excluded.recipients)
+                 WHERE record_tags.controller = excluded.controller
+                   AND length(rg_digest_union(record_tags.recipients, excluded.recipients))
+                       > length(record_tags.recipients)"
+        }
     };
     let records = tx
         .execute(
             &format!(
-                "INSERT INTO record_tags (digest, controller, first_seen, last_seen)
-                 SELECT * FROM unnest($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[])
+                "INSERT INTO record_tags (digest, controller, first_seen, last_seen, recipients)
+                 SELECT * FROM unnest($1::BYTEA[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[],
+                     $5::BYTEA[])
                  {record_conflict}"
             ),
             &[
@@ -250,22 +283,11 @@ async fn apply_rows(
                     .iter()
                     .map(|r| r.last as i64)
                     .collect::<Vec<_>>(),
-            ],
-        )
-        .await
-        .map_err(err)?;
-    // Recipients are linked only to records their controller owns.
-    let links = tx
-        .execute(
-            "INSERT INTO record_recipients (record, recipient)
-             SELECT l.record, l.recipient
-             FROM unnest($1::BYTEA[], $2::BYTEA[], $3::TEXT[]) AS l(record, recipient, controller)
-             JOIN record_tags t ON t.digest = l.record AND t.controller = l.controller
-             ON CONFLICT DO NOTHING",
-            &[
-                &digests(&mut rows.links.iter().map(|l| &l.record)),
-                &digests(&mut rows.links.iter().map(|l| &l.recipient)),
-                &texts(&mut rows.links.iter().map(|l| &l.controller)),
+                &rows
+                    .records
+                    .iter()
+                    .map(|r| r.recipient_bytes())
+                    .collect::<Vec<_>>(),
             ],
         )
         .await
@@ -304,8 +326,17 @@ async fn apply_rows(
         .map_err(err)?;
     Ok(Added {
         records,
-        links,
         recipients,
+    })
+}
+
+/// A `record_tags` row read as (controller, first_seen, last_seen, recipients, …).
+fn record_tag_row(row: &tokio_postgres::Row) -> Result<RecordTag, StoreError> {
+    Ok(RecordTag {
+        controller: row.get::<_, String>(0).into(),
+        first_seen: row.get::<_, i64>(1) as u64,
+        last_seen: row.get::<_, i64>(2) as u64,
+        recipients: digests_from_bytes(row.get(3))?,
     })
 }
 
@@ -326,22 +357,42 @@ impl Store for PostgresStore {
         })
     }
 
-    fn import(&self, batch: Vec<TagWrite>, mark: ImportMark) -> StoreFuture<'_, Added> {
+    fn import(&self, rows: Rows, mark: ImportMark) -> StoreFuture<'_, Added> {
         Box::pin(async move {
-            let rows = Rows::from_writes(&batch);
-            let mut client = self.pool.get().await.map_err(err)?;
-            let tx = client.transaction().await.map_err(err)?;
-            let added = apply_rows(&tx, &rows, OnConflict::Keep).await?;
-            tx.execute(
-                "INSERT INTO tag_imports (name, line, updated_at)
-                 VALUES ($1, $2, EXTRACT(EPOCH FROM now())::BIGINT)
-                 ON CONFLICT (name) DO UPDATE SET line = excluded.line,
-                     updated_at = excluded.updated_at",
-                &[&mark.name, &(mark.line as i64)],
-            )
-            .await
-            .map_err(err)?;
-            tx.commit().await.map_err(err)?;
+            // Two halves of the key space on two connections at once: the server's work per
+            // row is what limits an import, and it then runs on two cores.
+            let write = |half: Rows| async move {
+                let mut client = self.pool.get().await.map_err(err)?;
+                let tx = client.transaction().await.map_err(err)?;
+                // A batch lost to a crash is imported again on --resume: no commit waits for
+                // the disk.
+                tx.batch_execute("SET LOCAL synchronous_commit = off")
+                    .await
+                    .map_err(err)?;
+                let added = apply_rows(&tx, &half, OnConflict::Keep).await?;
+                tx.commit().await.map_err(err)?;
+                Ok::<_, StoreError>(added)
+            };
+            let mut halves = rows.split(2).into_iter();
+            let (left, right) = (halves.next(), halves.next());
+            let (mut added, right) = tokio::try_join!(
+                write(left.unwrap_or_default()),
+                write(right.unwrap_or_default())
+            )?;
+            added.add(right);
+            // The mark commits after the rows it covers: a crash between them only means the
+            // batch is imported again, which changes nothing.
+            let client = self.pool.get().await.map_err(err)?;
+            client
+                .execute(
+                    "INSERT INTO tag_imports (name, line, updated_at)
+                     VALUES ($1, $2, EXTRACT(EPOCH FROM now())::BIGINT)
+                     ON CONFLICT (name) DO UPDATE SET line = excluded.line,
+                         updated_at = excluded.updated_at",
+                    &[&mark.name, &(mark.line as i64)],
+                )
+                .await
+                .map_err(err)?;
             Ok(added)
         })
     }
@@ -360,32 +411,16 @@ impl Store for PostgresStore {
     fn record(&self, digest: Digest) -> StoreFuture<'_, Option<RecordTag>> {
         Box::pin(async move {
             let client = self.pool.get().await.map_err(err)?;
-            let Some(row) = client
+            client
                 .query_opt(
-                    "SELECT controller, first_seen, last_seen FROM record_tags WHERE digest = $1",
+                    "SELECT controller, first_seen, last_seen, recipients FROM record_tags
+                     WHERE digest = $1",
                     &[&&digest[..]],
                 )
                 .await
                 .map_err(err)?
-            else {
-                return Ok(None);
-            };
-            let recipients = client
-                .query(
-                    "SELECT recipient FROM record_recipients WHERE record = $1",
-                    &[&&digest[..]],
-                )
-                .await
-                .map_err(err)?
-                .into_iter()
-                .map(|r| digest_from(r.get(0)))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(RecordTag {
-                controller: row.get::<_, String>(0).into(),
-                first_seen: row.get::<_, i64>(1) as u64,
-                last_seen: row.get::<_, i64>(2) as u64,
-                recipients,
-            }))
+                .map(|row| record_tag_row(&row))
+                .transpose()
         })
     }
 
@@ -393,39 +428,16 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let client = self.pool.get().await.map_err(err)?;
             let keys: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
-            let rows = client
+            client
                 .query(
-                    "SELECT digest, controller, first_seen, last_seen FROM record_tags
-                     WHERE digest = ANY($1)",
+                    "SELECT controller, first_seen, last_seen, recipients, digest
+                     FROM record_tags WHERE digest = ANY($1)",
                     &[&keys],
                 )
                 .await
-                .map_err(err)?;
-            let links = client
-                .query(
-                    "SELECT record, recipient FROM record_recipients WHERE record = ANY($1)",
-                    &[&keys],
-                )
-                .await
-                .map_err(err)?;
-            rows.into_iter()
-                .map(|row| {
-                    let digest: Vec<u8> = row.get(0);
-                    let recipients = links
-                        .iter()
-                        .filter(|l| l.get::<_, &[u8]>(0) == digest.as_slice())
-                        .map(|l| digest_from(l.get(1)))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok((
-                        digest_from(digest)?,
-                        RecordTag {
-                            controller: row.get::<_, String>(1).into(),
-                            first_seen: row.get::<_, i64>(2) as u64,
-                            last_seen: row.get::<_, i64>(3) as u64,
-                            recipients,
-                        },
-                    ))
-                })
+                .map_err(err)?
+                .into_iter()
+                .map(|row| Ok((digest_from(row.get(4))?, record_tag_row(&row)?)))
                 .collect()
         })
     }
@@ -457,25 +469,15 @@ impl Store for PostgresStore {
             let mut client = self.pool.get().await.map_err(err)?;
             let tx = client.transaction().await.map_err(err)?;
             let (before, limit) = (before as i64, i64::from(limit));
-            let gone: Vec<Vec<u8>> = tx
-                .query(
+            let records = tx
+                .execute(
                     "DELETE FROM record_tags WHERE digest IN (
                          SELECT digest FROM record_tags WHERE last_seen < $1
-                         LIMIT $2 FOR UPDATE SKIP LOCKED)
-                     RETURNING digest",
+                         LIMIT $2 FOR UPDATE SKIP LOCKED)",
                     &[&before, &limit],
                 )
                 .await
-                .map_err(err)?
-                .into_iter()
-                .map(|r| r.get(0))
-                .collect();
-            tx.execute(
-                "DELETE FROM record_recipients WHERE record = ANY($1)",
-                &[&gone],
-            )
-            .await
-            .map_err(err)?;
+                .map_err(err)?;
             let recipients = tx
                 .execute(
                     "DELETE FROM recipient_tags WHERE ctid IN (
@@ -485,7 +487,7 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(err)?;
-            if !gone.is_empty() || recipients > 0 {
+            if records > 0 || recipients > 0 {
                 let payload = listen::expired_payload(before as u64);
                 tx.execute("SELECT pg_notify($1, $2)", &[&listen::CHANNEL, &payload])
                     .await
@@ -493,7 +495,7 @@ impl Store for PostgresStore {
             }
             tx.commit().await.map_err(err)?;
             Ok(Deleted {
-                records: gone.len() as u64,
+                records,
                 recipients,
             })
         })
@@ -542,24 +544,17 @@ impl Store for PostgresStore {
             let tx = client.transaction().await.map_err(err)?;
             let keys: Vec<&[u8]> = recipients.iter().map(|d| &d[..]).collect();
             let payload = listen::erased_payload(&controller, &recipients);
-            let gone: Vec<Vec<u8>> = tx
-                .query(
-                    "DELETE FROM record_tags WHERE controller = $1 AND digest IN (
-                         SELECT record FROM record_recipients WHERE recipient = ANY($2))
-                     RETURNING digest",
+            // `position` finds candidates fast; the function checks a digest boundary.
+            let records = tx
+                .execute(
+                    "DELETE FROM record_tags t WHERE t.controller = $1 AND EXISTS (
+                         SELECT 1 FROM unnest($2::BYTEA[]) AS e(digest)
+                         WHERE position(e.digest IN t.recipients) > 0
+                           AND rg_digests_contain(t.recipients, e.digest))",
                     &[&&*controller, &keys],
                 )
                 .await
-                .map_err(err)?
-                .into_iter()
-                .map(|r| r.get(0))
-                .collect();
-            tx.execute(
-                "DELETE FROM record_recipients WHERE record = ANY($1)",
-                &[&gone],
-            )
-            .await
-            .map_err(err)?;
+                .map_err(err)?;
             let recipients = tx
                 .execute(
                     "DELETE FROM recipient_tags WHERE controller = $1 AND digest = ANY($2)",
@@ -573,7 +568,7 @@ impl Store for PostgresStore {
                 .map_err(err)?;
             tx.commit().await.map_err(err)?;
             Ok(Deleted {
-                records: gone.len() as u64,
+                records,
                 recipients,
             })
         })

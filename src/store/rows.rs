@@ -4,13 +4,17 @@
 //! random, so rows in arrival order land on random B-tree pages; sorted, a batch walks each
 //! table's index once, in order, and neighbouring rows share the pages they dirty. Merging
 //! matters for correctness too: an upsert cannot touch the same row twice in one statement.
+//!
+//! A record's recipients live in its own row, as 32-byte digests side by side: a first sighting
+//! is one row per record key, not one more per key and recipient. The list helpers here are what
+//! the SQL backends register as functions (SQLite) or define in SQL (PostgreSQL).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Digest, TagWrite};
 
-/// A record key's tag.
+/// A record key's tag, with the recipients seen in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordRow {
     /// The record key digest.
@@ -21,18 +25,16 @@ pub struct RecordRow {
     pub first: u64,
     /// Latest sighting in the batch (unix seconds).
     pub last: u64,
+    /// Recipient digests seen in it by that controller, sorted, each once. Stored side by side
+    /// in the row itself: one row per record key instead of one per key and recipient.
+    pub recipients: Vec<Digest>,
 }
 
-/// A recipient seen in a record: linked only if `controller` owns the record once the batch's
-/// record rows are applied (first controller wins).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkRow {
-    /// The record key digest.
-    pub record: Digest,
-    /// The recipient identifier digest.
-    pub recipient: Digest,
-    /// Who saw the recipient in the record.
-    pub controller: Arc<str>,
+impl RecordRow {
+    /// The recipients as stored: 32-byte digests side by side.
+    pub fn recipient_bytes(&self) -> Vec<u8> {
+        self.recipients.concat()
+    }
 }
 
 /// A recipient identifier's tag under one controller.
@@ -53,8 +55,6 @@ pub struct RecipientRow {
 pub struct Rows {
     /// `record_tags` rows, by digest.
     pub records: Vec<RecordRow>,
-    /// `record_recipients` rows, by (record, recipient).
-    pub links: Vec<LinkRow>,
     /// `recipient_tags` rows, by (digest, controller).
     pub recipients: Vec<RecipientRow>,
 }
@@ -68,13 +68,11 @@ pub enum OnConflict {
     Keep,
 }
 
-/// Rows a batch added (new tags and links); rows it only refreshed or found are not counted.
+/// Rows a batch added or grew; rows it only refreshed or found as they were are not counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Added {
-    /// Record tags added.
+    /// Record tags added, or given recipients they did not list.
     pub records: u64,
-    /// Recipients linked to records.
-    pub links: u64,
     /// Recipient tags added.
     pub recipients: u64,
 }
@@ -83,7 +81,6 @@ impl Added {
     /// Sums two counts.
     pub fn add(&mut self, other: Added) {
         self.records += other.records;
-        self.links += other.links;
         self.recipients += other.recipients;
     }
 }
@@ -102,30 +99,25 @@ impl Rows {
                     controller,
                     recipients: seen_with,
                     seen,
-                } => {
-                    match records.get(digest) {
-                        Some(&i) if rows.records[i].controller != *controller => continue,
-                        Some(&i) => {
-                            let row = &mut rows.records[i];
-                            row.first = row.first.min(*seen);
-                            row.last = row.last.max(*seen);
-                        }
-                        None => {
-                            records.insert(*digest, rows.records.len());
-                            rows.records.push(RecordRow {
-                                digest: *digest,
-                                controller: controller.clone(),
-                                first: *seen,
-                                last: *seen,
-                            });
-                        }
+                } => match records.get(digest) {
+                    Some(&i) if rows.records[i].controller != *controller => continue,
+                    Some(&i) => {
+                        let row = &mut rows.records[i];
+                        row.first = row.first.min(*seen);
+                        row.last = row.last.max(*seen);
+                        row.recipients.extend_from_slice(seen_with);
                     }
-                    rows.links.extend(seen_with.iter().map(|r| LinkRow {
-                        record: *digest,
-                        recipient: *r,
-                        controller: controller.clone(),
-                    }));
-                }
+                    None => {
+                        records.insert(*digest, rows.records.len());
+                        rows.records.push(RecordRow {
+                            digest: *digest,
+                            controller: controller.clone(),
+                            first: *seen,
+                            last: *seen,
+                            recipients: seen_with.clone(),
+                        });
+                    }
+                },
                 TagWrite::Recipient {
                     digest,
                     controller,
@@ -149,19 +141,61 @@ impl Rows {
             }
         }
         rows.records.sort_unstable_by_key(|r| r.digest);
-        rows.links.sort_unstable_by_key(|l| (l.record, l.recipient));
-        // Links of one record under several controllers: only the owner's can be written, and
-        // the statement joins on the owner, so duplicates of (record, recipient) may stay.
-        rows.links.dedup();
+        for row in &mut rows.records {
+            row.recipients.sort_unstable();
+            row.recipients.dedup();
+        }
         rows.recipients
             .sort_unstable_by(|a, b| (a.digest, &*a.controller).cmp(&(b.digest, &*b.controller)));
         rows
     }
 
+    /// Cuts the batch into `parts` batches of contiguous key ranges (for writers working side by
+    /// side: no two of them touch the same row).
+    pub fn split(self, parts: usize) -> Vec<Rows> {
+        fn cut<T>(mut rows: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+            let size = rows.len().div_ceil(parts).max(1);
+            let mut pieces = Vec::with_capacity(parts);
+            while rows.len() > size {
+                let rest = rows.split_off(size);
+                pieces.push(std::mem::replace(&mut rows, rest));
+            }
+            pieces.push(rows);
+            pieces.resize_with(parts, Vec::new);
+            pieces
+        }
+        let parts = parts.max(1);
+        cut(self.records, parts)
+            .into_iter()
+            .zip(cut(self.recipients, parts))
+            .map(|(records, recipients)| Rows {
+                records,
+                recipients,
+            })
+            .collect()
+    }
+
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.links.is_empty() && self.recipients.is_empty()
+        self.records.is_empty() && self.recipients.is_empty()
     }
+}
+
+/// Whether a stored recipient list (digests side by side) holds `digest` at a digest boundary.
+pub fn list_contains(list: &[u8], digest: &[u8]) -> bool {
+    list.chunks_exact(32).any(|d| d == digest)
+}
+
+/// A stored recipient list with the digests of `more` it does not hold appended, in `more`'s
+/// order: what a record learns when it is seen with new recipients.
+pub fn list_union(list: &[u8], more: &[u8]) -> Vec<u8> {
+    let mut union = list.to_vec();
+    for digest in more.chunks_exact(32) {
+        if !list_contains(&union, digest) {
+            union.extend_from_slice(digest);
+        }
+    }
+    union
 }
 
 #[cfg(test)]
@@ -203,8 +237,41 @@ mod tests {
             .map(|r| (r.digest[0], r.first, r.last))
             .collect();
         assert_eq!(recipients, [(4, 1, 1), (7, 2, 10)]);
-        // Globex's sighting of acme's record 3 is dropped whole; acme's two sightings link once.
-        assert_eq!(rows.links.len(), 2);
-        assert!(rows.links.windows(2).all(|w| w[0].record <= w[1].record));
+        // Globex's sighting of acme's record 3 is dropped whole; acme's two sightings list
+        // their recipient once.
+        assert_eq!(rows.records[1].recipients, vec![[9; 32]]);
+    }
+
+    #[test]
+    fn a_split_keeps_every_row_once_in_key_order() {
+        let acme: Arc<str> = "acme".into();
+        let writes: Vec<TagWrite> = (0..7u8)
+            .map(|d| TagWrite::Recipient {
+                digest: [d; 32],
+                controller: acme.clone(),
+                seen: 1,
+            })
+            .collect();
+        let parts = Rows::from_writes(&writes).split(2);
+        assert_eq!(parts.len(), 2);
+        let firsts: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|p| p.recipients.iter().map(|r| r.digest[0]).collect())
+            .collect();
+        assert_eq!(firsts, [vec![0, 1, 2, 3], vec![4, 5, 6]]);
+        assert_eq!(Rows::default().split(3).len(), 3);
+    }
+
+    #[test]
+    fn recipient_lists_grow_by_whole_digests() {
+        let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let list = [a, b].concat();
+        assert!(list_contains(&list, &b));
+        assert!(!list_contains(&list, &c));
+        // Bytes that straddle two digests are no digest of the list.
+        let straddle = [&a[16..], &b[..16]].concat();
+        assert!(!list_contains(&list, &straddle));
+        assert_eq!(list_union(&list, &[b, c].concat()), [a, b, c].concat());
+        assert_eq!(list_union(&[], &[c, c].concat()), c.to_vec());
     }
 }

@@ -14,7 +14,7 @@ use super::outbox::{
     digests_from_bytes, digests_to_bytes, kind_from, optional_digest_from, request_id_from,
     status_from, subject_from,
 };
-use super::rows::{Added, OnConflict, Rows};
+use super::rows::{Added, OnConflict, Rows, list_contains, list_union};
 use super::{
     Deleted, Digest, ImportMark, RecipientTag, RecordTag, Store, StoreError, StoreFuture, TagWrite,
 };
@@ -73,25 +73,24 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         // Tag tables keyed by their digests alone (WITHOUT ROWID: one B-tree per table instead
-        // of a rowid table and a key index); where imports stand; unmatched privacy requests.
+        // of a rowid table and a key index), a record's recipients in its own row; where
+        // imports stand; unmatched privacy requests.
         "CREATE TABLE record_tags_3 (
          digest BLOB PRIMARY KEY,
          controller TEXT NOT NULL,
          first_seen INTEGER NOT NULL,
-         last_seen INTEGER NOT NULL
+         last_seen INTEGER NOT NULL,
+         recipients BLOB NOT NULL
      ) WITHOUT ROWID;
-     INSERT INTO record_tags_3 SELECT digest, controller, first_seen, last_seen FROM record_tags;
+     INSERT INTO record_tags_3
+         SELECT t.digest, t.controller, t.first_seen, t.last_seen,
+             COALESCE((SELECT rg_digest_concat(l.recipient) FROM record_recipients l
+                       WHERE l.record = t.digest), x'')
+         FROM record_tags t;
      DROP TABLE record_tags;
+     DROP TABLE record_recipients;
      ALTER TABLE record_tags_3 RENAME TO record_tags;
      CREATE INDEX record_tags_last_seen ON record_tags (last_seen);
-     CREATE TABLE record_recipients_3 (
-         record BLOB NOT NULL,
-         recipient BLOB NOT NULL,
-         PRIMARY KEY (record, recipient)
-     ) WITHOUT ROWID;
-     INSERT INTO record_recipients_3 SELECT record, recipient FROM record_recipients;
-     DROP TABLE record_recipients;
-     ALTER TABLE record_recipients_3 RENAME TO record_recipients;
      CREATE TABLE recipient_tags_3 (
          digest BLOB NOT NULL,
          controller TEXT NOT NULL,
@@ -126,7 +125,7 @@ pub const WRITER_CACHE_KIB: i64 = 32 * 1024;
 
 /// The import's writer cache, in KiB: an import is a process of its own, and a cache that holds
 /// the tag tables' upper levels and most leaves keeps sorted batches from reading pages back.
-pub const IMPORT_CACHE_KIB: i64 = 512 * 1024;
+pub const IMPORT_CACHE_KIB: i64 = 128 * 1024;
 
 /// WAL pages between the import's checkpoints (4 KiB pages: 256 MiB).
 const IMPORT_CHECKPOINT_PAGES: i64 = 65_536;
@@ -153,6 +152,7 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(err)?;
+    register_functions(&conn)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -161,7 +161,58 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     // Tags are written in batches at most ten times a second, so the fsync per commit is cheap.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err)?;
+    // A multi-row upsert keeps a statement journal (to undo itself on error): in memory, not
+    // in a temporary file.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(err)?;
     Ok(conn)
+}
+
+/// The recipient-list functions the statements use (`store/rows.rs` holds their logic):
+/// `rg_digest_union(list, more)`, `rg_digests_contain(list, digest)`, and the aggregate
+/// `rg_digest_concat(digest)` the migration to in-row lists uses.
+fn register_functions(conn: &Connection) -> Result<(), StoreError> {
+    use rusqlite::functions::{Context, FunctionFlags};
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    fn blob(ctx: &Context<'_>, i: usize) -> rusqlite::Result<Vec<u8>> {
+        ctx.get::<Option<Vec<u8>>>(i).map(Option::unwrap_or_default)
+    }
+    conn.create_scalar_function("rg_digest_union", 2, flags, |ctx| {
+        Ok(list_union(&blob(ctx, 0)?, &blob(ctx, 1)?))
+    })
+    .map_err(err)?;
+    conn.create_scalar_function("rg_digests_contain", 2, flags, |ctx| {
+        Ok(list_contains(&blob(ctx, 0)?, &blob(ctx, 1)?))
+    })
+    .map_err(err)?;
+    conn.create_aggregate_function("rg_digest_concat", 1, flags, DigestConcat)
+        .map_err(err)
+}
+
+/// `rg_digest_concat(digest)`: a group's digests side by side.
+struct DigestConcat;
+
+impl rusqlite::functions::Aggregate<Vec<u8>, Vec<u8>> for DigestConcat {
+    fn init(&self, _: &mut rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    fn step(
+        &self,
+        ctx: &mut rusqlite::functions::Context<'_>,
+        list: &mut Vec<u8>,
+    ) -> rusqlite::Result<()> {
+        list.extend_from_slice(&ctx.get::<Vec<u8>>(0)?);
+        Ok(())
+    }
+
+    fn finalize(
+        &self,
+        _: &mut rusqlite::functions::Context<'_>,
+        list: Option<Vec<u8>>,
+    ) -> rusqlite::Result<Vec<u8>> {
+        Ok(list.unwrap_or_default())
+    }
 }
 
 impl SqliteStore {
@@ -295,21 +346,28 @@ fn apply_rows(
     use rusqlite::types::Value;
     let blob = |d: &Digest| Value::Blob(d.to_vec());
     let text = |c: &Arc<str>| Value::Text(c.to_string());
+    // First controller wins: another controller's sighting changes nothing. The owner's adds
+    // the recipients its row does not list.
     let record_conflict = match conflict {
         OnConflict::Refresh => {
-            "ON CONFLICT (digest) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)
-             WHERE record_tags.controller = excluded.controller
-               AND excluded.last_seen > record_tags.last_seen"
+            "ON CONFLICT (digest) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen),
+                 recipients = rg_digest_union(recipients, excluded.recipients)
+             WHERE record_tags.controller = excluded.controller"
         }
-        OnConflict::Keep => "ON CONFLICT DO NOTHING",
+        OnConflict::Keep => {
+            "ON CONFLICT (digest) DO UPDATE
+                 SET recipients = rg_digest_union(recipients, excluded.recipients)
+             WHERE record_tags.controller = excluded.controller
+               AND length(rg_digest_union(recipients, excluded.recipients)) > length(recipients)"
+        }
     };
     let records = chunked(
         tx,
         &rows.records,
         |n| {
             values_sql(
-                "INSERT INTO record_tags (digest, controller, first_seen, last_seen)",
-                4,
+                "INSERT INTO record_tags (digest, controller, first_seen, last_seen, recipients)",
+                5,
                 n,
                 record_conflict,
             )
@@ -320,22 +378,9 @@ fn apply_rows(
                 text(&r.controller),
                 Value::Integer(r.first as i64),
                 Value::Integer(r.last as i64),
+                Value::Blob(r.recipient_bytes()),
             ])
         },
-    )?;
-    // Recipients are linked only to records their controller owns.
-    let links = chunked(
-        tx,
-        &rows.links,
-        |n| {
-            format!(
-                "INSERT OR IGNORE INTO record_recipients (record, recipient)
-                 SELECT v.column1, v.column2 FROM ({}) v
-                 JOIN record_tags t ON t.digest = v.column1 AND t.controller = v.column3",
-                values_sql("", 3, n, "").trim_start()
-            )
-        },
-        |l, p| p.extend([blob(&l.record), blob(&l.recipient), text(&l.controller)]),
     )?;
     let recipient_conflict = match conflict {
         OnConflict::Refresh => {
@@ -367,9 +412,20 @@ fn apply_rows(
     )?;
     Ok(Added {
         records,
-        links,
         recipients,
     })
+}
+
+/// A `record_tags` row read as (controller, first_seen, last_seen, recipients).
+fn record_tag_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RecordTag, StoreError>> {
+    let (controller, first_seen, last_seen, recipients): (String, i64, i64, Vec<u8>) =
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+    Ok(digests_from_bytes(&recipients).map(|recipients| RecordTag {
+        controller: controller.into(),
+        first_seen: first_seen as u64,
+        last_seen: last_seen as u64,
+        recipients,
+    }))
 }
 
 fn tag_digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
@@ -388,9 +444,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn import(&self, batch: Vec<TagWrite>, mark: ImportMark) -> StoreFuture<'_, Added> {
+    fn import(&self, rows: Rows, mark: ImportMark) -> StoreFuture<'_, Added> {
         SqliteStore::run(&self.writer, move |conn| {
-            let rows = Rows::from_writes(&batch);
             let tx = conn.transaction().map_err(err)?;
             let added = apply_rows(&tx, &rows, OnConflict::Keep)?;
             tx.execute(
@@ -421,33 +476,15 @@ impl Store for SqliteStore {
 
     fn record(&self, digest: Digest) -> StoreFuture<'_, Option<RecordTag>> {
         SqliteStore::run(&self.reader, move |conn| {
-            let row: Option<(String, i64, i64)> = conn
-                .prepare_cached(
-                    "SELECT controller, first_seen, last_seen FROM record_tags WHERE digest = ?1",
-                )
-                .map_err(err)?
-                .query_row(params![&digest[..]], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()
-                .map_err(err)?;
-            let Some((controller, first_seen, last_seen)) = row else {
-                return Ok(None);
-            };
-            let mut stmt = conn
-                .prepare_cached("SELECT recipient FROM record_recipients WHERE record = ?1")
-                .map_err(err)?;
-            let recipients = stmt
-                .query_map(params![&digest[..]], |r| r.get::<_, Vec<u8>>(0))
-                .map_err(err)?
-                .map(|r| r.map_err(err).and_then(tag_digest_from))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some(RecordTag {
-                controller: controller.into(),
-                first_seen: first_seen as u64,
-                last_seen: last_seen as u64,
-                recipients,
-            }))
+            conn.prepare_cached(
+                "SELECT controller, first_seen, last_seen, recipients FROM record_tags
+                 WHERE digest = ?1",
+            )
+            .map_err(err)?
+            .query_row(params![&digest[..]], record_tag_row)
+            .optional()
+            .map_err(err)?
+            .transpose()
         })
     }
 
@@ -460,49 +497,19 @@ impl Store for SqliteStore {
                     chunk.iter().map(|d| d as &dyn rusqlite::ToSql).collect();
                 let mut tags = conn
                     .prepare(&format!(
-                        "SELECT digest, controller, first_seen, last_seen FROM record_tags
-                         WHERE digest IN ({marks})"
+                        "SELECT controller, first_seen, last_seen, recipients, digest
+                         FROM record_tags WHERE digest IN ({marks})"
                     ))
                     .map_err(err)?;
                 let rows = tags
                     .query_map(params.as_slice(), |r| {
-                        Ok((
-                            r.get::<_, Vec<u8>>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
+                        Ok((r.get::<_, Vec<u8>>(4)?, record_tag_row(r)?))
                     })
                     .map_err(err)?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                let mut links = conn
-                    .prepare(&format!(
-                        "SELECT record, recipient FROM record_recipients WHERE record IN ({marks})"
-                    ))
-                    .map_err(err)?;
-                let links = links
-                    .query_map(params.as_slice(), |r| {
-                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-                    })
-                    .map_err(err)?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(err)?;
-                for (digest, controller, first_seen, last_seen) in rows {
-                    let recipients = links
-                        .iter()
-                        .filter(|(record, _)| *record == digest)
-                        .map(|(_, r)| tag_digest_from(r.clone()))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    found.push((
-                        tag_digest_from(digest)?,
-                        RecordTag {
-                            controller: controller.into(),
-                            first_seen: first_seen as u64,
-                            last_seen: last_seen as u64,
-                            recipients,
-                        },
-                    ));
+                for (digest, tag) in rows {
+                    found.push((tag_digest_from(digest)?, tag?));
                 }
             }
             Ok(found)
@@ -535,26 +542,14 @@ impl Store for SqliteStore {
     fn delete_expired(&self, before: u64, limit: u32) -> StoreFuture<'_, Deleted> {
         SqliteStore::run(&self.writer, move |conn| {
             let tx = conn.transaction().map_err(err)?;
-            // One selection of expired records; their recipient links go with exactly those.
-            let gone: Vec<Vec<u8>> = tx
+            let records = tx
                 .prepare_cached(
                     "DELETE FROM record_tags WHERE digest IN (
-                         SELECT digest FROM record_tags WHERE last_seen < ?1 LIMIT ?2)
-                     RETURNING digest",
+                         SELECT digest FROM record_tags WHERE last_seen < ?1 LIMIT ?2)",
                 )
                 .map_err(err)?
-                .query_map(params![before as i64, limit], |r| r.get(0))
-                .map_err(err)?
-                .collect::<Result<_, _>>()
+                .execute(params![before as i64, limit])
                 .map_err(err)?;
-            {
-                let mut unlink = tx
-                    .prepare_cached("DELETE FROM record_recipients WHERE record = ?1")
-                    .map_err(err)?;
-                for digest in &gone {
-                    unlink.execute(params![digest]).map_err(err)?;
-                }
-            }
             let recipients = tx
                 .execute(
                     "DELETE FROM recipient_tags WHERE (digest, controller) IN (
@@ -565,7 +560,7 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             tx.commit().map_err(err)?;
             Ok(Deleted {
-                records: gone.len() as u64,
+                records: records as u64,
                 recipients: recipients as u64,
             })
         })
@@ -595,15 +590,12 @@ impl Store for SqliteStore {
             let tx = conn.transaction().map_err(err)?;
             let mut deleted = Deleted::default();
             {
+                // `instr` finds candidates fast; the function checks a digest boundary.
                 let mut records = tx
                     .prepare_cached(
-                        "DELETE FROM record_tags WHERE controller = ?1 AND digest IN (
-                             SELECT record FROM record_recipients WHERE recipient = ?2)
-                         RETURNING digest",
+                        "DELETE FROM record_tags WHERE controller = ?1
+                           AND instr(recipients, ?2) > 0 AND rg_digests_contain(recipients, ?2)",
                     )
-                    .map_err(err)?;
-                let mut unlink = tx
-                    .prepare_cached("DELETE FROM record_recipients WHERE record = ?1")
                     .map_err(err)?;
                 let mut recipient = tx
                     .prepare_cached(
@@ -611,15 +603,9 @@ impl Store for SqliteStore {
                     )
                     .map_err(err)?;
                 for digest in &recipients {
-                    let gone: Vec<Vec<u8>> = records
-                        .query_map(params![&*controller, &digest[..]], |r| r.get(0))
-                        .map_err(err)?
-                        .collect::<Result<_, _>>()
-                        .map_err(err)?;
-                    for record in &gone {
-                        unlink.execute(params![record]).map_err(err)?;
-                    }
-                    deleted.records += gone.len() as u64;
+                    deleted.records += records
+                        .execute(params![&*controller, &digest[..]])
+                        .map_err(err)? as u64;
                     deleted.recipients += recipient
                         .execute(params![&digest[..], &*controller])
                         .map_err(err)? as u64;
@@ -1150,6 +1136,55 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
         assert_eq!(versions, MIGRATIONS.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_in_row_recipients_keeps_every_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tags.db");
+        {
+            // The schema as version 2 left it, with a record listing two recipients.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,
+                     applied_at INTEGER NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, 0), (2, 0);",
+            )
+            .unwrap();
+            for (_, sql) in &MIGRATIONS[..2] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute(
+                "INSERT INTO record_tags VALUES (?1, 'acme', 10, 20)",
+                params![&[1u8; 32][..]],
+            )
+            .unwrap();
+            for recipient in [[2u8; 32], [3u8; 32]] {
+                conn.execute(
+                    "INSERT INTO record_recipients VALUES (?1, ?2)",
+                    params![&[1u8; 32][..], &recipient[..]],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO recipient_tags VALUES (?1, 'acme', 10, 20)",
+                params![&[2u8; 32][..]],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let tag = store.record([1; 32]).await.unwrap().unwrap();
+        assert_eq!(
+            (&*tag.controller, tag.first_seen, tag.last_seen),
+            ("acme", 10, 20)
+        );
+        let mut recipients = tag.recipients;
+        recipients.sort();
+        assert_eq!(recipients, vec![[2; 32], [3; 32]]);
+        assert_eq!(store.recipient([2; 32]).await.unwrap().len(), 1);
+        // Erasure finds the record by a recipient in its list.
+        let erased = store.erase("acme".into(), vec![[3; 32]]).await.unwrap();
+        assert_eq!(erased.records, 1);
     }
 
     #[test]

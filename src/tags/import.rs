@@ -21,13 +21,13 @@ use super::resolve::{member_controller, recipient_identifier_values, record_key_
 use super::{TagWrite, now};
 use crate::config::{ClientKind, Config, Route};
 use crate::json::Document;
-use crate::store::rows::Added;
+use crate::store::rows::{Added, Rows};
 use crate::store::{ImportMark, Store, StoreError};
 
 /// Records per batch (one store transaction) unless `--batch` says otherwise: large enough that
 /// sorted rows share the pages they dirty, small enough that a gateway writing to the same
 /// SQLite file waits well under its busy timeout.
-pub const DEFAULT_BATCH: usize = 50_000;
+pub const DEFAULT_BATCH: usize = 250_000;
 
 /// What to import and how.
 #[derive(Debug, Clone)]
@@ -85,7 +85,7 @@ pub struct Summary {
     pub records: u64,
     /// Records skipped: no `controller_member` value naming a customer, and no `--controller`.
     pub no_controller: u64,
-    /// Tags and recipient links the store did not hold.
+    /// Tags the store did not hold (or record tags that learnt recipients).
     pub added: Added,
     /// Record keys the store already held (tagged by traffic or an earlier import).
     pub known: u64,
@@ -106,8 +106,8 @@ impl Summary {
         let written = self.added.records + self.added.recipients;
         let mut line = format!(
             "imported {} records from {} lines in {:.1} s ({:.0} records/s): {} tags written \
-             ({} record, {} recipient, {} recipient links), {} skipped without a controller, \
-             {} already known, {} bad lines skipped",
+             ({} record, {} recipient), {} skipped without a controller, {} already known, \
+             {} bad lines skipped",
             self.records,
             self.lines,
             self.elapsed.as_secs_f64(),
@@ -115,7 +115,6 @@ impl Summary {
             written,
             self.added.records,
             self.added.recipients,
-            self.added.links,
             self.no_controller,
             self.known,
             self.bad_lines,
@@ -123,7 +122,7 @@ impl Summary {
         if self.resumed_after > 0 {
             line.push_str(&format!("; resumed after line {}", self.resumed_after));
         }
-        if written == 0 && self.added.links == 0 && self.records > 0 {
+        if written == 0 && self.records > 0 {
             line.push_str("; nothing new: the store already held every tag");
         }
         line
@@ -175,9 +174,10 @@ impl Progress for Quiet {
     }
 }
 
-/// One batch from the reader, ready for the store.
+/// One batch from the reader; its writes become sorted rows before it goes to the store.
 struct Batch {
     writes: Vec<TagWrite>,
+    rows: Rows,
     /// The last line it covers.
     line: u64,
     /// Input bytes read up to that line.
@@ -186,6 +186,10 @@ struct Batch {
     /// Record keys offered (to count the known ones).
     keys: u64,
     no_controller: u64,
+    /// The sighting time of its tags: when it was read. Retention counts from the import; and
+    /// since each batch's time is at least the last one's, the stores' last-seen indexes grow at
+    /// their end instead of taking every key in the middle.
+    seen: u64,
 }
 
 /// What the reader sends the writer.
@@ -201,7 +205,6 @@ struct Reader {
     route: Arc<Route>,
     key: TagKey,
     fallback: Option<Arc<str>>,
-    seen: u64,
 }
 
 impl Reader {
@@ -230,7 +233,7 @@ impl Reader {
                     digest: self.key.record_once(&value),
                     controller: controller.clone(),
                     recipients: recipients.clone(),
-                    seen: self.seen,
+                    seen: batch.seen,
                 });
             }
             batch
@@ -238,7 +241,7 @@ impl Reader {
                 .extend(recipients.iter().map(|digest| TagWrite::Recipient {
                     digest: *digest,
                     controller: controller.clone(),
-                    seen: self.seen,
+                    seen: batch.seen,
                 }));
         }
         Ok(())
@@ -256,11 +259,13 @@ impl Reader {
     ) -> std::io::Result<()> {
         let fresh = |line, bytes| Batch {
             writes: Vec::new(),
+            rows: Rows::default(),
             line,
             bytes,
             records: 0,
             keys: 0,
             no_controller: 0,
+            seen: now(),
         };
         let (mut number, mut bytes, mut bad) = (0u64, 0u64, 0u64);
         let mut batch = fresh(skip, 0);
@@ -289,7 +294,7 @@ impl Reader {
                         line: number,
                         reason,
                     };
-                    let _ = events.blocking_send(Event::Batch(batch));
+                    let _ = events.blocking_send(Event::Batch(batch.sorted()));
                     let _ = events.blocking_send(stop);
                     return Ok(());
                 }
@@ -305,13 +310,22 @@ impl Reader {
             batch.bytes = bytes;
             if batch.records as usize >= size {
                 let full = std::mem::replace(&mut batch, fresh(number, bytes));
-                if events.blocking_send(Event::Batch(full)).is_err() {
+                if events.blocking_send(Event::Batch(full.sorted())).is_err() {
                     return Ok(());
                 }
             }
         }
-        let _ = events.blocking_send(Event::Batch(batch));
+        let _ = events.blocking_send(Event::Batch(batch.sorted()));
         Ok(())
+    }
+}
+
+impl Batch {
+    /// Merges and sorts the writes into rows here, on the reader's thread, while the store
+    /// writes the batch before; the writes' memory goes at once.
+    fn sorted(mut self) -> Batch {
+        self.rows = Rows::from_writes(&std::mem::take(&mut self.writes));
+        self
     }
 }
 
@@ -385,7 +399,6 @@ pub async fn import(
         config: config.clone(),
         route,
         fallback,
-        seen: now(),
     };
     // One batch queued while one is written and the next is read: memory stays at three.
     let (events, mut received) = mpsc::channel(1);
@@ -404,14 +417,14 @@ pub async fn import(
                 summary.lines = batch.line.saturating_sub(resumed_after);
                 summary.records += batch.records;
                 summary.no_controller += batch.no_controller;
-                if batch.writes.is_empty() && batch.line == resumed_after {
+                if batch.rows.is_empty() && batch.line == resumed_after {
                     continue;
                 }
                 let mark = ImportMark {
                     name: name.clone(),
                     line: batch.line,
                 };
-                let added = store.import(batch.writes, mark).await?;
+                let added = store.import(batch.rows, mark).await?;
                 summary.known += batch.keys.saturating_sub(added.records);
                 summary.added.add(added);
                 progress.committed(batch.bytes, summary.records);

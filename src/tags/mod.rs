@@ -787,10 +787,10 @@ mod tests {
         }
         fn import(
             &self,
-            batch: Vec<TagWrite>,
+            rows: crate::store::rows::Rows,
             mark: crate::store::ImportMark,
         ) -> crate::store::StoreFuture<'_, crate::store::rows::Added> {
-            self.inner.import(batch, mark)
+            self.inner.import(rows, mark)
         }
         fn import_mark(&self, name: String) -> crate::store::StoreFuture<'_, Option<u64>> {
             self.inner.import_mark(name)
@@ -861,7 +861,7 @@ mod tests {
         }
         fn import(
             &self,
-            _: Vec<TagWrite>,
+            _: crate::store::rows::Rows,
             _: crate::store::ImportMark,
         ) -> crate::store::StoreFuture<'_, crate::store::rows::Added> {
             Box::pin(async { Err(StoreError("down".into())) })
