@@ -10,7 +10,8 @@
 # Reports per backend: rps with fresh records against rps with repeated ones; record tags per
 # second; last-seen refreshes coalesced and responses held for queue room; first sightings seen
 # (the gateway's count of record tags written) against record tags in the store after a graceful
-# stop; the gateway's RSS every 5 s of the fresh run. PostgreSQL runs when 127.0.0.1:5432 answers
+# stop; the gateway's RSS every 5 s of the fresh run. Then neighbours: acme's rps and p99 reading
+# repeated records beside globex reading repeated ones, and beside globex churning fresh ones. PostgreSQL runs when 127.0.0.1:5432 answers
 # (a scratch database `gateway_churn` is created and dropped).
 set -euo pipefail
 
@@ -68,8 +69,23 @@ wrk_rps() { # path: rps
   wrk -t1 -c"$CONNS" -d"$DURATION" -H "Authorization: Bearer bench-key-acme" \
     "http://127.0.0.1:$GATEWAY_PORT$1" | awk '/Requests\/sec/ {print $2}'
 }
+# Neighbours: acme reads /same while globex reads PATH at the same time, half the connections
+# each. Prints acme's rps and p99 (ms).
+neighbours() { # path
+  wrk -t1 -c$((CONNS / 2)) -d"$DURATION" -H "Authorization: Bearer bench-key-globex" \
+    "http://127.0.0.1:$GATEWAY_PORT$1" > /dev/null & local other=$!
+  wrk -t1 -c$((CONNS / 2)) -d"$DURATION" --latency -H "Authorization: Bearer bench-key-acme" \
+    "http://127.0.0.1:$GATEWAY_PORT/same" | awk '
+      /Requests\/sec/ { rps = $2 }
+      $1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
+                    else if (v ~ /ms$/) { sub(/ms$/, "", v) } else { sub(/s$/, "", v); v *= 1000 }
+                    p99 = v }
+      END { printf "%.0f %.2f", rps, p99 }'
+  wait $other
+}
 
 printf '%-9s %9s %9s %6s %11s %10s %7s %12s %12s %6s  %s\n' store same_rps fresh_rps ratio tags_per_s coalesced waits first_seen persisted lost rss_mib_every_5s
+NEIGHBOURS=""
 for store in $STORES; do
   case $store in
     sqlite) store_config="backend = \"sqlite\"
@@ -121,13 +137,20 @@ EOF
   seen=$(( $(metric 'gateway_tags_written_total{kind="record"') - seen_before ))
   coalesced=$(metric gateway_tag_refreshes_coalesced_total)
   waits=$(metric gateway_tag_queue_waits_total)
+  # Acme beside a neighbour reading repeated records, then beside one churning fresh ones.
+  read -r quiet_rps quiet_p99 <<<"$(neighbours /same)"
+  read -r busy_rps busy_p99 <<<"$(neighbours /fresh)"
+  seen_neighbours=$(( $(metric 'gateway_tags_written_total{kind="record"') - seen_before - seen ))
+  NEIGHBOURS+=$(printf '%-9s %13s %12s %13s %12s %9s %9s' "$store" "$quiet_rps" "$quiet_p99" \
+    "$busy_rps" "$busy_p99" "$(awk -v a="$busy_rps" -v b="$quiet_rps" 'BEGIN { printf "%.2f", a / b }')" \
+    "$(awk -v a="$busy_p99" -v b="$quiet_p99" 'BEGIN { printf "%.2f", a / b }')")$'\n'
   kill -TERM $GP; wait $GP || true
   case $store in
     sqlite) stored=$(sqlite3 "$WORK/churn.db" "SELECT count(*) FROM record_tags") ;;
     postgres) stored=$(psql "$PG_BASE/gateway_churn" -tAc "SELECT count(*) FROM record_tags")
               psql "$PG_BASE/postgres" -qc "DROP DATABASE gateway_churn" ;;
   esac
-  persisted=$((stored - 10)) # the 10 repeated records of /same
+  persisted=$((stored - 10 - seen_neighbours)) # the 10 repeated records of /same
   secs=${DURATION%s}
   printf '%-9s %9.0f %9.0f %6.2f %11.0f %10s %7s %12s %12s %6s  %s\n' "$store" "$same" "$fresh" \
     "$(awk -v a="$fresh" -v b="$same" 'BEGIN { printf "%.2f", a / b }')" \
@@ -135,3 +158,7 @@ EOF
     "$coalesced" "$waits" "$seen" "$persisted" $((seen - persisted)) "$rss"
 done
 echo "(wrk -t1 -c$CONNS, $DURATION per run; 10 records per response; tags_per_s counts record tags persisted; lost = first sightings seen but not in the store after a graceful stop)"
+echo
+echo "Neighbours: acme reads repeated records (-c$((CONNS / 2))) beside globex reading repeated ones, then fresh ones (-c$((CONNS / 2)))"
+printf '%-9s %13s %12s %13s %12s %9s %9s\n' store acme_rps_same acme_p99_ms acme_rps_churn acme_p99_ms rps_ratio p99_ratio
+printf '%s' "$NEIGHBOURS"

@@ -129,6 +129,8 @@ pub const IMPORT_CACHE_KIB: i64 = 128 * 1024;
 
 /// WAL pages between the import's checkpoints (4 KiB pages: 256 MiB).
 const IMPORT_CHECKPOINT_PAGES: i64 = 65_536;
+/// WAL pages between a gateway's checkpoints (64 MiB; SQLite's default is 4 MiB).
+const SERVE_CHECKPOINT_PAGES: i64 = 16_384;
 
 /// What a connection is opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,20 +232,20 @@ impl SqliteStore {
         // Tag keys are random digests, so every insert lands on a random B-tree page; with
         // SQLite's default 2 MiB page cache most of them are read back from the file first.
         // A larger cache on the one writer keeps the upper levels and hot leaves resident.
-        let cache = match purpose {
-            Purpose::Serve => WRITER_CACHE_KIB,
+        // Checkpoints far apart: a page that several batches dirty (random keys dirty pages
+        // all over the tables) is copied into the database once, not once per batch.
+        let (cache, checkpoint) = match purpose {
+            Purpose::Serve => (WRITER_CACHE_KIB, SERVE_CHECKPOINT_PAGES),
             Purpose::Import => {
                 writer
                     .pragma_update(None, "synchronous", "NORMAL")
                     .map_err(err)?;
-                // Checkpoint every 256 MiB of WAL instead of every 4 MiB: a page that several
-                // batches dirty is copied into the database once.
-                writer
-                    .pragma_update(None, "wal_autocheckpoint", IMPORT_CHECKPOINT_PAGES)
-                    .map_err(err)?;
-                IMPORT_CACHE_KIB
+                (IMPORT_CACHE_KIB, IMPORT_CHECKPOINT_PAGES)
             }
         };
+        writer
+            .pragma_update(None, "wal_autocheckpoint", checkpoint)
+            .map_err(err)?;
         writer
             .pragma_update(None, "cache_size", -cache)
             .map_err(err)?;
