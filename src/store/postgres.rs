@@ -246,20 +246,24 @@ async fn apply_rows(
     let texts =
         |c: &mut dyn Iterator<Item = &Arc<str>>| c.map(|c| c.to_string()).collect::<Vec<_>>();
     // First controller wins: another controller's sighting changes nothing. The owner's adds
-    // the recipients its row does not list.
+    // the recipients its row does not list; the same list again (the common case: rows are
+    // sorted) is told by one comparison, before the union function runs.
     let record_conflict = match conflict {
         OnConflict::Refresh => {
             "ON CONFLICT (digest) DO UPDATE
                  SET last_seen = GREATEST(record_tags.last_seen, excluded.last_seen),
-                     recipients = rg_digest_union(record_tags.recipients, excluded.recipients)
+                     recipients = CASE WHEN excluded.recipients = record_tags.recipients
+                         THEN record_tags.recipients
+                         ELSE rg_digest_union(record_tags.recipients, excluded.recipients) END
                  WHERE record_tags.controller = excluded.controller"
         }
         OnConflict::Keep => {
             "ON CONFLICT (digest) DO UPDATE
                  SET recipients = rg_digest_union(record_tags.recipients, excluded.recipients)
                  WHERE record_tags.controller = excluded.controller
-                   AND length(rg_digest_union(record_tags.recipients, excluded.recipients))
-                       > length(record_tags.recipients)"
+                   AND CASE WHEN excluded.recipients = record_tags.recipients THEN false
+                       ELSE length(rg_digest_union(record_tags.recipients, excluded.recipients))
+                           > length(record_tags.recipients) END"
         }
     };
     let records = tx

@@ -349,18 +349,21 @@ fn apply_rows(
     let blob = |d: &Digest| Value::Blob(d.to_vec());
     let text = |c: &Arc<str>| Value::Text(c.to_string());
     // First controller wins: another controller's sighting changes nothing. The owner's adds
-    // the recipients its row does not list.
+    // the recipients its row does not list; the same list again is told by one comparison.
     let record_conflict = match conflict {
         OnConflict::Refresh => {
             "ON CONFLICT (digest) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen),
-                 recipients = rg_digest_union(recipients, excluded.recipients)
+                 recipients = CASE WHEN excluded.recipients = recipients THEN recipients
+                     ELSE rg_digest_union(recipients, excluded.recipients) END
              WHERE record_tags.controller = excluded.controller"
         }
         OnConflict::Keep => {
             "ON CONFLICT (digest) DO UPDATE
                  SET recipients = rg_digest_union(recipients, excluded.recipients)
              WHERE record_tags.controller = excluded.controller
-               AND length(rg_digest_union(recipients, excluded.recipients)) > length(recipients)"
+               AND CASE WHEN excluded.recipients = recipients THEN 0
+                   ELSE length(rg_digest_union(recipients, excluded.recipients)) > length(recipients)
+                   END"
         }
     };
     let records = chunked(
