@@ -201,6 +201,16 @@ impl Browser {
     }
 
     /// Waits for the page whose `<h1>` says `heading` (after a submit or a link).
+    /// Waits until an element matches `css`: a page that keeps its heading (a form shown again
+    /// with its mistakes) is told from the one before it by what it adds.
+    async fn wait_for_element(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.count(css).await == 0 {
+            assert!(Instant::now() < deadline, "waited for `{css}`");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn wait_for_heading(&self, heading: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -307,6 +317,8 @@ async fn a_recipient_files_requests_on_the_page_with_the_keyboard() {
     browser.click("input[name=type][value=access]").await;
     browser.keys("#email", "jane").await;
     browser.click("button[type=submit]").await;
+    // The form comes back under the same heading: wait for what the new page adds.
+    browser.wait_for_element("[role=alert]").await;
     browser
         .wait_for_heading("Ask about your personal data")
         .await;

@@ -163,6 +163,49 @@ async fn unverified_answers_do_not_tell_whether_data_is_held() {
 }
 
 #[tokio::test]
+async fn a_request_filed_before_traffic_tags_its_recipient_reaches_the_controller_once_it_does() {
+    let PrivacySetup {
+        gw,
+        receiver,
+        _sample,
+    } = privacy_setup("").await;
+    // Nothing has been tagged yet: the request finds nobody, and its answer says no more than
+    // an unverified one.
+    let filed = file(
+        &gw,
+        json!({"type": "access", "email": JANE, "tracking_number": JANE_TRACKING}),
+    )
+    .await;
+    assert_eq!(filed.status, StatusCode::ACCEPTED);
+    assert!(filed.json().get("controllers").is_none());
+    let id = id_of(&filed);
+    // (The gauges are the process's, shared by the tests running beside this one: the admin
+    // listing is this gateway's own.)
+    let (status, listed) = admin_get_json(&gw, "/admin/privacy/unmatched").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["requests"][0]["id"], id.as_str(), "{listed}");
+    assert!(receiver.got().is_empty());
+
+    // Acme lists its shipments: the gateway tags Jane for acme, and the waiting request goes
+    // to acme's webhook, verified by its tracking number.
+    seed(&gw).await;
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].body["request_id"], id.as_str());
+    assert_eq!(got[0].body["verified"], true);
+    assert_eq!(got[0].body["subject"]["email"], JANE);
+    assert!(got[0].signed);
+    let (_, listed) = admin_get_json(&gw, "/admin/privacy/unmatched").await;
+    assert_eq!(listed["waiting"], 0, "{listed}");
+    assert_eq!(listed["requests"], json!([]), "{listed}");
+}
+
+/// `GET path` on the admin listener, as JSON.
+async fn admin_get_json(gw: &TestGateway, path: &str) -> (u16, Value) {
+    let (status, body) = gw.admin(path).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
 async fn each_controller_gets_one_signed_delivery() {
     let PrivacySetup {
         gw,

@@ -217,6 +217,14 @@ impl Reader {
             .find_records(&doc)
             .map_err(|e| e.to_string())?;
         for record in records {
+            let keys: Vec<_> = record_key_values(&self.route, &doc, record).collect();
+            let identifiers: Vec<_> =
+                recipient_identifier_values(&self.route, &doc, record).collect();
+            // A selected object with nothing to tag (a list's wrapper under `records = ["$",
+            // …]`) is no record of anyone's.
+            if keys.is_empty() && identifiers.is_empty() {
+                continue;
+            }
             batch.records += 1;
             let controller = member_controller(&self.config, &self.route, &doc, record)
                 .or_else(|| self.fallback.clone());
@@ -224,10 +232,11 @@ impl Reader {
                 batch.no_controller += 1;
                 continue;
             };
-            let recipients: Vec<_> = recipient_identifier_values(&self.route, &doc, record)
-                .map(|value| self.key.recipient_once(&value))
+            let recipients: Vec<_> = identifiers
+                .iter()
+                .map(|value| self.key.recipient_once(value))
                 .collect();
-            for value in record_key_values(&self.route, &doc, record) {
+            for value in keys {
                 batch.keys += 1;
                 batch.writes.push(TagWrite::Record {
                     digest: self.key.record_once(&value),
@@ -495,5 +504,180 @@ impl Progress for Bar {
 
     fn skipped(&self, line: u64, reason: &str) {
         self.bar.println(format!("line {line}: {reason} (skipped)"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    /// Skipped lines, as a progress bar would show them.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<u64>>);
+
+    impl Progress for Seen {
+        fn committed(&self, _: u64, _: u64) {}
+        fn skipped(&self, line: u64, _: &str) {
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    fn config(dir: &std::path::Path) -> Arc<Config> {
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            r#"
+[listen]
+address = "127.0.0.1:0"
+tls = false
+[keys]
+tag_key = "import-test-tag-key-0123456789"
+[store]
+backend = "memory"
+[[client]]
+id = "acme"
+kind = "customer"
+name = "Acme"
+api_key_sha256 = ["0000000000000000000000000000000000000000000000000000000000000000"]
+[[client]]
+id = "analytics"
+kind = "internal"
+name = "Analytics"
+api_key_sha256 = ["1111111111111111111111111111111111111111111111111111111111111111"]
+[[upstream]]
+name = "api"
+url = "http://127.0.0.1:9"
+[[route]]
+name = "shipments"
+path_prefix = "/v1/shipments"
+upstream = "api"
+records = ["$", "$.shipments[*]"]
+record_keys = ["id"]
+recipient = "recipient"
+recipient_identifiers = ["email"]
+controller_member = "customer_id"
+"#,
+        )
+        .unwrap();
+        Arc::new(Config::load_with_env(&path, &|_| None).unwrap())
+    }
+
+    fn options(max_errors: u64) -> Options {
+        Options {
+            route: "shipments".into(),
+            controller: None,
+            resume: false,
+            max_errors,
+            batch: 2,
+        }
+    }
+
+    const LINES: &str = concat!(
+        r#"{"id":"s1","customer_id":"acme","recipient":{"email":"a@x.example"}}"#,
+        "\n",
+        r#"{"id":"s2", oops}"#,
+        "\n",
+        r#"{"shipments":[{"id":"s3","customer_id":"initech"},{"id":"s4","customer_id":"analytics"}]}"#,
+        "\n\n",
+        r#"{"id":"s5","customer_id":"acme","recipient":{"email":"b@x.example"}}"#,
+        "\n",
+    );
+
+    #[tokio::test]
+    async fn bad_lines_are_skipped_up_to_the_limit_and_records_without_a_controller_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("history.jsonl");
+        std::fs::write(&input, LINES).unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let seen = Seen::default();
+        let summary = import(
+            config(dir.path()),
+            store.clone(),
+            Input::File(input),
+            &options(1),
+            &seen,
+        )
+        .await
+        .unwrap();
+        assert_eq!(*seen.0.lock().unwrap(), [2]);
+        assert_eq!(
+            (summary.lines, summary.records, summary.no_controller),
+            (5, 4, 2),
+            "neither an unknown client nor an internal one controls a record"
+        );
+        assert_eq!((summary.added.records, summary.added.recipients), (2, 2));
+        assert_eq!(summary.bad_lines, 1);
+        assert_eq!(
+            store
+                .import_mark("shipments:history.jsonl".into())
+                .await
+                .unwrap(),
+            Some(5)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_line_past_the_limit_stops_after_committing_the_lines_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("history.jsonl");
+        std::fs::write(&input, LINES).unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let stopped = import(
+            config(dir.path()),
+            store.clone(),
+            Input::File(input),
+            &options(0),
+            &Quiet,
+        )
+        .await
+        .unwrap_err();
+        let ImportError::BadLine { line, summary, .. } = &stopped else {
+            panic!("{stopped}");
+        };
+        assert_eq!((*line, summary.records), (2, 1));
+        let message = stopped.to_string();
+        assert!(
+            message.starts_with("line 2: it is not valid JSON"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("oops"),
+            "never the line's content: {message}"
+        );
+        assert_eq!(
+            store
+                .import_mark("shipments:history.jsonl".into())
+                .await
+                .unwrap(),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_controllers_are_usage_errors_naming_what_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let store = Arc::new(MemoryStore::new());
+        let mut wrong = options(0);
+        wrong.route = "parcels".into();
+        let error = import(config.clone(), store.clone(), Input::Stdin, &wrong, &Quiet)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("the config's routes are: shipments"),
+            "{error}"
+        );
+        let mut internal = options(0);
+        internal.controller = Some("analytics".into());
+        let error = import(config, store, Input::Stdin, &internal, &Quiet)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("not a customer client"),
+            "{error}"
+        );
     }
 }
