@@ -28,6 +28,11 @@ fn main() -> std::process::ExitCode {
             || Box::pin(postgres_replicas_starting_together_migrate_once()),
         ),
         (
+            "a_postgres_database_from_before_in_row_recipients_keeps_every_tag",
+            Needs::Postgres,
+            || Box::pin(a_postgres_database_from_before_in_row_recipients_keeps_every_tag()),
+        ),
+        (
             "two_gateways_sharing_postgres_honour_each_others_tags_and_erasures_within_a_second",
             Needs::Postgres,
             || {
@@ -338,6 +343,76 @@ async fn postgres_replicas_starting_together_migrate_once() {
         opened.unwrap().unwrap();
     }
     assert_eq!(migrations(url).await, expected);
+}
+
+/// A database whose tag tables are as they were before a record's recipients moved into its row
+/// (one `record_recipients` row per record and recipient, migrations 1 to 4 applied) is migrated
+/// at start without losing a tag or a recipient.
+async fn a_postgres_database_from_before_in_row_recipients_keeps_every_tag() {
+    use recipient_gateway::store::Store;
+    let url = scratch_url().await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // The tag tables as migration 1 made them, and the versions applied.
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0), (4, 0);
+             CREATE TABLE record_tags (digest BYTEA PRIMARY KEY, controller TEXT NOT NULL,
+                 first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL);
+             CREATE INDEX record_tags_last_seen ON record_tags (last_seen);
+             CREATE TABLE record_recipients (record BYTEA NOT NULL, recipient BYTEA NOT NULL,
+                 PRIMARY KEY (record, recipient));
+             CREATE TABLE recipient_tags (digest BYTEA NOT NULL, controller TEXT NOT NULL,
+                 first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL,
+                 PRIMARY KEY (digest, controller));",
+        )
+        .await
+        .unwrap();
+    let (record, tagless, r1, r2) = ([1u8; 32], [4u8; 32], [2u8; 32], [3u8; 32]);
+    for digest in [record, tagless] {
+        client
+            .execute(
+                "INSERT INTO record_tags VALUES ($1, 'acme', 10, 20)",
+                &[&&digest[..]],
+            )
+            .await
+            .unwrap();
+    }
+    for recipient in [r1, r2] {
+        client
+            .execute(
+                "INSERT INTO record_recipients VALUES ($1, $2)",
+                &[&&record[..], &&recipient[..]],
+            )
+            .await
+            .unwrap();
+    }
+    let store = PostgresStore::open(&url, None).await.unwrap();
+    let tag = store.record(record).await.unwrap().unwrap();
+    assert_eq!(
+        (&*tag.controller, tag.first_seen, tag.last_seen),
+        ("acme", 10, 20)
+    );
+    let mut recipients = tag.recipients;
+    recipients.sort();
+    assert_eq!(recipients, vec![r1, r2]);
+    assert!(
+        store
+            .record(tagless)
+            .await
+            .unwrap()
+            .unwrap()
+            .recipients
+            .is_empty(),
+        "a record seen without recipients keeps an empty list"
+    );
+    // Erasure finds the record by a recipient in its list; the other record stays.
+    let erased = store.erase("acme".into(), vec![r2]).await.unwrap();
+    assert_eq!(erased.records, 1);
+    assert!(store.record(tagless).await.unwrap().is_some());
 }
 
 /// `[store] tls = "verify-full"`: the gateway connects to PostgreSQL over TLS and serves; a CA
