@@ -180,27 +180,18 @@ async fn file_request(gateway: SocketAddr, dir: &TestDir, email: &str, tracking:
 
 /// Sums the series of a metric whose line starts with `prefix` on the admin listener.
 async fn metric(admin: SocketAddr, prefix: &str) -> f64 {
-    let stream = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let response = sender
-        .send_request(
-            Request::get("/metrics")
-                .header("host", "admin")
-                .body(Full::<Bytes>::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    use http_body_util::BodyExt;
-    let text = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&text)
-        .lines()
+    let (_, text) = admin_get(admin, "/metrics").await;
+    text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The unmatched requests the admin listener lists.
+async fn unmatched(admin: SocketAddr) -> Value {
+    let (status, body) = admin_get(admin, "/admin/privacy/unmatched").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 async fn day_one(store: &str, open: impl AsyncFnOnce() -> Box<dyn Store>) {
@@ -316,8 +307,7 @@ async fn day_one(store: &str, open: impl AsyncFnOnce() -> Box<dyn Store>) {
         metric(gateway.admin, "gateway_privacy_requests_unmatched_total").await,
         1.0
     );
-    let (status, listed) = admin_get(gateway.admin, "/admin/privacy/unmatched").await;
-    assert_eq!(status, 200);
+    let listed = unmatched(gateway.admin).await;
     assert_eq!(listed["waiting"], 1, "{listed}");
     assert_eq!(listed["requests"][0]["id"], id.as_str());
     assert_eq!(listed["requests"][0]["state"], "waiting");
@@ -374,31 +364,9 @@ async fn day_one(store: &str, open: impl AsyncFnOnce() -> Box<dyn Store>) {
         entry["subject"]["email"], "late7@history.example",
         "{entry}"
     );
-    let (_, listed) = admin_get(gateway.admin, "/admin/privacy/unmatched").await;
+    let listed = unmatched(gateway.admin).await;
     assert_eq!(listed["waiting"], 0, "{listed}");
     drop(gateway);
-}
-
-/// A GET on an admin listener: status and JSON body.
-async fn admin_get(admin: SocketAddr, path: &str) -> (u16, Value) {
-    let stream = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let response = sender
-        .send_request(
-            Request::get(path)
-                .header("host", "admin")
-                .body(Full::<Bytes>::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    use http_body_util::BodyExt;
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 async fn day_one_on_sqlite() {

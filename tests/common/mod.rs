@@ -265,23 +265,7 @@ impl TestGateway {
 
     /// `GET path` on the admin listener: status and body.
     pub async fn admin(&self, path: &str) -> (u16, String) {
-        let stream = TcpStream::connect(self.admin).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let response = sender
-            .send_request(
-                Request::get(path)
-                    .header("host", "admin")
-                    .body(Full::<Bytes>::default())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+        admin_get(self.admin, path).await
     }
 
     /// `GET /metrics` from the admin listener.
@@ -1089,6 +1073,27 @@ pub async fn post_json(client: &mut Client, path: &str, key: Option<&str>, body:
     client
         .send(request.body(self::body(body.to_string())).unwrap())
         .await
+}
+
+/// `GET path` on an admin listener: status and body.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let stream = TcpStream::connect(admin).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            Request::get(path)
+                .header("host", "admin")
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
 /// A POST to an admin listener: status and JSON body.
