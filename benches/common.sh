@@ -151,14 +151,36 @@ to_ms() {
 }
 
 # One wrk run of $DURATION with $CONNS connections: "rps p99_ms". Any non-2xx answer aborts.
-wrk_once() { # url header
-  local out
+# CPU time (utime + stime, in clock ticks) a process and its children have used so far: nginx's
+# master and workers, haproxy's threads, the gateway's threads.
+cpu_ticks() { # pid
+  local total=0 pid
+  for pid in $1 $(pgrep -P "$1" 2>/dev/null); do
+    # Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+  done
+  echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# One wrk run: "rps p99_ms", and with a PID "rps p99_ms cpu_us_per_request": the CPU the
+# process (and its children) used over the run, divided by the requests wrk counted.
+wrk_once() { # url header [pid]
+  local out before after requests
+  [ -n "${3:-}" ] && before=$(cpu_ticks "$3")
   out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "$2" "$1")
+  [ -n "${3:-}" ] && after=$(cpu_ticks "$3")
   if echo "$out" | grep -q "Non-2xx"; then
     echo "non-2xx answers from $1: $out" >&2
     exit 1
   fi
-  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
+  local line
+  line="$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
+  if [ -n "${3:-}" ]; then
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    line+=" $(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+  fi
+  echo "$line"
 }
 
 # The median of whitespace-separated numbers on stdin.

@@ -16,8 +16,10 @@
 #
 # Every proxy writes one access line per request (nginx buffered, 32k; haproxy to stdout; the
 # gateway per serving thread), all to /dev/null. Each round runs every peer once, in turn, after
-# a 2 s warm-up; the table shows the median rps and the median p99 over the rounds, and the
-# proxy's resident memory after the last. Installs nginx,
+# a 2 s warm-up; the table shows the median rps, p99 and CPU microseconds per request over the
+# rounds (utime + stime of the proxy's processes, nginx's master and workers together, over the
+# measured run, divided by the requests wrk counted), and the proxy's resident memory after the
+# last. Installs nginx,
 # the Lua module, cjson, haproxy and wrk from Debian's packages when missing (needs root). The
 # upstream and wrk share the same cores.
 set -euo pipefail
@@ -206,8 +208,8 @@ rss_mib() {
   done
   echo $((total / 1024))
 }
-row() { printf '%-6s %-6s %-18s %10.0f %8s %8s\n' "$@"; }
-printf '\n%-6s %-6s %-18s %10s %8s %8s\n' mode size proxy rps p99_ms rss_mib
+row() { printf '%-6s %-6s %-18s %10.0f %8s %10s %8s\n' "$@"; }
+printf '\n%-6s %-6s %-18s %10s %8s %10s %8s\n' mode size proxy rps p99_ms cpu_us_req rss_mib
 results=()
 ACME="Authorization: Bearer bench-key-acme"
 for mode in $MODES; do
@@ -227,7 +229,7 @@ for mode in $MODES; do
       "nginx+lua-redacting|$base_nginx/redact/$size.json|$ACME|$NGINX_PID"
       "gateway-redacting|$base_gw/redact/$size.json|$ACME|$gw_pid"
     )
-    declare -A rps=() p99=() rss=()
+    declare -A rps=() p99=() cpu=() rss=()
     for peer in "${peers[@]}"; do
       IFS='|' read -r name url header pid <<<"$peer"
       wrk -t1 -c"$CONNS" -d2s -H "$header" "$url" >/dev/null 2>&1 # warm-up
@@ -235,28 +237,34 @@ for mode in $MODES; do
     for _ in $(seq "$ROUNDS"); do
       for peer in "${peers[@]}"; do
         IFS='|' read -r name url header pid <<<"$peer"
-        read -r r p < <(wrk_once "$url" "$header")
-        rps[$name]+="$r "; p99[$name]+="$p "
+        read -r r p c < <(wrk_once "$url" "$header" "$pid")
+        rps[$name]+="$r "; p99[$name]+="$p "; cpu[$name]+="$c "
         rss[$name]=$(rss_mib "$pid")
       done
     done
-    declare -A m_rps=() m_p99=()
+    declare -A m_rps=() m_p99=() m_cpu=()
     for peer in "${peers[@]}"; do
       name=${peer%%|*}
       m_rps[$name]=$(median <<<"${rps[$name]}")
       m_p99[$name]=$(median <<<"${p99[$name]}")
-      row "$mode" "$size" "$name" "${m_rps[$name]}" "${m_p99[$name]}" "${rss[$name]}"
+      m_cpu[$name]=$(median <<<"${cpu[$name]}")
+      row "$mode" "$size" "$name" "${m_rps[$name]}" "${m_p99[$name]}" "${m_cpu[$name]}" "${rss[$name]}"
     done
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-    results+=("$(printf '%-6s %-6s gateway/nginx %s (p99 %s vs %s ms)   gateway/haproxy %s (p99 %s ms)   redacting gateway/lua %s (p99 %s vs %s ms)' \
+    # Throughput ratios (above 1: the gateway serves more) and CPU ratios (the gateway's CPU per
+    # request over the peer's: below 1, the gateway is cheaper).
+    results+=("$(printf '%-6s %-6s gateway/nginx rps %s cpu %s (p99 %s vs %s ms)   gateway/haproxy rps %s cpu %s (p99 %s ms)   redacting gateway/lua rps %s cpu %s (p99 %s vs %s ms)' \
       "$mode" "$size" \
-      "$(ratio "${m_rps[gateway]}" "${m_rps[nginx]}")" "${m_p99[gateway]}" "${m_p99[nginx]}" \
-      "$(ratio "${m_rps[gateway]}" "${m_rps[haproxy]}")" "${m_p99[haproxy]}" \
+      "$(ratio "${m_rps[gateway]}" "${m_rps[nginx]}")" "$(ratio "${m_cpu[gateway]}" "${m_cpu[nginx]}")" \
+      "${m_p99[gateway]}" "${m_p99[nginx]}" \
+      "$(ratio "${m_rps[gateway]}" "${m_rps[haproxy]}")" "$(ratio "${m_cpu[gateway]}" "${m_cpu[haproxy]}")" \
+      "${m_p99[haproxy]}" \
       "$(ratio "${m_rps[gateway-redacting]}" "${m_rps[nginx+lua-redacting]}")" \
+      "$(ratio "${m_cpu[gateway-redacting]}" "${m_cpu[nginx+lua-redacting]}")" \
       "${m_p99[gateway-redacting]}" "${m_p99[nginx+lua-redacting]}")")
-    unset rps p99 rss m_rps m_p99
+    unset rps p99 cpu rss m_rps m_p99 m_cpu
   done
 done
 echo
 printf '%s\n' "${results[@]}"
-echo "(wrk -t1 -c$CONNS, $ROUNDS alternating rounds of $DURATION, medians; keep-alive; tag store $STORE; every proxy writes its access log to /dev/null; rss after the last round)"
+echo "(wrk -t1 -c$CONNS, $ROUNDS alternating rounds of $DURATION, medians; keep-alive; tag store $STORE; every proxy writes its access log to /dev/null; cpu_us_req = utime+stime of the proxy's processes over the run / requests served; rss after the last round)"
