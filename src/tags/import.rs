@@ -10,7 +10,7 @@
 //! Each batch commits the number of its last line with it, so `--resume` starts right after what
 //! was committed. Memory is bounded by the batch size, whatever the file's.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -279,24 +279,39 @@ impl Reader {
         let (mut number, mut bytes, mut bad) = (0u64, 0u64, 0u64);
         let mut batch = fresh(skip, 0);
         let mut text = Vec::new();
+        // A line is a body the gateway would have to hold whole: no longer than it would take.
+        let limit = self.config.limits.max_body_bytes;
         loop {
             text.clear();
-            let read = input.read_until(b'\n', &mut text)?;
+            let read = (&mut input).take(limit + 1).read_until(b'\n', &mut text)?;
             if read == 0 {
                 break;
             }
+            let too_long = text.len() as u64 > limit && !text.ends_with(b"\n");
+            let skipped = if too_long {
+                input.skip_until(b'\n')?
+            } else {
+                0
+            };
             number += 1;
-            bytes += read as u64;
+            bytes += (read + skipped) as u64;
             if number <= skip {
                 continue;
             }
             let line = trim_line(&text);
-            if line.iter().all(u8::is_ascii_whitespace) {
+            if !too_long && line.iter().all(u8::is_ascii_whitespace) {
                 batch.line = number;
                 batch.bytes = bytes;
                 continue;
             }
-            if let Err(reason) = self.line(line, &mut batch) {
+            let parsed = if too_long {
+                Err(format!(
+                    "it is longer than [limits] max_body_bytes ({limit} bytes)"
+                ))
+            } else {
+                self.line(line, &mut batch)
+            };
+            if let Err(reason) = parsed {
                 bad += 1;
                 if bad > max_errors {
                     let stop = Event::Stop {
@@ -651,6 +666,32 @@ controller_member = "customer_id"
                 .await
                 .unwrap(),
             Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_body_limit_is_a_bad_line_and_never_held_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let limit = config.limits.max_body_bytes as usize;
+        let input = dir.path().join("history.jsonl");
+        let long = format!("{{\"id\":\"{}\"}}", "x".repeat(limit));
+        let good = r#"{"id":"s9","customer_id":"acme"}"#;
+        std::fs::write(&input, format!("{long}\n{good}\n")).unwrap();
+        let seen = Seen::default();
+        let summary = import(
+            config,
+            Arc::new(MemoryStore::new()),
+            Input::File(input),
+            &options(1),
+            &seen,
+        )
+        .await
+        .unwrap();
+        assert_eq!(*seen.0.lock().unwrap(), [1]);
+        assert_eq!(
+            (summary.lines, summary.records, summary.added.records),
+            (2, 1, 1)
         );
     }
 
