@@ -8,7 +8,7 @@ use super::outbox::{
     NewRequest, Outbox, RequestId, RequestState, RequestType, Subject, UnmatchedCounts,
     UnmatchedEntry, Waiting,
 };
-use super::rows::{Added, Rows};
+use super::rows::{Added, OnConflict, Rows};
 use super::{Deleted, Digest, ImportMark, RecipientTag, RecordTag, Store, StoreFuture, TagWrite};
 
 /// Tags and privacy requests in memory.
@@ -58,72 +58,16 @@ impl MemoryStore {
     }
 }
 
-/// Applies one sighting: the first controller of a record wins.
-fn apply(
-    records: &mut HashMap<Digest, RecordTag>,
-    recipients: &mut HashMap<Digest, Vec<RecipientTag>>,
-    write: &TagWrite,
-) {
-    match write {
-        TagWrite::Record {
-            digest,
-            controller,
-            recipients: seen_with,
-            seen,
-        } => {
-            let tag = records.entry(*digest).or_insert_with(|| RecordTag {
-                controller: controller.clone(),
-                first_seen: *seen,
-                last_seen: *seen,
-                recipients: Vec::new(),
-            });
-            if tag.controller == *controller {
-                tag.last_seen = tag.last_seen.max(*seen);
-                for r in seen_with {
-                    if !tag.recipients.contains(r) {
-                        tag.recipients.push(*r);
-                    }
-                }
-            }
-        }
-        TagWrite::Recipient {
-            digest,
-            controller,
-            seen,
-        } => {
-            let tags = recipients.entry(*digest).or_default();
-            match tags.iter_mut().find(|t| t.controller == *controller) {
-                Some(tag) => tag.last_seen = tag.last_seen.max(*seen),
-                None => tags.push(RecipientTag {
-                    controller: controller.clone(),
-                    first_seen: *seen,
-                    last_seen: *seen,
-                }),
-            }
-        }
-    }
-}
-
-impl Store for MemoryStore {
-    fn write(&self, batch: Vec<TagWrite>) -> StoreFuture<'_, ()> {
-        let mut tables = self.tables.lock().expect("not poisoned");
-        let Tables {
-            records,
-            recipients,
-            ..
-        } = &mut *tables;
-        for write in &batch {
-            apply(records, recipients, write);
-        }
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn import(&self, rows: Rows, mark: ImportMark) -> StoreFuture<'_, Added> {
-        let mut tables = self.tables.lock().expect("not poisoned");
+impl Tables {
+    /// Applies a batch's rows as the SQL stores do (`store/rows.rs`): the first controller of a
+    /// record wins, its owner's sightings add recipients, and a live sighting (`Refresh`) moves
+    /// last-seen on where an import (`Keep`) leaves it.
+    fn apply(&mut self, rows: Rows, conflict: OnConflict) -> Added {
+        let refresh = conflict == OnConflict::Refresh;
         let mut added = Added::default();
         for row in rows.records {
             let mut changed = false;
-            let tag = tables.records.entry(row.digest).or_insert_with(|| {
+            let tag = self.records.entry(row.digest).or_insert_with(|| {
                 changed = true;
                 RecordTag {
                     controller: row.controller.clone(),
@@ -133,6 +77,9 @@ impl Store for MemoryStore {
                 }
             });
             if tag.controller == row.controller {
+                if refresh {
+                    tag.last_seen = tag.last_seen.max(row.last);
+                }
                 for r in &row.recipients {
                     if !tag.recipients.contains(r) {
                         tag.recipients.push(*r);
@@ -143,16 +90,51 @@ impl Store for MemoryStore {
             added.records += u64::from(changed);
         }
         for row in rows.recipients {
-            let tags = tables.recipients.entry(row.digest).or_default();
-            if !tags.iter().any(|t| t.controller == row.controller) {
-                added.recipients += 1;
-                tags.push(RecipientTag {
-                    controller: row.controller,
-                    first_seen: row.first,
-                    last_seen: row.last,
-                });
+            let tags = self.recipients.entry(row.digest).or_default();
+            match tags.iter_mut().find(|t| t.controller == row.controller) {
+                Some(tag) if refresh => tag.last_seen = tag.last_seen.max(row.last),
+                Some(_) => {}
+                None => {
+                    added.recipients += 1;
+                    tags.push(RecipientTag {
+                        controller: row.controller,
+                        first_seen: row.first,
+                        last_seen: row.last,
+                    });
+                }
             }
         }
+        added
+    }
+}
+
+/// A delivery as intake or a later match creates it: pending, due at `at`.
+fn pending(delivery: NewDelivery, at: u64) -> DeliveryRow {
+    DeliveryRow {
+        webhook_id: delivery.webhook_id,
+        verified: delivery.verified,
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt: at,
+        lease_until: 0,
+        claim: 0,
+        settled_at: None,
+    }
+}
+
+impl Store for MemoryStore {
+    fn write(&self, batch: Vec<TagWrite>) -> StoreFuture<'_, ()> {
+        let rows = Rows::from_writes(&batch);
+        self.tables
+            .lock()
+            .expect("not poisoned")
+            .apply(rows, OnConflict::Refresh);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn import(&self, rows: Rows, mark: ImportMark) -> StoreFuture<'_, Added> {
+        let mut tables = self.tables.lock().expect("not poisoned");
+        let added = tables.apply(rows, OnConflict::Keep);
         tables.imports.insert(mark.name, mark.line);
         Box::pin(std::future::ready(Ok(added)))
     }
@@ -267,19 +249,10 @@ impl Outbox for MemoryStore {
     fn insert(&self, request: NewRequest) -> StoreFuture<'_, ()> {
         let mut outbox = self.outbox.lock().expect("not poisoned");
         for delivery in request.deliveries {
-            outbox.deliveries.insert(
-                (request.id, delivery.controller),
-                DeliveryRow {
-                    webhook_id: delivery.webhook_id,
-                    verified: delivery.verified,
-                    status: DeliveryStatus::Pending,
-                    attempts: 0,
-                    next_attempt: request.received_at,
-                    lease_until: 0,
-                    claim: 0,
-                    settled_at: None,
-                },
-            );
+            let key = (request.id, delivery.controller.clone());
+            outbox
+                .deliveries
+                .insert(key, pending(delivery, request.received_at));
         }
         if let Some(keys) = request.unmatched {
             outbox.unmatched.insert(request.id, Some(keys));
@@ -504,19 +477,8 @@ impl Outbox for MemoryStore {
         if waited {
             outbox.unmatched.remove(&id);
             for delivery in deliveries {
-                outbox.deliveries.insert(
-                    (id, delivery.controller),
-                    DeliveryRow {
-                        webhook_id: delivery.webhook_id,
-                        verified: delivery.verified,
-                        status: DeliveryStatus::Pending,
-                        attempts: 0,
-                        next_attempt: at,
-                        lease_until: 0,
-                        claim: 0,
-                        settled_at: None,
-                    },
-                );
+                let key = (id, delivery.controller.clone());
+                outbox.deliveries.insert(key, pending(delivery, at));
             }
         }
         Box::pin(std::future::ready(Ok(waited)))

@@ -378,11 +378,8 @@ pub(super) fn subject_from(text: Option<String>) -> Result<Option<Subject>, Stor
         .transpose()
 }
 
-/// Digests stored side by side in one byte string.
-pub(super) fn digests_to_bytes(digests: &[Digest]) -> Vec<u8> {
-    digests.concat()
-}
-
+/// Digests stored side by side in one byte string (a record's recipients, a request's
+/// identifiers), read back.
 pub(super) fn digests_from_bytes(bytes: &[u8]) -> Result<Vec<Digest>, StoreError> {
     if !bytes.len().is_multiple_of(32) {
         return Err(StoreError("stored digests are not whole".into()));
@@ -393,13 +390,14 @@ pub(super) fn digests_from_bytes(bytes: &[u8]) -> Result<Vec<Digest>, StoreError
         .collect())
 }
 
-pub(super) fn optional_digest_from(bytes: Option<Vec<u8>>) -> Result<Option<Digest>, StoreError> {
+pub(super) fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
     bytes
-        .map(|b| {
-            b.try_into()
-                .map_err(|_| StoreError("a stored digest is not 32 bytes".into()))
-        })
-        .transpose()
+        .try_into()
+        .map_err(|_| StoreError("a stored digest is not 32 bytes".into()))
+}
+
+pub(super) fn optional_digest_from(bytes: Option<Vec<u8>>) -> Result<Option<Digest>, StoreError> {
+    bytes.map(digest_from).transpose()
 }
 
 pub(super) fn kind_from(name: &str) -> Result<RequestType, StoreError> {

@@ -18,8 +18,8 @@ use super::listen::{self, Invalidation};
 use super::outbox::{
     Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, MatchKeys, NewDelivery,
     NewRequest, Outbox, RequestId, RequestState, UnmatchedCounts, UnmatchedEntry, Waiting,
-    digests_from_bytes, digests_to_bytes, kind_from, optional_digest_from, request_id_from,
-    status_from, subject_from,
+    digest_from, digests_from_bytes, kind_from, optional_digest_from, request_id_from, status_from,
+    subject_from,
 };
 use super::rows::{Added, OnConflict, Rows};
 use super::{
@@ -334,6 +334,34 @@ async fn apply_rows(
     })
 }
 
+/// A request's deliveries, pending and due at `at` (intake, or a later match): one statement.
+async fn insert_deliveries(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &RequestId,
+    deliveries: &[NewDelivery],
+    at: u64,
+) -> Result<(), StoreError> {
+    let controllers: Vec<&str> = deliveries.iter().map(|d| &*d.controller).collect();
+    let webhook_ids: Vec<&str> = deliveries.iter().map(|d| d.webhook_id.as_str()).collect();
+    let verified: Vec<bool> = deliveries.iter().map(|d| d.verified).collect();
+    tx.execute(
+        "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
+             status, next_attempt_at, updated_at)
+         SELECT $1, c, w, v, 'pending', $5, $5
+         FROM unnest($2::TEXT[], $3::TEXT[], $4::BOOLEAN[]) AS d(c, w, v)",
+        &[
+            &&id[..],
+            &controllers,
+            &webhook_ids,
+            &verified,
+            &(at as i64),
+        ],
+    )
+    .await
+    .map_err(err)?;
+    Ok(())
+}
+
 /// A `record_tags` row read as (controller, first_seen, last_seen, recipients, …).
 fn record_tag_row(row: &tokio_postgres::Row) -> Result<RecordTag, StoreError> {
     Ok(RecordTag {
@@ -342,12 +370,6 @@ fn record_tag_row(row: &tokio_postgres::Row) -> Result<RecordTag, StoreError> {
         last_seen: row.get::<_, i64>(2) as u64,
         recipients: digests_from_bytes(row.get(3))?,
     })
-}
-
-fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError("a stored digest is not 32 bytes".into()))
 }
 
 impl Store for PostgresStore {
@@ -642,29 +664,7 @@ impl Outbox for PostgresStore {
             )
             .await
             .map_err(err)?;
-            let controllers: Vec<&str> =
-                request.deliveries.iter().map(|d| &*d.controller).collect();
-            let webhook_ids: Vec<&str> = request
-                .deliveries
-                .iter()
-                .map(|d| d.webhook_id.as_str())
-                .collect();
-            let verified: Vec<bool> = request.deliveries.iter().map(|d| d.verified).collect();
-            tx.execute(
-                "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
-                     status, next_attempt_at, updated_at)
-                 SELECT $1, c, w, v, 'pending', $5, $5
-                 FROM unnest($2::TEXT[], $3::TEXT[], $4::BOOLEAN[]) AS d(c, w, v)",
-                &[
-                    &&request.id[..],
-                    &controllers,
-                    &webhook_ids,
-                    &verified,
-                    &received_at,
-                ],
-            )
-            .await
-            .map_err(err)?;
+            insert_deliveries(&tx, &request.id, &request.deliveries, request.received_at).await?;
             if let Some(keys) = &request.unmatched {
                 tx.execute(
                     "INSERT INTO privacy_unmatched (request_id, received_at, identifiers, tracking)
@@ -672,7 +672,7 @@ impl Outbox for PostgresStore {
                     &[
                         &&request.id[..],
                         &received_at,
-                        &digests_to_bytes(&keys.identifiers),
+                        &keys.identifiers.concat(),
                         &keys.tracking.map(|t| t.to_vec()),
                     ],
                 )
@@ -967,24 +967,7 @@ impl Outbox for PostgresStore {
             if waited == 0 {
                 return Ok(false);
             }
-            let controllers: Vec<&str> = deliveries.iter().map(|d| &*d.controller).collect();
-            let webhook_ids: Vec<&str> = deliveries.iter().map(|d| d.webhook_id.as_str()).collect();
-            let verified: Vec<bool> = deliveries.iter().map(|d| d.verified).collect();
-            tx.execute(
-                "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
-                     status, next_attempt_at, updated_at)
-                 SELECT $1, c, w, v, 'pending', $5, $5
-                 FROM unnest($2::TEXT[], $3::TEXT[], $4::BOOLEAN[]) AS d(c, w, v)",
-                &[
-                    &&id[..],
-                    &controllers,
-                    &webhook_ids,
-                    &verified,
-                    &(at as i64),
-                ],
-            )
-            .await
-            .map_err(err)?;
+            insert_deliveries(&tx, &id, &deliveries, at).await?;
             tx.commit().await.map_err(err)?;
             Ok(true)
         })

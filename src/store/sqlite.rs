@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::outbox::{
     Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, MatchKeys, NewDelivery,
     NewRequest, Outbox, RequestId, RequestState, UnmatchedCounts, UnmatchedEntry, Waiting,
-    digests_from_bytes, digests_to_bytes, kind_from, optional_digest_from, request_id_from,
-    status_from, subject_from,
+    digest_from, digests_from_bytes, kind_from, optional_digest_from, request_id_from, status_from,
+    subject_from,
 };
 use super::rows::{Added, OnConflict, Rows, list_contains, list_union};
 use super::{
@@ -421,6 +421,34 @@ fn apply_rows(
     })
 }
 
+/// A request's deliveries, pending and due at `at` (intake, or a later match).
+fn insert_deliveries(
+    tx: &rusqlite::Transaction<'_>,
+    id: &RequestId,
+    deliveries: &[NewDelivery],
+    at: u64,
+) -> Result<(), StoreError> {
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
+                 status, next_attempt_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
+        )
+        .map_err(err)?;
+    for delivery in deliveries {
+        insert
+            .execute(params![
+                &id[..],
+                &*delivery.controller,
+                delivery.webhook_id,
+                delivery.verified,
+                at as i64
+            ])
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
 /// A `record_tags` row read as (controller, first_seen, last_seen, recipients).
 fn record_tag_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RecordTag, StoreError>> {
     let (controller, first_seen, last_seen, recipients): (String, i64, i64, Vec<u8>) =
@@ -431,12 +459,6 @@ fn record_tag_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RecordTag,
         last_seen: last_seen as u64,
         recipients,
     }))
-}
-
-fn tag_digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| err("a stored digest is not 32 bytes"))
 }
 
 impl Store for SqliteStore {
@@ -514,7 +536,7 @@ impl Store for SqliteStore {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
                 for (digest, tag) in rows {
-                    found.push((tag_digest_from(digest)?, tag?));
+                    found.push((digest_from(digest)?, tag?));
                 }
             }
             Ok(found)
@@ -642,21 +664,7 @@ impl Outbox for SqliteStore {
                 ],
             )
             .map_err(err)?;
-            for delivery in &request.deliveries {
-                tx.execute(
-                    "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
-                         status, next_attempt_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
-                    params![
-                        &request.id[..],
-                        &*delivery.controller,
-                        delivery.webhook_id,
-                        delivery.verified,
-                        request.received_at as i64
-                    ],
-                )
-                .map_err(err)?;
-            }
+            insert_deliveries(&tx, &request.id, &request.deliveries, request.received_at)?;
             if let Some(keys) = &request.unmatched {
                 tx.execute(
                     "INSERT INTO privacy_unmatched (request_id, received_at, identifiers, tracking)
@@ -664,7 +672,7 @@ impl Outbox for SqliteStore {
                     params![
                         &request.id[..],
                         request.received_at as i64,
-                        digests_to_bytes(&keys.identifiers),
+                        keys.identifiers.concat(),
                         keys.tracking.map(|t| t.to_vec())
                     ],
                 )
@@ -1002,21 +1010,7 @@ impl Outbox for SqliteStore {
             if waited == 0 {
                 return Ok(false);
             }
-            for delivery in &deliveries {
-                tx.execute(
-                    "INSERT INTO privacy_deliveries (request_id, controller, webhook_id, verified,
-                         status, next_attempt_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
-                    params![
-                        &id[..],
-                        &*delivery.controller,
-                        delivery.webhook_id,
-                        delivery.verified,
-                        at as i64
-                    ],
-                )
-                .map_err(err)?;
-            }
+            insert_deliveries(&tx, &id, &deliveries, at)?;
             tx.commit().map_err(err)?;
             Ok(true)
         })
