@@ -163,6 +163,10 @@ pub struct Desk {
     limiter: RateLimiter,
     /// Wakes the delivery worker when a request is filed.
     wake: Notify,
+    /// Requests waiting for a controller, as the store last counted them plus this gateway's
+    /// intake since: intake adds to it without a query, and matching prompted by new tags is
+    /// skipped while it is 0.
+    waiting: AtomicU64,
 }
 
 impl Desk {
@@ -175,6 +179,7 @@ impl Desk {
             clock,
             limiter: RateLimiter::default(),
             wake: Notify::new(),
+            waiting: AtomicU64::new(0),
         }
     }
 
@@ -230,7 +235,9 @@ impl Desk {
         if unmatched {
             ::metrics::counter!(metrics::PRIVACY_UNMATCHED, "type" => intake.kind.as_str())
                 .increment(1);
-            self.report_unmatched().await?;
+            let waiting = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+            ::metrics::gauge!(metrics::PRIVACY_UNMATCHED_NOW, "state" => "waiting")
+                .set(waiting as f64);
         }
         self.wake.notify_one();
         Ok(Filed { id, verified })
@@ -341,9 +348,16 @@ impl Desk {
         }))
     }
 
+    /// Whether any request may be waiting for a controller (as last counted, or filed here
+    /// since).
+    pub fn anything_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
     /// Sets the unmatched gauges from the store.
     pub async fn report_unmatched(&self) -> Result<UnmatchedCounts, StoreError> {
         let counts = self.outbox.unmatched_counts().await?;
+        self.waiting.store(counts.waiting, Ordering::Relaxed);
         ::metrics::gauge!(metrics::PRIVACY_UNMATCHED_NOW, "state" => "waiting")
             .set(counts.waiting as f64);
         ::metrics::gauge!(metrics::PRIVACY_UNMATCHED_NOW, "state" => "expired")

@@ -66,17 +66,26 @@ pub(super) async fn store_upkeep(
     }
 }
 
-/// Matches waiting privacy requests again: at start, every [`REMATCH_INTERVAL`], and soon after
-/// recipient tags reach the store.
+/// Matches waiting privacy requests again: at start, every [`REMATCH_INTERVAL`] (which also
+/// counts what other gateways filed), and soon after recipient tags reach the store while any
+/// request waits (under a churn of first sightings, that prompt comes with every batch).
 pub(super) async fn rematch_unmatched(tags: Arc<Tags>, desk: Arc<Desk>) {
     loop {
         if let Err(error) = desk.rematch().await {
             tracing::error!(msg = "unmatched privacy requests not matched", error = %error);
         }
         tokio::time::sleep(REMATCH_SPACING).await;
-        tokio::select! {
-            _ = tags.recipients_committed().notified() => {}
-            _ = tokio::time::sleep(REMATCH_INTERVAL) => {}
+        let interval = tokio::time::sleep(REMATCH_INTERVAL);
+        tokio::pin!(interval);
+        loop {
+            tokio::select! {
+                _ = tags.recipients_committed().notified() => {
+                    if desk.anything_waiting() {
+                        break;
+                    }
+                }
+                _ = &mut interval => break,
+            }
         }
     }
 }
