@@ -125,23 +125,9 @@ fn import(config: &Path, controller: &str, args: &[&str]) -> (bool, String, Stri
 /// A gateway config on `store`: acme has a webhook at `hook`, globex an inbox; the `history`
 /// route has no `controller_member`, so only tags say who controls a record.
 fn config(api: SocketAddr, hook: SocketAddr, store: &str) -> String {
-    let base = base_config(api, unused_addr());
-    let edited = base
-        .replace("backend = \"memory\"\n", store)
-        .replace(
-            "name = \"Acme\"\n",
-            &format!(
-                "name = \"Acme\"\nprivacy_contact = \"privacy@acme.example\"\n\
-                 webhook_url = \"http://{hook}/hooks/privacy\"\n\
-                 webhook_secret = \"{WEBHOOK_SECRET}\"\n"
-            ),
-        )
-        .replace(
-            "name = \"Globex\"\n",
-            "name = \"Globex\"\nprivacy_contact = \"dpo@globex.example\"\n",
-        );
-    assert_eq!(edited.matches("privacy_contact").count(), 2, "{edited}");
-    assert!(edited.contains(store), "{edited}");
+    let base = base_config(api, unused_addr()).replace("backend = \"memory\"\n", store);
+    assert!(base.contains(store), "{base}");
+    let edited = with_privacy_contacts(&base, hook);
     format!(
         r#"{edited}
 [[upstream]]

@@ -1244,6 +1244,26 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
     libtest_mimic::run(&args, trials).exit_code()
 }
 
+/// `base` with acme's privacy contact and a webhook at `hook` (signed with
+/// [`WEBHOOK_SECRET`]), and globex's privacy contact (no webhook: its inbox only).
+pub fn with_privacy_contacts(base: &str, hook: SocketAddr) -> String {
+    let edited = base
+        .replace(
+            "name = \"Acme\"\n",
+            &format!(
+                "name = \"Acme\"\nprivacy_contact = \"privacy@acme.example\"\n\
+                 webhook_url = \"http://{hook}/hooks/privacy\"\n\
+                 webhook_secret = \"{WEBHOOK_SECRET}\"\n"
+            ),
+        )
+        .replace(
+            "name = \"Globex\"\n",
+            "name = \"Globex\"\nprivacy_contact = \"dpo@globex.example\"\n",
+        );
+    assert_eq!(edited.matches("privacy_contact").count(), 2, "{edited}");
+    edited
+}
+
 pub struct PrivacySetup {
     pub gw: TestGateway,
     pub receiver: WebhookReceiver,
@@ -1260,19 +1280,7 @@ pub async fn privacy_setup(privacy: &str) -> PrivacySetup {
     let (hook, api) = (receiver.addr, sample.addr);
     let privacy = privacy.to_string();
     let gw = TestGateway::start_with(MockUpstream::start().await, move |base| {
-        let base = base
-            .replace(
-                "name = \"Acme\"\n",
-                &format!(
-                    "name = \"Acme\"\nprivacy_contact = \"privacy@acme.example\"\n\
-                     webhook_url = \"http://{hook}/hooks/privacy\"\n\
-                     webhook_secret = \"{WEBHOOK_SECRET}\"\n"
-                ),
-            )
-            .replace(
-                "name = \"Globex\"\n",
-                "name = \"Globex\"\nprivacy_contact = \"dpo@globex.example\"\n",
-            );
+        let base = with_privacy_contacts(&base, hook);
         let route = shipments_route(
             api,
             &format!(
