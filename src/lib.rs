@@ -21,12 +21,13 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`vocabulary`] | the ground floor: the body type, the gateway's JSON answers and errors, media types, [`vocabulary::Direction`] |
+//! | [`body`] | the ground floor: the one body type, [`body::GatewayBody`] (held bytes, or a peer's stream under the slow-body guard) |
+//! | [`vocabulary`] | the ground floor: the gateway's JSON answers and errors, media types, [`vocabulary::Direction`] |
 //! | [`target`] | the request target read once: canonical-path rules and the lenient readings of upstreams (ground floor: `config`, `proxy` and `review` use it) |
 //! | [`config`] | the file schema (`deny_unknown_fields`), validation into a runtime [`config::Config`], rules compiled once |
 //! | [`tls`] | rustls server/client configs from PEM files; development certificates |
 //! | [`server`] | accept loop, connection limit, TLS handshake, HTTP/1.1 + HTTP/2, graceful drain, the framing watch and slow-read guard, hot reload ([`server::live`]), store upkeep |
-//! | [`proxy`] | the tower service: route match, auth, header hygiene, upstream pools, error → status |
+//! | [`proxy`] | the request path: route match, auth, header hygiene, upstream pools, error → status |
 //! | [`inspect`] | the fail-closed table: media types, encodings, body collection under limits |
 //! | [`json`] | strict JSON parsing into spans, byte-faithful rendering around edits |
 //! | [`redact`] | the JSONPath rule engine (all of RFC 9535, filters included): one pass for all rules per record |
@@ -44,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod body;
 pub mod config;
 pub mod demo;
 #[cfg(feature = "test-support")]

@@ -1,6 +1,7 @@
 //! The ground floor: words every stage shares, so that no stage imports a later one for them.
 //!
-//! - the one body type requests and responses travel in ([`BoxBody`], [`full`]);
+//! - the one body type requests and responses travel in ([`GatewayBody`], from [`crate::body`],
+//!   and [`full`]);
 //! - the gateway's own JSON answers ([`error_response`], [`json_response`]);
 //! - the media type of a message ([`media_type`], [`is_json_media`]);
 //! - which way a body travels ([`Direction`]);
@@ -11,24 +12,17 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use serde_json::Value;
 
-/// Errors a body can fail with, boxed so hyper's and the gateway's errors travel the same way.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The one body type requests and responses are carried in.
-pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub use crate::body::{BoxError, GatewayBody};
 
 /// A complete in-memory body.
-pub fn full(bytes: Bytes) -> BoxBody {
-    http_body_util::Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
+pub fn full(bytes: Bytes) -> GatewayBody {
+    GatewayBody::full(bytes)
 }
 
 /// A JSON answer of the gateway's own: never cached, since it may be about one caller's data.
-pub fn json_response(status: StatusCode, value: &Value) -> Response<BoxBody> {
+pub fn json_response(status: StatusCode, value: &Value) -> Response<GatewayBody> {
     let mut response = Response::new(full(Bytes::from(value.to_string())));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -47,7 +41,7 @@ pub fn error_response(
     code: &str,
     message: &str,
     request_id: &str,
-) -> Response<BoxBody> {
+) -> Response<GatewayBody> {
     json_response(
         status,
         &serde_json::json!({

@@ -6,7 +6,7 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use super::body::BodyError;
 use super::page;
 use crate::config::PageSettings;
-use crate::vocabulary::{BoxBody, error_response};
+use crate::vocabulary::{GatewayBody, error_response};
 
 /// A privacy-endpoint request the gateway refuses. Messages never hold personal data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,14 +101,14 @@ impl PrivacyError {
     }
 
     /// The JSON answer, with `Retry-After`, `Allow` and `Connection: close` where they apply.
-    pub fn into_response(self, request_id: &str) -> Response<BoxBody> {
+    pub fn into_response(self, request_id: &str) -> Response<GatewayBody> {
         let response = error_response(self.status(), self.code(), &self.to_string(), request_id);
         self.with_headers(response)
     }
 
     /// The same refusal as a page for a person at the recipient page: the same status and
     /// headers, in plain words.
-    pub fn into_page(self, settings: &PageSettings, form_href: &str) -> Response<BoxBody> {
+    pub fn into_page(self, settings: &PageSettings, form_href: &str) -> Response<GatewayBody> {
         let (title, message) = match &self {
             PrivacyError::RateLimited { .. } => (
                 "Please wait a moment",
@@ -149,7 +149,7 @@ impl PrivacyError {
         self.with_headers(response)
     }
 
-    fn with_headers(&self, mut response: Response<BoxBody>) -> Response<BoxBody> {
+    fn with_headers(&self, mut response: Response<GatewayBody>) -> Response<GatewayBody> {
         let headers = response.headers_mut();
         match self {
             PrivacyError::RateLimited {

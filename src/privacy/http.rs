@@ -24,7 +24,7 @@ use super::page::{self, Typed};
 use super::{Desk, format_id, parse_id, rfc3339};
 use crate::config::{Client, ClientKind, Config};
 use crate::store::outbox::{DeliveryStatus, InboxItem, RequestId};
-use crate::vocabulary::{BoxBody, is_json_media, json_response, media_type};
+use crate::vocabulary::{GatewayBody, is_json_media, json_response, media_type};
 
 /// The recipient page's form encoding.
 const FORM_MEDIA: &str = "application/x-www-form-urlencoded";
@@ -133,7 +133,11 @@ impl Call<'_> {
     /// Answers `request` at `endpoint`.
     /// A browser (by its `Accept`, or by posting the form) is answered in HTML throughout,
     /// refusals included; everything else gets the contract's JSON.
-    pub async fn serve(self, endpoint: Endpoint, request: Request<Incoming>) -> Response<BoxBody> {
+    pub async fn serve(
+        self,
+        endpoint: Endpoint,
+        request: Request<Incoming>,
+    ) -> Response<GatewayBody> {
         let html = page::wants_html(request.headers()) || is_form(&request);
         match self.answer(endpoint, request, html).await {
             Ok(response) => response,
@@ -150,7 +154,7 @@ impl Call<'_> {
         endpoint: Endpoint,
         request: Request<Incoming>,
         html: bool,
-    ) -> Result<Response<BoxBody>, PrivacyError> {
+    ) -> Result<Response<GatewayBody>, PrivacyError> {
         if endpoint == Endpoint::Intake && request.method() == Method::GET && html {
             return Ok(self.form_page(&Typed::default(), None, StatusCode::OK));
         }
@@ -209,7 +213,7 @@ impl Call<'_> {
         typed: &Typed,
         error: Option<&body::BodyError>,
         status: StatusCode,
-    ) -> Response<BoxBody> {
+    ) -> Response<GatewayBody> {
         let privacy = &self.config.privacy;
         page::html_response(
             status,
@@ -217,7 +221,10 @@ impl Call<'_> {
         )
     }
 
-    async fn intake(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, PrivacyError> {
+    async fn intake(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, PrivacyError> {
         let started = Instant::now();
         let per_minute = self.config.privacy.rate_limit_per_minute;
         if let Err(wait) = self.admit(per_minute, started).await? {
@@ -284,7 +291,11 @@ impl Call<'_> {
         Ok(response)
     }
 
-    async fn status(&self, id: RequestId, html: bool) -> Result<Response<BoxBody>, PrivacyError> {
+    async fn status(
+        &self,
+        id: RequestId,
+        html: bool,
+    ) -> Result<Response<GatewayBody>, PrivacyError> {
         let (received_at, status) = self
             .desk
             .status(id)
@@ -312,7 +323,7 @@ impl Call<'_> {
         ))
     }
 
-    async fn inbox(&self, query: &str) -> Result<Response<BoxBody>, PrivacyError> {
+    async fn inbox(&self, query: &str) -> Result<Response<GatewayBody>, PrivacyError> {
         let mut status = None;
         let mut limit = INBOX_DEFAULT;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -346,7 +357,7 @@ impl Call<'_> {
         ))
     }
 
-    async fn ack(&self, id: RequestId) -> Result<Response<BoxBody>, PrivacyError> {
+    async fn ack(&self, id: RequestId) -> Result<Response<GatewayBody>, PrivacyError> {
         let found = self
             .desk
             .acknowledge(id, self.caller_id())
@@ -361,7 +372,10 @@ impl Call<'_> {
         ))
     }
 
-    async fn erasure(&self, request: Request<Incoming>) -> Result<Response<BoxBody>, PrivacyError> {
+    async fn erasure(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<GatewayBody>, PrivacyError> {
         let timeout = self.config.limits.body_read_timeout;
         let bytes = read_small(request, timeout, is_json_media).await?;
         let (email, phone) = body::erasure(&bytes)?;

@@ -19,7 +19,7 @@ use super::PublicStatus;
 use super::body::{BodyError, FORM_FIELDS};
 use crate::config::PageSettings;
 use crate::store::outbox::RequestType;
-use crate::vocabulary::{BoxBody, escape_html as escape, full};
+use crate::vocabulary::{GatewayBody, escape_html as escape, full};
 
 /// The page's stylesheet: system fonts, one column that fits a phone, visible focus.
 const STYLE: &str = "\
@@ -92,7 +92,7 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
 
 /// An HTML answer with the page's security headers; never cached, since most pages hold the
 /// requester's own data or say something about it.
-pub fn html_response(status: StatusCode, page: String) -> Response<BoxBody> {
+pub fn html_response(status: StatusCode, page: String) -> Response<GatewayBody> {
     let mut response = Response::new(full(Bytes::from(page)));
     *response.status_mut() = status;
     let headers = response.headers_mut();

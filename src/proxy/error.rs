@@ -5,7 +5,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use super::headers::HeaderFlaw;
 use crate::inspect::Blocked;
 use crate::target::PathFlaw;
-use crate::vocabulary::{BoxBody, error_response};
+use crate::vocabulary::{GatewayBody, error_response};
 
 /// A request the gateway answers itself instead of forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -103,7 +103,7 @@ impl ProxyError {
     }
 
     /// The JSON answer, `{"error": {"code", "message", "request_id"}}`.
-    pub fn into_response(self, request_id: &str) -> Response<BoxBody> {
+    pub fn into_response(self, request_id: &str) -> Response<GatewayBody> {
         let status = StatusCode::from(self);
         let mut response = error_response(status, self.code(), &self.to_string(), request_id);
         if status == StatusCode::UNAUTHORIZED {

@@ -8,16 +8,16 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use super::Gateway;
-use super::body::{ClientBodyError, client_body, with_idle_timeout};
 use super::error::ProxyError;
 use super::headers;
 use crate::admin::metrics;
+use crate::body::ClientBodyError;
 use crate::config::{Client, ClientKind, Route};
 use crate::inspect::{self, Blocked, CollectError, Reason, Treatment};
 use crate::json::Document;
 use crate::redact;
 use crate::tags::{self, Resolved, Source};
-use crate::vocabulary::{BoxBody, Direction, full};
+use crate::vocabulary::{Direction, GatewayBody, full};
 
 /// Headers that describe a body's exact bytes and are wrong once the body changes.
 const REPRESENTATION_HEADERS: &[&str] = &[
@@ -64,7 +64,7 @@ impl Exchange<'_> {
         &self,
         mut parts: http::request::Parts,
         body: Incoming,
-    ) -> Result<(Request<BoxBody>, Sent), ProxyError> {
+    ) -> Result<(Request<GatewayBody>, Sent), ProxyError> {
         // The full body is fetched and inspected; a range of it could not be.
         parts.headers.remove(header::RANGE);
         parts.headers.remove(header::IF_RANGE);
@@ -72,7 +72,7 @@ impl Exchange<'_> {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
-        let body = client_body(body, self.gateway.config.limits.body_read_timeout);
+        let body = GatewayBody::client(body, self.gateway.config.limits.body_read_timeout);
         let (body, inspected) = self
             .body(Direction::Request, &mut parts.headers, body, false)
             .await?;
@@ -106,7 +106,7 @@ impl Exchange<'_> {
         response: Response<Incoming>,
         sent: Sent,
         request_id: &HeaderValue,
-    ) -> Result<(Response<BoxBody>, usize), ProxyError> {
+    ) -> Result<(Response<GatewayBody>, usize), ProxyError> {
         let (mut parts, body) = response.into_parts();
         headers::forward_response_headers(&mut parts.headers, request_id);
         let now = tags::now();
@@ -131,7 +131,7 @@ impl Exchange<'_> {
         if bodiless {
             return Ok((Response::from_parts(parts, full(Bytes::new())), 0));
         }
-        let body = with_idle_timeout(body, self.gateway.config.limits.body_read_timeout);
+        let body = GatewayBody::upstream(body, self.gateway.config.limits.body_read_timeout);
         // A create is a POST answered 201 Created with the one record.
         let created = sent.created && parts.status == StatusCode::CREATED;
         let (body, inspected) = self
@@ -157,9 +157,9 @@ impl Exchange<'_> {
         &self,
         direction: Direction,
         headers: &mut http::HeaderMap,
-        body: BoxBody,
+        body: GatewayBody,
         created: bool,
-    ) -> Result<(BoxBody, Option<Inspected>), ProxyError> {
+    ) -> Result<(GatewayBody, Option<Inspected>), ProxyError> {
         let limit = self.gateway.config.limits.max_body_bytes;
         let blocked = |reason| ProxyError::Blocked(Blocked { direction, reason });
         let codings = match inspect::treatment(headers, self.route) {
@@ -196,7 +196,7 @@ impl Exchange<'_> {
     async fn collect(
         &self,
         direction: Direction,
-        body: BoxBody,
+        body: GatewayBody,
         headers: &http::HeaderMap,
         limit: u64,
         over_limit: Reason,

@@ -1,8 +1,7 @@
 //! The request path: route match, authentication, header hygiene, inspection, forwarding, errors.
 //!
-//! [`Gateway`] holds what every request needs (config, upstream pools, tags, hash keys);
-//! [`ProxyService`] is the per-connection tower service hyper drives. A request goes through
-//! [`Gateway::handle`], whose stages are, in order:
+//! [`Gateway`] holds what every request needs (config, upstream pools, tags, hash keys); the
+//! server calls [`Gateway::handle`] for each request. Its stages are, in order:
 //!
 //! 1. refuse CONNECT and ambiguous framing; judge the path ([`crate::config::Config::judge`]:
 //!    canonical, and every lenient reading takes the same route); refuse `Upgrade`;
@@ -16,19 +15,14 @@
 //! Every answer, forwarded or refused, ends in one access-log line and the request metrics.
 
 pub mod auth;
-pub mod body;
 pub mod error;
 pub mod headers;
 mod inspected;
 mod tunnel;
 pub mod upstream;
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -41,8 +35,7 @@ use crate::privacy::Desk;
 use crate::privacy::http::{Call, Endpoint};
 use crate::redact::HashKeys;
 use crate::tags::Tags;
-use crate::vocabulary::{BoxBody, full};
-use body::{client_body, with_idle_timeout};
+use crate::vocabulary::{GatewayBody, full};
 use error::ProxyError;
 use headers::{Credential, HeaderFlaw, Peer};
 use upstream::Upstreams;
@@ -100,7 +93,7 @@ impl Gateway {
     }
 
     /// Answers one request: forwarded, or refused with a JSON error.
-    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<BoxBody> {
+    pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<GatewayBody> {
         let started = Instant::now();
         let request_id = headers::request_id(request.headers());
         let method = request.method().clone();
@@ -142,7 +135,7 @@ impl Gateway {
         peer: Peer,
         request_id: &HeaderValue,
         outcome: &mut Outcome<'a>,
-    ) -> Result<Response<BoxBody>, ProxyError> {
+    ) -> Result<Response<GatewayBody>, ProxyError> {
         if request.method() == Method::CONNECT {
             return Err(ProxyError::UpgradeRefused);
         }
@@ -212,7 +205,7 @@ impl Gateway {
         }
         if !route.inspected() {
             let upstream_request =
-                Request::from_parts(parts, client_body(body, limits.body_read_timeout));
+                Request::from_parts(parts, GatewayBody::client(body, limits.body_read_timeout));
             let response = self
                 .upstreams
                 .send(&route.upstream, upstream_request, deadline)
@@ -251,7 +244,7 @@ impl Gateway {
         protocol: HeaderValue,
         request_id: &HeaderValue,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<BoxBody>, ProxyError> {
+    ) -> Result<Response<GatewayBody>, ProxyError> {
         let client = parts
             .extensions
             .remove::<hyper::upgrade::OnUpgrade>()
@@ -262,7 +255,8 @@ impl Gateway {
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol);
         let limits = &self.config.limits;
-        let request = Request::from_parts(parts, client_body(body, limits.body_read_timeout));
+        let request =
+            Request::from_parts(parts, GatewayBody::client(body, limits.body_read_timeout));
         let mut response = self
             .upstreams
             .upgrade(&route.upstream, request, deadline)
@@ -309,7 +303,7 @@ impl Gateway {
         method: &Method,
         path: &str,
         request_id: &HeaderValue,
-        response: &Response<BoxBody>,
+        response: &Response<GatewayBody>,
         started: Instant,
     ) {
         let elapsed = started.elapsed();
@@ -395,46 +389,14 @@ fn streamed(
     response: Response<Incoming>,
     request_id: &HeaderValue,
     body_read_timeout: std::time::Duration,
-) -> Response<BoxBody> {
+) -> Response<GatewayBody> {
     let (mut parts, body) = response.into_parts();
     headers::forward_response_headers(&mut parts.headers, request_id);
-    Response::from_parts(parts, with_idle_timeout(body, body_read_timeout))
+    Response::from_parts(parts, GatewayBody::upstream(body, body_read_timeout))
 }
 
 /// The request handler in force now: each call returns the current generation's gateway.
 pub type CurrentGateway = Arc<dyn Fn() -> Arc<Gateway> + Send + Sync>;
-
-/// The tower service hyper calls for each request on one connection.
-#[derive(Clone)]
-pub struct ProxyService {
-    /// The current gateway; each request takes the one current when it arrives and keeps it
-    /// until answered, so a reload never changes a request's config midway.
-    gateway: CurrentGateway,
-    peer: Peer,
-}
-
-impl ProxyService {
-    /// A service for one client connection.
-    pub fn new(gateway: CurrentGateway, peer: Peer) -> ProxyService {
-        ProxyService { gateway, peer }
-    }
-}
-
-impl tower::Service<Request<Incoming>> for ProxyService {
-    type Response = Response<BoxBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let gateway = (self.gateway)();
-        let peer = self.peer.clone();
-        Box::pin(async move { Ok(gateway.handle(request, peer).await) })
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -17,11 +17,11 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::ClientBodyError;
 use super::error::ProxyError;
 use crate::admin::metrics;
+use crate::body::ClientBodyError;
 use crate::config::{Config, Upstream};
-use crate::vocabulary::BoxBody;
+use crate::vocabulary::GatewayBody;
 
 /// How long an unused connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -56,7 +56,7 @@ struct Pool {
 }
 
 struct Pooled {
-    sender: SendRequest<BoxBody>,
+    sender: SendRequest<GatewayBody>,
     last_used: Instant,
 }
 
@@ -89,7 +89,7 @@ impl Upstreams {
     pub async fn send(
         &self,
         upstream: &str,
-        mut request: Request<BoxBody>,
+        mut request: Request<GatewayBody>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
         let pool = self.pool(upstream);
@@ -104,7 +104,7 @@ impl Upstreams {
     pub async fn upgrade(
         &self,
         upstream: &str,
-        mut request: Request<BoxBody>,
+        mut request: Request<GatewayBody>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
         let pool = self.pool(upstream);
@@ -222,7 +222,7 @@ impl Pool {
     /// One request and its response head, over a ready pooled connection or a new one. A request
     /// a pooled connection refused before sending a byte (it closed meanwhile) goes out again on a
     /// new connection; once sent, it never is.
-    async fn exchange(&self, request: Request<BoxBody>) -> Result<Response<Incoming>, Failure> {
+    async fn exchange(&self, request: Request<GatewayBody>) -> Result<Response<Incoming>, Failure> {
         let request = match self.ready_connection() {
             Some(mut sender) => match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -249,7 +249,7 @@ impl Pool {
     }
 
     /// A pooled connection ready for a request, dropping closed and long-idle ones met on the way.
-    fn ready_connection(&self) -> Option<SendRequest<BoxBody>> {
+    fn ready_connection(&self) -> Option<SendRequest<GatewayBody>> {
         let mut connections = self.connections.lock().expect("pool lock");
         let mut index = 0;
         while index < connections.len() {
@@ -266,7 +266,7 @@ impl Pool {
     }
 
     /// Returns a connection whose request is under way; it serves again once its response ends.
-    fn put_back(&self, sender: SendRequest<BoxBody>) {
+    fn put_back(&self, sender: SendRequest<GatewayBody>) {
         let mut connections = self.connections.lock().expect("pool lock");
         if connections.len() < POOL_CAPACITY {
             connections.push(Pooled {
@@ -278,13 +278,13 @@ impl Pool {
 
     /// Opens a connection (TCP, TLS for https, the HTTP/1.1 handshake) and starts its task on
     /// this thread.
-    async fn connect(&self, upgrades: Upgrades) -> Result<SendRequest<BoxBody>, ConnectError> {
+    async fn connect(&self, upgrades: Upgrades) -> Result<SendRequest<GatewayBody>, ConnectError> {
         tokio::time::timeout(self.connect_timeout, self.open(upgrades))
             .await
             .unwrap_or(Err(ConnectError::Timeout(self.connect_timeout)))
     }
 
-    async fn open(&self, upgrades: Upgrades) -> Result<SendRequest<BoxBody>, ConnectError> {
+    async fn open(&self, upgrades: Upgrades) -> Result<SendRequest<GatewayBody>, ConnectError> {
         let tcp = TcpStream::connect(self.upstream.host_and_port())
             .await
             .map_err(ConnectError::Tcp)?;
@@ -307,7 +307,7 @@ impl Pool {
     }
 
     /// Addresses `request` to the upstream: its target, HTTP/1.1 and the upstream's `Host`.
-    fn address(&self, request: &mut Request<BoxBody>) {
+    fn address(&self, request: &mut Request<GatewayBody>) {
         *request.uri_mut() = self.target(request.uri());
         *request.version_mut() = Version::HTTP_11;
         request.headers_mut().insert(HOST, self.host.clone());
@@ -335,7 +335,7 @@ enum Upgrades {
 }
 
 /// The HTTP/1.1 handshake over `io`; the connection's task runs on the current thread.
-async fn handshake<T>(io: T, upgrades: Upgrades) -> Result<SendRequest<BoxBody>, ConnectError>
+async fn handshake<T>(io: T, upgrades: Upgrades) -> Result<SendRequest<GatewayBody>, ConnectError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {

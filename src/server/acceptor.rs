@@ -2,26 +2,30 @@
 //! the PROXY header from listed balancers, the slow-read guard, the TLS handshake under the header
 //! timeout, the framing watch, then HTTP/1.1 or HTTP/2.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::framing::{self, FramingWatch};
-use super::idle::{Activity, IdleClose, Tracked};
+use super::idle::{Activity, IdleClose};
 use super::proxy_protocol;
 use super::stall::WriteStall;
 use crate::admin::metrics;
+use crate::body::GatewayBody;
 use crate::config::{Config, Limits, listed};
+use crate::proxy::CurrentGateway;
 use crate::proxy::headers::Peer;
-use crate::proxy::{CurrentGateway, ProxyService};
 
 /// Connection settings of one config generation, shared by the connections accepted under it.
 pub(super) struct Acceptor {
@@ -113,10 +117,7 @@ impl Acceptor {
                     .and_then(|chain| chain.first())
                     .and_then(|leaf| crate::tls::forwarded_client_cert(leaf));
                 let activity = Activity::new();
-                let service = TowerToHyperService::new(Tracked {
-                    inner: ProxyService::new(gateway, peer(client_cert)),
-                    activity: activity.clone(),
-                });
+                let service = service(gateway, peer(client_cert), activity.clone());
                 let stream = IdleClose::new(stream, activity, first_request, self.idle_timeout);
                 let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
                 let connection = self
@@ -127,10 +128,7 @@ impl Acceptor {
             }
             None => {
                 let activity = Activity::new();
-                let service = TowerToHyperService::new(Tracked {
-                    inner: ProxyService::new(gateway, peer(None)),
-                    activity: activity.clone(),
-                });
+                let service = service(gateway, peer(None), activity.clone());
                 let stream = IdleClose::new(stream, activity, first_request, self.idle_timeout);
                 let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
                 let connection = self
@@ -141,6 +139,28 @@ impl Acceptor {
             }
         }
     }
+}
+
+/// The service hyper calls for each request on one connection: the gateway current when the
+/// request arrives answers it (a reload never changes a request's config midway), and the
+/// request counts as in flight until its response body is gone. One concrete future per
+/// request, with no box around it.
+fn service(
+    gateway: CurrentGateway,
+    peer: Peer,
+    activity: Activity,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<GatewayBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<GatewayBody>, Infallible>> + Send + 'static,
+> + Clone {
+    hyper::service::service_fn(move |request| {
+        let busy = activity.begin();
+        let gateway = gateway();
+        let peer = peer.clone();
+        async move { Ok(busy.answered(gateway.handle(request, peer).await)) }
+    })
 }
 
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {

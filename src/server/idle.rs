@@ -13,7 +13,6 @@
 //! connection reads end-of-stream and hyper closes it, as if the client had hung up. Nothing is
 //! cut short, because nothing is in flight.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,17 +20,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+use http::Response;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::admin::metrics;
-use crate::vocabulary::BoxBody;
+use crate::body::{Finished, GatewayBody};
 
-/// What a connection has in flight, shared by its service (which counts requests and their
-/// bodies) and its socket (which closes it when idle).
+/// What a connection has in flight, shared by its service (which counts requests until their
+/// response bodies are gone) and its socket (which closes it when idle).
 #[derive(Clone)]
 pub(super) struct Activity(Arc<Counts>);
 
@@ -63,7 +60,7 @@ impl Activity {
     pub(super) fn begin(&self) -> Busy {
         self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         self.0.requests.fetch_add(1, Ordering::Relaxed);
-        Busy(self.clone())
+        Busy(Some(self.0.clone()))
     }
 
     /// When the connection becomes closable if nothing happens: `None` while busy.
@@ -80,78 +77,34 @@ impl Activity {
 }
 
 /// One request in flight, until its response body is gone.
-pub(super) struct Busy(Activity);
+pub(super) struct Busy(Option<Arc<Counts>>);
+
+impl Busy {
+    /// Hands the request's place in flight to its response body, which gives it up once sent
+    /// or dropped; a `101` makes the connection a tunnel.
+    pub(super) fn answered(mut self, response: Response<GatewayBody>) -> Response<GatewayBody> {
+        let counts = self.0.take().expect("a request is answered once");
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            counts.tunnel.store(true, Ordering::Release);
+        }
+        response.map(|body| body.on_finished(counts))
+    }
+}
 
 impl Drop for Busy {
+    /// The request was dropped unanswered (its connection closed).
     fn drop(&mut self) {
-        let counts = &(self.0).0;
-        let done = counts.opened.elapsed().as_millis() as u64;
-        counts.last_done_ms.fetch_max(done, Ordering::Relaxed);
-        counts.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(counts) = self.0.take() {
+            counts.finished();
+        }
     }
 }
 
-/// A connection's service, counting its requests in flight until their bodies are sent.
-#[derive(Clone)]
-pub(super) struct Tracked<S> {
-    pub(super) inner: S,
-    pub(super) activity: Activity,
-}
-
-impl<S> tower::Service<Request<Incoming>> for Tracked<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<BoxBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let busy = self.activity.begin();
-        let answered = self.inner.call(request);
-        let activity = self.activity.clone();
-        Box::pin(async move {
-            let response = answered.await?;
-            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                activity.0.tunnel.store(true, Ordering::Release);
-            }
-            Ok(hold_until_sent(response, busy))
-        })
-    }
-}
-
-/// Keeps `busy` with the response until its body has been sent or dropped.
-fn hold_until_sent(response: Response<BoxBody>, busy: Busy) -> Response<BoxBody> {
-    response.map(|body| BoxBody::new(HeldBody { body, _busy: busy }))
-}
-
-struct HeldBody {
-    body: BoxBody,
-    _busy: Busy,
-}
-
-impl Body for HeldBody {
-    type Data = bytes::Bytes;
-    type Error = crate::vocabulary::BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+impl Finished for Counts {
+    fn finished(&self) {
+        let done = self.opened.elapsed().as_millis() as u64;
+        self.last_done_ms.fetch_max(done, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
