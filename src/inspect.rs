@@ -338,6 +338,8 @@ mod tests {
     fn route(passthrough: &[&str]) -> Route {
         Route {
             name: "r".into(),
+            index: 0,
+            upstream_index: 0,
             path_prefix: "/r".into(),
             upstream: "u".into(),
             auth: crate::config::RouteAuth::Client,

@@ -7,6 +7,7 @@
 //! `Authorization: Bearer <token>` (compared in constant time); the read-only endpoints stay open
 //! for probes and scrapers.
 
+pub mod meters;
 pub mod metrics;
 
 use std::convert::Infallible;

@@ -515,6 +515,7 @@ impl Loader<'_> {
             };
             clients.push(Arc::new(Client {
                 id: Arc::from(file.id.as_str()),
+                index: clients.len(),
                 kind: file.kind,
                 name: file.name.clone(),
                 key_digests,
@@ -629,7 +630,8 @@ impl Loader<'_> {
                     format!("prefix `{prefix}` is the privacy intake path (`privacy.path`)"),
                 ));
             }
-            let Some(upstream) = upstreams.iter().find(|u| u.name == file.upstream) else {
+            let Some(upstream_index) = upstreams.iter().position(|u| u.name == file.upstream)
+            else {
                 return Err({
                     let known: Vec<_> = upstreams.iter().map(|u| u.name.as_str()).collect();
                     self.err(
@@ -646,6 +648,7 @@ impl Loader<'_> {
                     )
                 });
             };
+            let upstream = &upstreams[upstream_index];
             let mut allowed_overrides = Vec::new();
             for (j, name) in file.allow_override_headers.iter().enumerate() {
                 let name = name.to_ascii_lowercase();
@@ -745,8 +748,10 @@ impl Loader<'_> {
             }
             let plan =
                 crate::redact::Plan::new(&records, file.recipient.as_deref(), &rules, file.purpose);
-            routes.push(Arc::new(Route {
+            routes.push(Route {
                 name: file.name.clone(),
+                index: 0,
+                upstream_index,
                 folded_prefix: target::fold(&prefix),
                 path_prefix: prefix,
                 path_parameters: file.path_parameters,
@@ -765,10 +770,14 @@ impl Loader<'_> {
                 plan,
                 rules,
                 passthrough_content_types: passthrough,
-            }));
+            });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
-        Ok(routes)
+        Ok(routes
+            .into_iter()
+            .enumerate()
+            .map(|(index, route)| Arc::new(Route { index, ..route }))
+            .collect())
     }
 
     fn rule_file(

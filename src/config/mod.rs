@@ -199,6 +199,8 @@ pub struct PageSettings {
 pub struct Client {
     /// Stable id (metrics, headers, tag owner); shared so tags can hold it without copying.
     pub id: Arc<str>,
+    /// Position in [`Config::clients`]: what per-caller metric handles are indexed by.
+    pub index: usize,
     /// Customer (controller) or internal service.
     pub kind: ClientKind,
     /// Display name for verified requesters.
@@ -265,6 +267,12 @@ impl Upstream {
 pub struct Route {
     /// Identifier: metric label and log field.
     pub name: String,
+    /// Position in [`Config::routes`]: what a serving thread's per-route state (its metric
+    /// handles) is indexed by, so a request finds it without a lookup.
+    pub index: usize,
+    /// Position of its upstream in [`Config::upstreams`]: the connection pool a request takes,
+    /// resolved once when the config is loaded instead of by name per request.
+    pub upstream_index: usize,
     /// Path prefix, matched at a `/` boundary.
     pub path_prefix: String,
     /// Name of the upstream requests go to.

@@ -30,6 +30,7 @@ mod tests {
     fn client(id: &str, keys: &[&str]) -> Arc<Client> {
         Arc::new(Client {
             id: id.into(),
+            index: 0,
             kind: ClientKind::Customer,
             name: id.into(),
             key_digests: keys

@@ -19,6 +19,7 @@
 //! `X-Gateway-*`, and only then does the gateway add its own headers. A client therefore cannot
 //! make the gateway drop `X-Gateway-Client` or `X-Request-Id` by naming them in `Connection`.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -34,6 +35,13 @@ pub static X_GATEWAY_CLIENT: HeaderName = HeaderName::from_static("x-gateway-cli
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Api-Key`: the second accepted credential header.
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+// The forwarding headers the gateway writes, made at compile time rather than per request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
 
 /// RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones proxies also drop. Names,
 /// not strings: removing by `&str` parses the name again on every request.
@@ -289,7 +297,7 @@ pub fn client_address(headers: &HeaderMap, peer: IpAddr, trust: &ClientAddress) 
         return untrusted;
     }
     let mut entries: Vec<Option<IpAddr>> = Vec::new();
-    for value in headers.get_all(HeaderName::from_static("x-forwarded-for")) {
+    for value in headers.get_all(X_FORWARDED_FOR) {
         let Ok(text) = value.to_str() else {
             return untrusted;
         };
@@ -362,30 +370,24 @@ pub fn forward_request_headers(
         .remove(header::HOST)
         .or_else(|| authority.and_then(|authority| HeaderValue::from_str(authority.as_str()).ok()));
     if let Some(host) = host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    let mut forwarded_for = String::new();
+    let mut forwarded_for = String::with_capacity(48);
     for ip in forwarding.chain.iter().chain(std::iter::once(&peer.ip)) {
         if !forwarded_for.is_empty() {
             forwarded_for.push_str(", ");
         }
-        forwarded_for.push_str(&ip.to_string());
+        let _ = write!(forwarded_for, "{ip}");
     }
     headers.insert(
-        HeaderName::from_static("x-forwarded-for"),
+        X_FORWARDED_FOR,
         HeaderValue::from_str(&forwarded_for).expect("addresses are valid header text"),
     );
     match &peer.client_cert {
-        Some(cert) => headers.insert(
-            HeaderName::from_static("x-forwarded-client-cert"),
-            cert.clone(),
-        ),
-        None => headers.remove(HeaderName::from_static("x-forwarded-client-cert")),
+        Some(cert) => headers.insert(X_FORWARDED_CLIENT_CERT, cert.clone()),
+        None => headers.remove(X_FORWARDED_CLIENT_CERT),
     };
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
-    );
+    headers.insert(X_FORWARDED_PROTO, if peer.tls { HTTPS } else { HTTP });
     if let Some(id) = client_id.and_then(|id| HeaderValue::from_str(id).ok()) {
         headers.insert(X_GATEWAY_CLIENT.clone(), id);
     }
@@ -413,7 +415,9 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         }
     }
     let id: [u8; 16] = rand::random();
-    HeaderValue::from_str(&hex::encode(id)).expect("hex is a valid header value")
+    let mut text = [0u8; 32];
+    hex::encode_to_slice(id, &mut text).expect("32 hex digits for 16 bytes");
+    HeaderValue::from_bytes(&text).expect("hex is a valid header value")
 }
 
 /// The API key a request presents.

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 
+use crate::admin::meters::{self, RequestMeters};
 use crate::admin::metrics;
 use crate::config::{Client, Config, Route, RouteAuth};
 use crate::privacy::Desk;
@@ -52,6 +53,8 @@ pub struct Gateway {
     hash_keys: HashKeys,
     /// Privacy requests (outlives config generations).
     desk: Arc<Desk>,
+    /// Request metric handles per route and caller, resolved for this config.
+    meters: RequestMeters,
 }
 
 /// What the access log and the metrics need to know about a request once it is answered.
@@ -80,6 +83,7 @@ impl Gateway {
     pub fn new(config: Arc<Config>, tags: Arc<Tags>, desk: Arc<Desk>) -> Gateway {
         Gateway {
             upstreams: Upstreams::new(&config),
+            meters: RequestMeters::new(&config),
             hash_keys: config.hash_keys(),
             tags,
             desk,
@@ -97,7 +101,8 @@ impl Gateway {
         let started = Instant::now();
         let request_id = headers::request_id(request.headers());
         let method = request.method().clone();
-        let path = request.uri().path().to_string();
+        // The target as parsed (shared bytes, no copy), for the access line.
+        let target = request.uri().clone();
         let mut outcome = Outcome {
             route: None,
             endpoint: None,
@@ -125,7 +130,14 @@ impl Gateway {
         response
             .headers_mut()
             .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
-        self.record(&outcome, &method, &path, &request_id, &response, started);
+        self.record(
+            &outcome,
+            &method,
+            target.path(),
+            &request_id,
+            &response,
+            started,
+        );
         response
     }
 
@@ -208,7 +220,7 @@ impl Gateway {
                 Request::from_parts(parts, GatewayBody::client(body, limits.body_read_timeout));
             let response = self
                 .upstreams
-                .send(&route.upstream, upstream_request, deadline)
+                .send(route.upstream_index, upstream_request, deadline)
                 .await?;
             return Ok(streamed(response, request_id, limits.body_read_timeout));
         }
@@ -224,7 +236,7 @@ impl Gateway {
         outcome.redactions += sent.redactions;
         let response = self
             .upstreams
-            .send(&route.upstream, upstream_request, deadline)
+            .send(route.upstream_index, upstream_request, deadline)
             .await?;
         let (response, redactions) = exchange
             .response(&method, response, sent, request_id)
@@ -259,7 +271,7 @@ impl Gateway {
             Request::from_parts(parts, GatewayBody::client(body, limits.body_read_timeout));
         let mut response = self
             .upstreams
-            .upgrade(&route.upstream, request, deadline)
+            .upgrade(route.upstream_index, request, deadline)
             .await?;
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(streamed(response, request_id, limits.body_read_timeout));
@@ -308,14 +320,21 @@ impl Gateway {
     ) {
         let elapsed = started.elapsed();
         let route = outcome.label();
-        let client = outcome.client.as_ref().map_or("anonymous", |c| &*c.id);
+        let caller = outcome.client.as_deref();
+        let client = caller.map_or("anonymous", |c| &*c.id);
         let status = response.status().as_u16();
-        metrics::requests()
-            .get([route, client, response.status().as_str()])
-            .increment(1);
-        metrics::request_duration()
-            .get([route])
-            .record(elapsed.as_secs_f64());
+        match outcome.route {
+            Some(matched) => {
+                self.meters
+                    .answered(matched, caller, response.status(), elapsed.as_secs_f64())
+            }
+            None => meters::answered_without_route(
+                route,
+                caller,
+                response.status(),
+                elapsed.as_secs_f64(),
+            ),
+        }
         tracing::info!(
             msg = "request",
             request_id = request_id.to_str().unwrap_or_default(),

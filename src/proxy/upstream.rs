@@ -48,11 +48,47 @@ struct Pool {
         tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
     )>,
-    /// Every connection this thread holds to the upstream, in use or not. A connection is put
-    /// back as soon as its response head arrives; it is ready for the next request once hyper has
-    /// read the response to its end. Only this thread locks it, so the lock is never contended.
-    connections: Mutex<Vec<Pooled>>,
+    /// Every connection this thread holds to the upstream. Only this thread locks it, so the
+    /// lock is never contended.
+    connections: Mutex<Connections>,
     connect_timeout: Duration,
+    /// `gateway_upstream_duration_seconds{upstream}`, resolved once.
+    duration: ::metrics::Histogram,
+}
+
+/// A pool's connections: those ready for a request, and those still answering one.
+#[derive(Default)]
+struct Connections {
+    /// Ready for a request; the most recently used last, taken first (its socket is warm).
+    idle: Vec<Pooled>,
+    /// Put back as soon as their response head arrived: ready again once hyper has read the
+    /// response to its end. Moved to `idle` all at once when `idle` runs dry, so a request
+    /// does not walk the busy ones.
+    busy: Vec<Pooled>,
+}
+
+impl Connections {
+    /// Moves the busy connections that are ready again to `idle` and forgets closed ones;
+    /// returns whether any became idle.
+    fn reclaim(&mut self) -> bool {
+        let before = self.idle.len();
+        let mut index = 0;
+        while index < self.busy.len() {
+            let pooled = &self.busy[index];
+            if pooled.sender.is_closed() {
+                self.busy.swap_remove(index);
+            } else if pooled.sender.is_ready() {
+                self.idle.push(self.busy.swap_remove(index));
+            } else {
+                index += 1;
+            }
+        }
+        self.idle.len() > before
+    }
+
+    fn len(&self) -> usize {
+        self.idle.len() + self.busy.len()
+    }
 }
 
 struct Pooled {
@@ -84,11 +120,11 @@ impl Upstreams {
         Upstreams { pools }
     }
 
-    /// Sends `request` (origin-form URI) to the named upstream and waits until `deadline` for its
-    /// response head.
+    /// Sends `request` (origin-form URI) to the upstream at `upstream` (its position in the
+    /// config, `Route::upstream_index`) and waits until `deadline` for its response head.
     pub async fn send(
         &self,
-        upstream: &str,
+        upstream: usize,
         mut request: Request<GatewayBody>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
@@ -103,7 +139,7 @@ impl Upstreams {
     /// tunnel when the upstream answers 101; never a pooled one.
     pub async fn upgrade(
         &self,
-        upstream: &str,
+        upstream: usize,
         mut request: Request<GatewayBody>,
         deadline: tokio::time::Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
@@ -124,18 +160,17 @@ impl Upstreams {
         pool.classify(result, started)
     }
 
-    fn pool(&self, upstream: &str) -> &Pool {
-        self.pools
-            .iter()
-            .find(|pool| pool.upstream.name == upstream)
-            .expect("routes reference known upstreams")
+    fn pool(&self, upstream: usize) -> &Pool {
+        &self.pools[upstream]
     }
 
     /// Closes connections unused for 90 s and forgets closed ones, for threads
     /// that see no request to do it on the way.
     pub fn sweep(&self) {
         for pool in &self.pools {
-            pool.connections.lock().expect("pool lock").retain(usable);
+            let mut connections = pool.connections.lock().expect("pool lock");
+            connections.reclaim();
+            connections.idle.retain(usable);
         }
     }
 }
@@ -176,9 +211,7 @@ impl Pool {
         result: Result<Result<Response<Incoming>, Failure>, tokio::time::error::Elapsed>,
         started: Instant,
     ) -> Result<Response<Incoming>, ProxyError> {
-        metrics::upstream_duration()
-            .get([&self.upstream.name])
-            .record(started.elapsed().as_secs_f64());
+        self.duration.record(started.elapsed().as_secs_f64());
         let label = &self.upstream.name;
         let (kind, error) = match result {
             Ok(Ok(response)) => return Ok(response),
@@ -211,10 +244,11 @@ impl Pool {
             (tokio_rustls::TlsConnector::from(config.clone()), name)
         });
         Pool {
+            duration: metrics::upstream_duration().get([&upstream.name]),
             upstream,
             host,
             tls,
-            connections: Mutex::new(Vec::new()),
+            connections: Mutex::new(Connections::default()),
             connect_timeout: CONNECT_TIMEOUT.min(request_timeout),
         }
     }
@@ -251,25 +285,23 @@ impl Pool {
     /// A pooled connection ready for a request, dropping closed and long-idle ones met on the way.
     fn ready_connection(&self) -> Option<SendRequest<GatewayBody>> {
         let mut connections = self.connections.lock().expect("pool lock");
-        let mut index = 0;
-        while index < connections.len() {
-            let pooled = &connections[index];
-            if !usable(pooled) {
-                connections.swap_remove(index);
-            } else if pooled.sender.is_ready() {
-                return Some(connections.swap_remove(index).sender);
-            } else {
-                index += 1;
+        loop {
+            while let Some(pooled) = connections.idle.pop() {
+                if usable(&pooled) && pooled.sender.is_ready() {
+                    return Some(pooled.sender);
+                }
+            }
+            if !connections.reclaim() {
+                return None;
             }
         }
-        None
     }
 
     /// Returns a connection whose request is under way; it serves again once its response ends.
     fn put_back(&self, sender: SendRequest<GatewayBody>) {
         let mut connections = self.connections.lock().expect("pool lock");
         if connections.len() < POOL_CAPACITY {
-            connections.push(Pooled {
+            connections.busy.push(Pooled {
                 sender,
                 last_used: Instant::now(),
             });
