@@ -248,12 +248,14 @@ impl<'a> Document<'a> {
     /// are re-emitted without insignificant whitespace.
     pub fn render(&self, edits: &Edits) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.src.len() + 64);
-        self.write(0, edits, &mut out);
+        self.write(0, edits, &mut 0, &mut out);
         out
     }
 
-    fn write(&self, id: NodeId, edits: &Edits, out: &mut Vec<u8>) {
-        match edits.get(id) {
+    /// Writes node `id`. The walk meets nodes in document order, as the edits are sorted, so
+    /// `cursor` (an index into the edits) only moves forward: no lookup per node.
+    fn write(&self, id: NodeId, edits: &Edits, cursor: &mut usize, out: &mut Vec<u8>) {
+        match edits.at(cursor, id) {
             Some(Edit::Replace(bytes)) => return out.extend_from_slice(bytes),
             // Only the root can get here (children are skipped by their parent).
             Some(Edit::Remove) => return out.extend_from_slice(b"null"),
@@ -271,7 +273,7 @@ impl<'a> Document<'a> {
         out.push(open);
         let mut first = true;
         for child in self.children(id) {
-            if matches!(edits.get(child), Some(Edit::Remove)) {
+            if matches!(edits.at(cursor, child), Some(Edit::Remove)) {
                 continue;
             }
             if !first {
@@ -283,7 +285,7 @@ impl<'a> Document<'a> {
                 out.extend_from_slice(&self.src[c.key_start as usize..c.key_end as usize]);
                 out.push(b':');
             }
-            self.write(child, edits, out);
+            self.write(child, edits, cursor, out);
         }
         out.push(close);
     }
@@ -310,52 +312,74 @@ impl Iterator for Children<'_, '_> {
 /// A change to one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Edit {
-    /// Replace the value with these JSON bytes.
-    Replace(Vec<u8>),
+    /// Replace the value with these JSON bytes (borrowed when they are a constant, such as the
+    /// redaction marker, so that most edits allocate nothing).
+    Replace(Cow<'static, [u8]>),
     /// Delete the member or element.
     Remove,
 }
 
 /// Edits for one document, with the set of containers that hold one (which must be re-emitted).
+///
+/// Sparse: a body of thousands of nodes usually has a few dozen edits, so the edits are kept
+/// sorted by node and the containers to re-emit as a bit set, instead of a slot per node.
 pub struct Edits {
-    edits: Vec<Option<Edit>>,
-    dirty: Vec<bool>,
-    count: usize,
+    /// By node, ascending (the engine sets them in document order, so inserting appends).
+    edits: Vec<(NodeId, Edit)>,
+    /// One bit per node: a container that holds an edit.
+    dirty: Vec<u64>,
 }
 
 impl Edits {
     /// No edits yet for a document of `doc.nodes.len()` nodes.
     pub fn new(doc: &Document<'_>) -> Edits {
         Edits {
-            edits: vec![None; doc.nodes.len()],
-            dirty: vec![false; doc.nodes.len()],
-            count: 0,
+            edits: Vec::new(),
+            dirty: vec![0; doc.nodes.len().div_ceil(64)],
         }
     }
 
     /// Number of nodes edited.
     pub fn len(&self) -> usize {
-        self.count
+        self.edits.len()
     }
 
     /// True when nothing was edited.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.edits.is_empty()
     }
 
     /// The edit of a node, if any.
     pub fn get(&self, id: NodeId) -> Option<&Edit> {
-        self.edits[id as usize].as_ref()
+        if self.edits.is_empty() {
+            return None;
+        }
+        self.edits
+            .binary_search_by_key(&id, |(node, _)| *node)
+            .ok()
+            .map(|at| &self.edits[at].1)
+    }
+
+    /// The edit of `id`, moving `cursor` past the edits of nodes before it (which a walk in
+    /// document order has passed, or skipped with an enclosing edit).
+    fn at(&self, cursor: &mut usize, id: NodeId) -> Option<&Edit> {
+        while self.edits.get(*cursor).is_some_and(|(node, _)| *node < id) {
+            *cursor += 1;
+        }
+        match self.edits.get(*cursor) {
+            Some((node, edit)) if *node == id => Some(edit),
+            _ => None,
+        }
     }
 
     fn is_dirty(&self, id: NodeId) -> bool {
-        self.dirty[id as usize]
+        self.dirty[id as usize / 64] & (1 << (id % 64)) != 0
     }
 
     /// Whether `id` or one of its ancestors is already edited (a change below it is moot).
     pub fn covered(&self, doc: &Document<'_>, mut id: NodeId) -> bool {
         while id != NONE {
-            if self.edits[id as usize].is_some() {
+            if self.get(id).is_some() {
                 return true;
             }
             id = doc.node(id).parent;
@@ -365,13 +389,18 @@ impl Edits {
 
     /// Records `edit` for `id` and marks its ancestors for re-emission.
     pub fn set(&mut self, doc: &Document<'_>, id: NodeId, edit: Edit) {
-        if self.edits[id as usize].is_none() {
-            self.count += 1;
+        match self.edits.last() {
+            Some((last, _)) if *last >= id => {
+                match self.edits.binary_search_by_key(&id, |(node, _)| *node) {
+                    Ok(at) => self.edits[at].1 = edit,
+                    Err(at) => self.edits.insert(at, (id, edit)),
+                }
+            }
+            _ => self.edits.push((id, edit)),
         }
-        self.edits[id as usize] = Some(edit);
         let mut parent = doc.node(id).parent;
-        while parent != NONE && !self.dirty[parent as usize] {
-            self.dirty[parent as usize] = true;
+        while parent != NONE && !self.is_dirty(parent) {
+            self.dirty[parent as usize / 64] |= 1 << (parent % 64);
             parent = doc.node(parent).parent;
         }
     }
@@ -945,7 +974,7 @@ mod tests {
         let array = doc.member(0, "a").unwrap();
         let second = doc.children(array).nth(1).unwrap();
         edits.set(&doc, drop, Edit::Remove);
-        edits.set(&doc, email, Edit::Replace(b"\"[REDACTED]\"".to_vec()));
+        edits.set(&doc, email, Edit::Replace(b"\"[REDACTED]\"".into()));
         edits.set(&doc, second, Edit::Remove);
         assert_eq!(edits.len(), 3);
         let out = String::from_utf8(doc.render(&edits)).unwrap();

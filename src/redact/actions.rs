@@ -65,14 +65,14 @@ pub fn edit(
     controller: Option<&str>,
     keys: &HashKeys,
 ) -> (Edit, Action) {
-    let redacted = (Edit::Replace(REDACTED.to_vec()), Action::Redact);
+    let redacted = (Edit::Replace(REDACTED.into()), Action::Redact);
     match rule.action {
         Action::Remove => (Edit::Remove, Action::Remove),
         Action::Redact => redacted,
         Action::Mask => match doc.str_value(node) {
             Some(value) => {
                 let masked = mask(&value, rule.mask.0, rule.mask.1);
-                (Edit::Replace(json_string(&masked)), Action::Mask)
+                (Edit::Replace(json_string(&masked).into()), Action::Mask)
             }
             None => redacted,
         },
@@ -84,7 +84,9 @@ pub fn edit(
             };
             match (controller, value) {
                 (Some(controller), Some(value)) => match keys.pseudonym(controller, &value) {
-                    Some(pseudonym) => (Edit::Replace(json_string(&pseudonym)), Action::Hash),
+                    Some(pseudonym) => {
+                        (Edit::Replace(json_string(&pseudonym).into()), Action::Hash)
+                    }
                     None => redacted,
                 },
                 _ => redacted,

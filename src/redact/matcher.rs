@@ -120,18 +120,31 @@ impl Matcher {
         fence: &dyn Fn(NodeId) -> bool,
         hit: &mut dyn FnMut(usize, NodeId),
     ) {
+        self.run_in(&mut Vec::new(), doc, root, fence, hit)
+    }
+
+    /// [`Matcher::run`] with the walk's state set kept in `stack`, so that a caller walking
+    /// many records allocates it once.
+    pub fn run_in(
+        &self,
+        stack: &mut Vec<u32>,
+        doc: &Document<'_>,
+        root: NodeId,
+        fence: &dyn Fn(NodeId) -> bool,
+        hit: &mut dyn FnMut(usize, NodeId),
+    ) {
         if self.paths == 0 {
             return;
         }
-        let mut stack = Vec::with_capacity(16);
-        self.enter(&mut stack, 0, 0);
+        stack.clear();
+        self.enter(stack, 0, 0);
         let top = stack.len();
         let walk = Walk {
             doc,
             scope: Scope::new(doc, root),
             fence,
         };
-        self.visit(&walk, root, 0, top, &mut stack, hit);
+        self.visit(&walk, root, 0, top, stack, hit);
     }
 
     /// Adds `state` (and the `..` loop it opens) to the set that starts at `base`.

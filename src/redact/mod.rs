@@ -222,9 +222,11 @@ impl Plan {
         }
         // (node, strength, rule, record index or NONE)
         let mut hits: Vec<(NodeId, u8, &Arc<Rule>, u32)> = Vec::new();
+        let mut stack = Vec::with_capacity(16);
         for (index, record) in records.iter().enumerate() {
             let set = &self.record_rules[direction.index()][record.relation.index()];
-            set.matcher.run(
+            set.matcher.run_in(
+                &mut stack,
                 doc,
                 record.node,
                 &|n| is_record[n as usize],
@@ -250,10 +252,15 @@ impl Plan {
         hits.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         let mut edits = Edits::new(doc);
         let mut changes = Vec::new();
+        // The last node edited: in document order, a node inside an edited one comes right
+        // after it (anything between is inside too, and was skipped), so its span tells.
+        let mut last_edited: Option<(u32, u32)> = None;
         for (node, _, rule, owner) in hits {
-            if edits.covered(doc, node) {
+            let span = doc.node(node);
+            if last_edited.is_some_and(|(start, end)| start <= span.start && span.end <= end) {
                 continue;
             }
+            last_edited = Some((span.start, span.end));
             let controller = (owner != NONE)
                 .then(|| records[owner as usize].controller)
                 .flatten();
