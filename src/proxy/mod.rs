@@ -177,7 +177,9 @@ impl Gateway {
                 caller: outcome.client.clone(),
                 request_id: request_id.to_str().unwrap_or_default(),
             };
-            return Ok(call.serve(endpoint, request).await);
+            // Boxed, as the inspected and upgrade paths below: a connection's request future
+            // is kept for its whole life, so it is sized for the passthrough path alone.
+            return Ok(Box::pin(call.serve(endpoint, request)).await);
         }
         let route = judged.ok_or(ProxyError::NoRoute)?;
         outcome.route = Some(route);
@@ -211,8 +213,7 @@ impl Gateway {
         let limits = &self.config.limits;
         let deadline = tokio::time::Instant::now() + limits.request_timeout;
         if let Some(protocol) = upgrade {
-            return self
-                .upgrade(route, parts, body, protocol, request_id, deadline)
+            return Box::pin(self.upgrade(route, parts, body, protocol, request_id, deadline))
                 .await;
         }
         if !route.inspected() {
@@ -231,17 +232,35 @@ impl Gateway {
             caller: outcome.client.clone(),
             deadline,
         };
+        Box::pin(self.inspected(exchange, parts, body, request_id, &mut outcome.redactions)).await
+    }
+
+    /// An inspected route's exchange: the request body inspected and redacted, forwarded, and the
+    /// answer inspected, tagged and redacted; the values redacted are added to `redactions` as
+    /// each direction is done (a failed upstream still logs what the request had redacted).
+    async fn inspected(
+        &self,
+        exchange: inspected::Exchange<'_>,
+        parts: http::request::Parts,
+        body: Incoming,
+        request_id: &HeaderValue,
+        redactions: &mut usize,
+    ) -> Result<Response<GatewayBody>, ProxyError> {
         let method = parts.method.clone();
         let (upstream_request, sent) = exchange.request(parts, body).await?;
-        outcome.redactions += sent.redactions;
+        *redactions += sent.redactions;
         let response = self
             .upstreams
-            .send(route.upstream_index, upstream_request, deadline)
+            .send(
+                exchange.route.upstream_index,
+                upstream_request,
+                exchange.deadline,
+            )
             .await?;
-        let (response, redactions) = exchange
+        let (response, answered) = exchange
             .response(&method, response, sent, request_id)
             .await?;
-        outcome.redactions += redactions;
+        *redactions += answered;
         Ok(response)
     }
 

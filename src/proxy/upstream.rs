@@ -270,8 +270,9 @@ impl Pool {
             },
             None => request,
         };
-        let mut sender = self
-            .connect(Upgrades::Refused)
+        // Boxed: opening a connection (TCP, TLS, handshake) is rare next to reusing one, and its
+        // future is the larger part of the request's, which each client connection keeps.
+        let mut sender = Box::pin(self.connect(Upgrades::Refused))
             .await
             .map_err(Failure::Connect)?;
         let response = sender

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,10 +142,15 @@ impl Acceptor {
     }
 }
 
+/// A request's answer, as hyper awaits it.
+type Answer = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, Infallible>> + Send>>;
+
 /// The service hyper calls for each request on one connection: the gateway current when the
 /// request arrives answers it (a reload never changes a request's config midway), and the
-/// request counts as in flight until its response body is gone. One concrete future per
-/// request, with no box around it.
+/// request counts as in flight until its response body is gone.
+///
+/// The request's future is boxed once: hyper keeps a connection's request future for the
+/// connection's whole life, so unboxed its kilobytes would be held by every idle connection.
 fn service(
     gateway: CurrentGateway,
     peer: Peer,
@@ -153,13 +159,13 @@ fn service(
     Request<Incoming>,
     Response = Response<GatewayBody>,
     Error = Infallible,
-    Future = impl Future<Output = Result<Response<GatewayBody>, Infallible>> + Send + 'static,
+    Future = Answer,
 > + Clone {
-    hyper::service::service_fn(move |request| {
+    hyper::service::service_fn(move |request| -> Answer {
         let busy = activity.begin();
         let gateway = gateway();
         let peer = peer.clone();
-        async move { Ok(busy.answered(gateway.handle(request, peer).await)) }
+        Box::pin(async move { Ok(busy.answered(gateway.handle(request, peer).await)) })
     })
 }
 

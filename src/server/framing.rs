@@ -154,13 +154,17 @@ impl Watcher<'_> {
     }
 
     /// Appends to the pending unit (head, size line or trailer block) up to its terminator.
+    /// Every terminator ends in a line feed, so the bytes are taken a line at a time and only
+    /// a line's end is looked at.
     fn take_until_terminator(&mut self, bytes: &[u8]) -> (bool, usize) {
         let terminator: &[u8] = match *self.state {
             State::ChunkSize => b"\n",
             _ => b"\r\n\r\n",
         };
-        for (i, byte) in bytes.iter().enumerate() {
-            self.head.push(*byte);
+        let mut used = 0;
+        while let Some(at) = bytes[used..].iter().position(|&b| b == b'\n') {
+            self.head.extend_from_slice(&bytes[used..=used + at]);
+            used += at + 1;
             // A head may be preceded by stray CRLFs (RFC 9112 §2.2); they are not a blank line.
             if *self.state == State::Head && self.head == b"\r\n" {
                 self.head.clear();
@@ -168,12 +172,13 @@ impl Watcher<'_> {
             }
             // Trailers: a lone CRLF right after the last chunk ends them too.
             if *self.state == State::Trailers && self.head == b"\r\n" {
-                return (true, i + 1);
+                return (true, used);
             }
             if self.head.ends_with(terminator) {
-                return (true, i + 1);
+                return (true, used);
             }
         }
+        self.head.extend_from_slice(&bytes[used..]);
         (false, bytes.len())
     }
 
