@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use crate::config::Config;
-use crate::json::{Document, Kind, NodeId};
+use crate::json::{Document, JsonError, Kind, NodeId};
 use crate::redact::{Action, Purpose, Rule};
 use crate::redact::{HashKeys, Plan, Record, Relation};
 use crate::vocabulary::Direction;
@@ -24,11 +24,14 @@ static PLAN: LazyLock<Plan> = LazyLock::new(|| {
     Plan::new(&records, None, &rules, Purpose::Fulfillment)
 });
 
-/// The strict reader and the redactor on arbitrary bytes, with a canary oracle: in the output no
+/// The strict reader and the redactor on arbitrary bytes, with two oracles. serde_json judges the
+/// grammar ([`agrees_with_serde_json`]). The canaries judge the redaction: in the output no
 /// `email` member keeps a value other than `"[REDACTED]"`, no `phone` member is left, the output
 /// is strict JSON again, and redacting it again changes nothing.
 pub fn json_redact(data: &[u8]) {
-    let Ok(doc) = Document::parse(data) else {
+    let parsed = Document::parse(data);
+    agrees_with_serde_json(data, &parsed);
+    let Ok(doc) = parsed else {
         return;
     };
     let Ok(records) = PLAN.find_records(&doc).map(as_strangers) else {
@@ -68,6 +71,30 @@ pub fn json_redact(data: &[u8]) {
         again.render(&second.edits)
     };
     assert_eq!(rerendered, output, "redaction is idempotent");
+}
+
+/// serde_json, an independent reader, as the oracle of the strict reader's grammar. Read into
+/// `IgnoredAny` (no values built, so numbers of any size and any nesting pass), it must accept
+/// every document the strict reader accepts; where it accepts one the strict reader refuses, the
+/// refusal must be one of the reader's deliberate extras (duplicate or control-character member
+/// names, lone surrogates, bad UTF-8 inside strings, nesting deeper than the limit).
+fn agrees_with_serde_json(data: &[u8], ours: &Result<Document<'_>, JsonError>) {
+    let theirs = serde_json::from_slice::<serde::de::IgnoredAny>(data);
+    match (ours, theirs) {
+        (Ok(_), Err(error)) => panic!("serde_json refuses what the strict reader accepts: {error}"),
+        (Err(refusal), Ok(_)) => assert!(
+            matches!(
+                refusal,
+                JsonError::DuplicateKey(_)
+                    | JsonError::ControlInKey(_)
+                    | JsonError::LoneSurrogate(_)
+                    | JsonError::InvalidUtf8(_)
+                    | JsonError::TooDeep
+            ),
+            "the strict reader refuses what serde_json reads, for a reason of grammar: {refusal}"
+        ),
+        _ => {}
+    }
 }
 
 /// Records as a caller who controls none of them sees them.

@@ -182,17 +182,31 @@ impl Matcher {
         let mut child = parent.first_child;
         let mut index = 0i64;
         while child != NONE {
+            // A scalar has nothing below it: the states it reaches only report it (a `..` loop
+            // state accepts nothing itself), so none is entered and no walk goes into it.
+            let scalar = !matches!(doc.node(child).kind, Kind::Array | Kind::Object);
             let base = stack.len();
+            let mut reached = |stack: &mut Vec<u32>, target: u32| {
+                if scalar {
+                    if !(walk.fence)(child) {
+                        for &path in &self.states[target as usize].accepts {
+                            hit(path, child);
+                        }
+                    }
+                } else {
+                    self.enter(stack, base, target);
+                }
+            };
             for s in lo..hi {
                 let state = &self.states[stack[s] as usize];
-                if state.sticky {
+                if state.sticky && !scalar {
                     self.enter(stack, base, stack[s]);
                 }
                 if !is_array {
                     for (name, targets) in &state.names {
                         if doc.key_is(child, name) {
                             for &target in targets {
-                                self.enter(stack, base, target);
+                                reached(stack, target);
                             }
                         }
                     }
@@ -203,7 +217,7 @@ impl Matcher {
                         other => selects(other, is_array, index, len),
                     };
                     if selected {
-                        self.enter(stack, base, *target);
+                        reached(stack, *target);
                     }
                 }
             }
