@@ -67,7 +67,7 @@ impl RequestMeters {
         seconds: f64,
     ) {
         let Some(meters) = self.routes.get(route.index) else {
-            return fallback(&route.name, client, status, seconds);
+            return answered_without_route(&route.name, client, status, seconds);
         };
         meters.duration.record(seconds);
         let caller = client.map_or(0, |c| c.index + 1);
@@ -90,10 +90,6 @@ pub fn answered_without_route(
     status: StatusCode,
     seconds: f64,
 ) {
-    fallback(label, client, status, seconds)
-}
-
-fn fallback(label: &str, client: Option<&Client>, status: StatusCode, seconds: f64) {
     requests(label, client, status).increment(1);
     metrics::request_duration().get([label]).record(seconds);
 }
@@ -101,4 +97,80 @@ fn fallback(label: &str, client: Option<&Client>, status: StatusCode, seconds: f
 fn requests(route: &str, client: Option<&Client>, status: StatusCode) -> Counter {
     let client = client.map_or("anonymous", |c| &*c.id);
     metrics::requests().get([route, client, status.as_str()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    const CONFIG: &str = r#"
+[listen]
+address = "127.0.0.1:0"
+tls = false
+
+[keys]
+tag_key = "meters-test-tag-key-0123456789"
+
+[store]
+backend = "memory"
+
+[[client]]
+id = "acme"
+kind = "customer"
+name = "Acme"
+api_key_sha256 = ["8649cdebee753898fd50e01408a9e438aa5090249bc3e51b65f33dce973b0873"]
+
+[[upstream]]
+name = "shipping"
+url = "http://127.0.0.1:9"
+
+[[route]]
+name = "meters-orders"
+path_prefix = "/orders"
+upstream = "shipping"
+auth = "none"
+
+[[route]]
+name = "meters-labels"
+path_prefix = "/labels"
+upstream = "shipping"
+auth = "none"
+"#;
+
+    #[test]
+    fn answers_count_per_route_caller_and_status_with_a_slot_or_without() {
+        let config =
+            Config::from_toml(std::path::Path::new("meters.toml"), CONFIG, &|_| None).unwrap();
+        let route = |name: &str| config.routes.iter().find(|r| r.name == name).unwrap();
+        let acme = Some(&*config.clients[0]);
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            let meters = RequestMeters::new(&config);
+            let orders = route("meters-orders");
+            meters.answered(orders, acme, StatusCode::OK, 0.01);
+            meters.answered(orders, acme, StatusCode::OK, 0.01);
+            meters.answered(orders, None, StatusCode::OK, 0.01);
+            // 418 has no slot: counted through the shared table, in the same series family.
+            meters.answered(orders, acme, StatusCode::IM_A_TEAPOT, 0.01);
+            meters.answered(route("meters-labels"), acme, StatusCode::NOT_FOUND, 0.01);
+            answered_without_route("privacy_intake", None, StatusCode::ACCEPTED, 0.01);
+        });
+        let text = handle.render();
+        for line in [
+            r#"gateway_requests_total{route="meters-orders",client="acme",status="200"} 2"#,
+            r#"gateway_requests_total{route="meters-orders",client="anonymous",status="200"} 1"#,
+            r#"gateway_requests_total{route="meters-orders",client="acme",status="418"} 1"#,
+            r#"gateway_requests_total{route="meters-labels",client="acme",status="404"} 1"#,
+            r#"gateway_requests_total{route="privacy_intake",client="anonymous",status="202"} 1"#,
+            r#"gateway_request_duration_seconds_count{route="meters-orders"} 4"#,
+            r#"gateway_request_duration_seconds_count{route="meters-labels"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
 }
