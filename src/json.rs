@@ -129,7 +129,7 @@ impl<'a> Document<'a> {
         if parser.pos == src.len() {
             return Err(JsonError::Empty);
         }
-        parser.value(NONE, 1)?;
+        parser.value(NONE, 1, Key::NONE)?;
         parser.skip_ws();
         if parser.pos != src.len() {
             return Err(JsonError::TrailingData(parser.pos));
@@ -484,6 +484,22 @@ struct Parser<'a> {
     keys: Vec<MemberKey>,
 }
 
+/// The member name a value is parsed under (`NONE` spans for elements and the root).
+#[derive(Clone, Copy)]
+struct Key {
+    start: u32,
+    end: u32,
+    escaped: bool,
+}
+
+impl Key {
+    const NONE: Key = Key {
+        start: NONE,
+        end: NONE,
+        escaped: false,
+    };
+}
+
 /// One member's key, for the duplicate check.
 #[derive(Clone, Copy)]
 struct MemberKey {
@@ -544,16 +560,25 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn push(&mut self, kind: Kind, parent: NodeId) -> NodeId {
+    /// Adds a node whose value spans `start..self.pos`, written whole in one go (a scalar is
+    /// pushed once parsed; a container when it opens, its end set when it closes).
+    fn push(
+        &mut self,
+        kind: Kind,
+        escaped: bool,
+        start: usize,
+        parent: NodeId,
+        key: Key,
+    ) -> NodeId {
         let id = self.nodes.len() as NodeId;
         self.nodes.push(Node {
             kind,
-            escaped: false,
-            key_escaped: false,
-            start: self.pos as u32,
+            escaped,
+            key_escaped: key.escaped,
+            start: start as u32,
             end: self.pos as u32,
-            key_start: NONE,
-            key_end: NONE,
+            key_start: key.start,
+            key_end: key.end,
             parent,
             first_child: NONE,
             next_sibling: NONE,
@@ -562,50 +587,53 @@ impl<'a> Parser<'a> {
         id
     }
 
-    /// Parses one value at `pos` (whitespace already skipped).
-    fn value(&mut self, parent: NodeId, depth: usize) -> Result<NodeId, JsonError> {
+    /// Parses one value at `pos` (whitespace already skipped), the member `key` of `parent`.
+    fn value(&mut self, parent: NodeId, depth: usize, key: Key) -> Result<NodeId, JsonError> {
         let Some(&b) = self.src.get(self.pos) else {
             return Err(JsonError::Syntax(self.pos));
         };
-        let id = match b {
+        let start = self.pos;
+        match b {
             b'{' | b'[' => {
                 if depth > MAX_DEPTH {
                     return Err(JsonError::TooDeep);
                 }
-                if b == b'{' {
-                    self.object(parent, depth)?
+                let id = if b == b'{' {
+                    self.object(parent, depth, key)?
                 } else {
-                    self.array(parent, depth)?
-                }
+                    self.array(parent, depth, key)?
+                };
+                self.nodes[id as usize].end = self.pos as u32;
+                Ok(id)
             }
             b'"' => {
-                let id = self.push(Kind::String, parent);
                 let escaped = self.string()?;
-                let node = &mut self.nodes[id as usize];
-                node.escaped = escaped;
-                id
+                Ok(self.push(Kind::String, escaped, start, parent, key))
             }
-            b't' => self.literal(b"true", Kind::Bool, parent)?,
-            b'f' => self.literal(b"false", Kind::Bool, parent)?,
-            b'n' => self.literal(b"null", Kind::Null, parent)?,
+            b't' => self.literal(b"true", Kind::Bool, parent, key),
+            b'f' => self.literal(b"false", Kind::Bool, parent, key),
+            b'n' => self.literal(b"null", Kind::Null, parent, key),
             b'-' | b'0'..=b'9' => {
-                let id = self.push(Kind::Number, parent);
                 self.number()?;
-                id
+                Ok(self.push(Kind::Number, false, start, parent, key))
             }
-            _ => return Err(JsonError::Syntax(self.pos)),
-        };
-        self.nodes[id as usize].end = self.pos as u32;
-        Ok(id)
+            _ => Err(JsonError::Syntax(self.pos)),
+        }
     }
 
-    fn literal(&mut self, word: &[u8], kind: Kind, parent: NodeId) -> Result<NodeId, JsonError> {
+    fn literal(
+        &mut self,
+        word: &[u8],
+        kind: Kind,
+        parent: NodeId,
+        key: Key,
+    ) -> Result<NodeId, JsonError> {
         if !self.src[self.pos..].starts_with(word) {
             return Err(JsonError::Syntax(self.pos));
         }
-        let id = self.push(kind, parent);
+        let start = self.pos;
         self.pos += word.len();
-        Ok(id)
+        Ok(self.push(kind, false, start, parent, key))
     }
 
     fn number(&mut self) -> Result<(), JsonError> {
@@ -705,8 +733,8 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self, parent: NodeId, depth: usize) -> Result<NodeId, JsonError> {
-        let id = self.push(Kind::Array, parent);
+    fn array(&mut self, parent: NodeId, depth: usize, key: Key) -> Result<NodeId, JsonError> {
+        let id = self.push(Kind::Array, false, self.pos, parent, key);
         self.pos += 1;
         self.skip_ws();
         if self.src.get(self.pos) == Some(&b']') {
@@ -716,7 +744,7 @@ impl<'a> Parser<'a> {
         let mut last = NONE;
         loop {
             self.skip_ws();
-            let child = self.value(id, depth + 1)?;
+            let child = self.value(id, depth + 1, Key::NONE)?;
             self.link(id, last, child);
             last = child;
             self.skip_ws();
@@ -731,8 +759,8 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn object(&mut self, parent: NodeId, depth: usize) -> Result<NodeId, JsonError> {
-        let id = self.push(Kind::Object, parent);
+    fn object(&mut self, parent: NodeId, depth: usize, key: Key) -> Result<NodeId, JsonError> {
+        let id = self.push(Kind::Object, false, self.pos, parent, key);
         self.pos += 1;
         self.skip_ws();
         if self.src.get(self.pos) == Some(&b'}') {
@@ -755,11 +783,12 @@ impl<'a> Parser<'a> {
             }
             self.pos += 1;
             self.skip_ws();
-            let child = self.value(id, depth + 1)?;
-            let node = &mut self.nodes[child as usize];
-            node.key_start = key_start as u32;
-            node.key_end = key_end as u32;
-            node.key_escaped = key_escaped;
+            let member = Key {
+                start: key_start as u32,
+                end: key_end as u32,
+                escaped: key_escaped,
+            };
+            let child = self.value(id, depth + 1, member)?;
             self.keys.push(MemberKey {
                 print: key_print(self.src, key_start + 1, key_end - 1),
                 start: key_start as u32,
