@@ -322,12 +322,32 @@ pub enum Edit {
 /// Edits for one document, with the set of containers that hold one (which must be re-emitted).
 ///
 /// Sparse: a body of thousands of nodes usually has a few dozen edits, so the edits are kept
-/// sorted by node and the containers to re-emit as a bit set, instead of a slot per node.
+/// sorted by node, with a bit per node for "edited" and "holds an edit", instead of a slot per
+/// node.
 pub struct Edits {
     /// By node, ascending (the engine sets them in document order, so inserting appends).
     edits: Vec<(NodeId, Edit)>,
-    /// One bit per node: a container that holds an edit.
-    dirty: Vec<u64>,
+    /// The nodes in `edits`: whether a node is edited is one bit test, no search.
+    edited: NodeBits,
+    /// The containers that hold an edit (re-emitted when rendering).
+    dirty: NodeBits,
+}
+
+/// One bit per node of a document.
+struct NodeBits(Vec<u64>);
+
+impl NodeBits {
+    fn new(nodes: usize) -> NodeBits {
+        NodeBits(vec![0; nodes.div_ceil(64)])
+    }
+
+    fn has(&self, id: NodeId) -> bool {
+        self.0[id as usize / 64] & (1 << (id % 64)) != 0
+    }
+
+    fn add(&mut self, id: NodeId) {
+        self.0[id as usize / 64] |= 1 << (id % 64);
+    }
 }
 
 impl Edits {
@@ -335,7 +355,8 @@ impl Edits {
     pub fn new(doc: &Document<'_>) -> Edits {
         Edits {
             edits: Vec::new(),
-            dirty: vec![0; doc.nodes.len().div_ceil(64)],
+            edited: NodeBits::new(doc.nodes.len()),
+            dirty: NodeBits::new(doc.nodes.len()),
         }
     }
 
@@ -351,7 +372,7 @@ impl Edits {
 
     /// The edit of a node, if any.
     pub fn get(&self, id: NodeId) -> Option<&Edit> {
-        if self.edits.is_empty() {
+        if !self.edited.has(id) {
             return None;
         }
         self.edits
@@ -373,13 +394,13 @@ impl Edits {
     }
 
     fn is_dirty(&self, id: NodeId) -> bool {
-        self.dirty[id as usize / 64] & (1 << (id % 64)) != 0
+        self.dirty.has(id)
     }
 
     /// Whether `id` or one of its ancestors is already edited (a change below it is moot).
     pub fn covered(&self, doc: &Document<'_>, mut id: NodeId) -> bool {
         while id != NONE {
-            if self.get(id).is_some() {
+            if self.edited.has(id) {
                 return true;
             }
             id = doc.node(id).parent;
@@ -398,9 +419,10 @@ impl Edits {
             }
             _ => self.edits.push((id, edit)),
         }
+        self.edited.add(id);
         let mut parent = doc.node(id).parent;
-        while parent != NONE && !self.is_dirty(parent) {
-            self.dirty[parent as usize / 64] |= 1 << (parent % 64);
+        while parent != NONE && !self.dirty.has(parent) {
+            self.dirty.add(parent);
             parent = doc.node(parent).parent;
         }
     }

@@ -252,15 +252,10 @@ impl Plan {
         hits.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         let mut edits = Edits::new(doc);
         let mut changes = Vec::new();
-        // The last node edited: in document order, a node inside an edited one comes right
-        // after it (anything between is inside too, and was skipped), so its span tells.
-        let mut last_edited: Option<(u32, u32)> = None;
         for (node, _, rule, owner) in hits {
-            let span = doc.node(node);
-            if last_edited.is_some_and(|(start, end)| start <= span.start && span.end <= end) {
+            if edits.covered(doc, node) {
                 continue;
             }
-            last_edited = Some((span.start, span.end));
             let controller = (owner != NONE)
                 .then(|| records[owner as usize].controller)
                 .flatten();
