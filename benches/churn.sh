@@ -22,7 +22,6 @@ CONNS=${CONNS:-64}
 UPSTREAM_PORT=18481
 GATEWAY_PORT=18483
 ADMIN_PORT=18493
-PG_BASE=${PG_BASE:-postgres://postgres@127.0.0.1:5432}
 
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
@@ -87,18 +86,10 @@ neighbours() { # path
 printf '%-9s %9s %9s %6s %11s %10s %7s %12s %12s %6s  %s\n' store same_rps fresh_rps ratio tags_per_s coalesced waits first_seen persisted lost rss_mib_every_5s
 NEIGHBOURS=""
 for store in $STORES; do
-  case $store in
-    sqlite) store_config="backend = \"sqlite\"
-path = \"$WORK/churn.db\"" ;;
-    postgres)
-      if ! psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS gateway_churn" 2>/dev/null; then
-        echo "postgres: skipped (nothing answers at $PG_BASE)"
-        continue
-      fi
-      psql "$PG_BASE/postgres" -qc "CREATE DATABASE gateway_churn"
-      store_config="backend = \"postgres\"
-url = \"$PG_BASE/gateway_churn\"" ;;
-  esac
+  if ! store_config=$(fresh_store "$store" churn); then
+    echo "postgres: skipped (nothing answers at $PG_BASE)"
+    continue
+  fi
   cat > "$WORK/gateway.toml" <<EOF
 [listen]
 address = "127.0.0.1:$GATEWAY_PORT"

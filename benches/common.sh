@@ -183,5 +183,19 @@ wrk_once() { # url header [pid]
   echo "$line"
 }
 
+# The [store] lines of an empty store for BACKEND (sqlite or postgres): a new file in the work
+# folder, or a new database `gateway_NAME` at $PG_BASE (dropped first if a run left it). Fails,
+# printing nothing, when PostgreSQL does not answer.
+PG_BASE=${PG_BASE:-postgres://postgres@127.0.0.1:5432}
+fresh_store() { # backend name
+  case $1 in
+    sqlite) printf 'backend = "sqlite"\npath = "%s"\n' "$WORK/$2.db" ;;
+    postgres)
+      psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS gateway_$2" 2>/dev/null || return 1
+      psql "$PG_BASE/postgres" -qc "CREATE DATABASE gateway_$2"
+      printf 'backend = "postgres"\nurl = "%s"\n' "$PG_BASE/gateway_$2" ;;
+  esac
+}
+
 # The median of whitespace-separated numbers on stdin.
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

@@ -13,13 +13,9 @@ set -euo pipefail
 
 RECORDS=${RECORDS:-2000000}
 STORES=${STORES:-"sqlite postgres"}
-PG_BASE=${PG_BASE:-postgres://postgres@127.0.0.1:5432}
 
-cd "$(dirname "$0")/.."
-cargo build --release --locked --quiet
-GATEWAY=$PWD/target/release/recipient-gateway
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
 # The history: one JSON document per line, shaped as the route's upstream answers.
 awk -v n="$RECORDS" 'BEGIN {
@@ -32,18 +28,10 @@ echo "history: $RECORDS shipments, $(du -h "$WORK/history.jsonl" | cut -f1)"
 
 printf '%-9s %10s %14s %9s  %s\n' store records/s recheck_rec/s rss_mib summary
 for store in $STORES; do
-  case $store in
-    sqlite) store_config="backend = \"sqlite\"
-path = \"$WORK/import.db\"" ;;
-    postgres)
-      if ! psql "$PG_BASE/postgres" -qc "DROP DATABASE IF EXISTS gateway_import" 2>/dev/null; then
-        echo "postgres: skipped (nothing answers at $PG_BASE)"
-        continue
-      fi
-      psql "$PG_BASE/postgres" -qc "CREATE DATABASE gateway_import"
-      store_config="backend = \"postgres\"
-url = \"$PG_BASE/gateway_import\"" ;;
-  esac
+  if ! store_config=$(fresh_store "$store" import); then
+    echo "postgres: skipped (nothing answers at $PG_BASE)"
+    continue
+  fi
   cat > "$WORK/gateway.toml" <<EOF
 [listen]
 address = "127.0.0.1:0"
