@@ -147,7 +147,7 @@ impl ClientBodyError {
 /// A stream that fails when its peer pauses longer than `idle` between two frames. The timer
 /// is made the first time the stream waits and armed each time it waits after a frame: a body
 /// that arrives whole (most do) never registers one.
-pub struct Guarded<B> {
+struct Guarded<B> {
     inner: B,
     idle: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -157,7 +157,7 @@ pub struct Guarded<B> {
 
 impl<B> Guarded<B> {
     /// `inner` under the slow-body guard.
-    pub fn new(inner: B, idle: Duration) -> Guarded<B> {
+    fn new(inner: B, idle: Duration) -> Guarded<B> {
         Guarded {
             inner,
             idle,
