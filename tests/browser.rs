@@ -368,7 +368,7 @@ async fn the_review_report_shows_its_matrix_in_a_browser() {
     }
     // The consignee's e-mail: visible to its controller, redacted for everyone else, in words
     // and in colour.
-    let row = "table.matrix tbody tr:has(td.field)";
+    let row = "table.matrix tbody tr:has(th.field)";
     let email_row = browser
         .script(&format!(
             "return [...document.querySelectorAll('{row}')]\
@@ -408,7 +408,7 @@ async fn the_review_report_shows_its_matrix_in_a_browser() {
     assert_eq!(browser.count("tr.finding").await, 4);
     let outline = browser
         .script(
-            "return getComputedStyle(document.querySelector('tr.finding td.field')).outlineStyle;",
+            "return getComputedStyle(document.querySelector('tr.finding th.field')).outlineStyle;",
         )
         .await;
     assert_eq!(outline, "solid");

@@ -397,6 +397,81 @@ fn the_html_report_is_one_self_contained_page_with_a_matrix_per_route() {
     assert!(html.contains("$[&#39;data&#39;][0][&#39;note&#39;]"));
 }
 
+/// Text from a pull request (rule reasons, paths, sample file names) cannot rewrite the report:
+/// in Markdown, rendered as GitHub would (CommonMark with tables), it stays text, every rule keeps
+/// its row, and no HTML, link or image appears; in HTML it is escaped.
+#[test]
+fn config_text_cannot_rewrite_the_report() {
+    let tricks = [
+        "<img src=x onerror=alert(1)>",
+        "[a link](http://evil.example/)",
+        "![an image](http://evil.example/x.png)",
+        "<!-- everything after this is hidden",
+        "a | split cell",
+        "a `code` span` that never closes",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = String::new();
+    for (i, trick) in tricks.iter().enumerate() {
+        rules.push_str(&format!(
+            "[[rule]]\nid = \"trick-{i}\"\npath = \"$.consignee['{name}']\"\naction = \"redact\"\n\
+             category = \"user.contact\"\nreason = {reason:?}\nwhen.caller = \"not_controller\"\n\n",
+            name = trick.replace(['\'', '\\'], ""),
+            reason = format!("{trick}\nsecond line"),
+        ));
+    }
+    std::fs::write(dir.path().join("hostile.toml"), rules).unwrap();
+    let config = std::fs::read_to_string(fixture().join("gateway.toml"))
+        .unwrap()
+        .replace("rules/orders.toml", "hostile.toml");
+    std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
+    let samples = dir.path().join("samples/orders");
+    std::fs::create_dir_all(&samples).unwrap();
+    std::fs::write(samples.join("<!--x.json"), "{\"data\": [}").unwrap();
+
+    let (code, markdown, stderr) = check_samples(dir.path(), "markdown", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    use pulldown_cmark::{Event, Options, Parser, Tag};
+    let mut rows = 0;
+    let mut shown = String::new();
+    for event in Parser::new_ext(&markdown, Options::ENABLE_TABLES) {
+        match event {
+            Event::Html(html) | Event::InlineHtml(html) => panic!("HTML in the report: {html}"),
+            Event::Start(Tag::Link { .. } | Tag::Image { .. }) => panic!("a link in the report"),
+            Event::Start(Tag::TableRow) => rows += 1,
+            Event::Text(text) | Event::Code(text) => shown.push_str(&text),
+            _ => {}
+        }
+    }
+    // Every table row written is a row rendered (a `<!--` left open would swallow the rest),
+    // and each rule has its row in both of the not-controller tables.
+    let lines = markdown.lines().filter(|l| l.starts_with('|')).count();
+    let tables = markdown.lines().filter(|l| l.starts_with("| --- ")).count();
+    assert_eq!(rows, lines - 2 * tables, "{markdown}");
+    let rule_rows = markdown
+        .lines()
+        .filter(|l| l.starts_with("| `trick-"))
+        .count();
+    assert_eq!(rule_rows, 2 * tricks.len(), "{markdown}");
+    for trick in tricks {
+        assert!(
+            shown.contains(&format!("{trick} second line")),
+            "{trick} in {shown}"
+        );
+    }
+    assert!(shown.contains("<!--x.json"), "{shown}");
+
+    let (code, html, _) = check_samples(dir.path(), "html", &[]);
+    assert_eq!(code, 0);
+    for raw in ["<img", "<!--", "[a link](http"] {
+        assert!(
+            !html.contains(raw) || raw.starts_with('['),
+            "{raw} in the HTML report"
+        );
+    }
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+}
+
 /// `check --samples samples --format FORMAT` on `gateway.toml` in `dir`, with `extra` arguments.
 fn check_samples(dir: &Path, format: &str, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec![

@@ -831,6 +831,16 @@ impl Loader<'_> {
                     ));
                 }
             }
+            if !is_category(&rule.category) {
+                return Err(source.error(
+                    &key("category"),
+                    format!(
+                        "rule `{}`: `category` is a fideslang-style key, dotted lower-case \
+                         words such as `user.contact.email`",
+                        rule.id
+                    ),
+                ));
+            }
             let mask = match (rule.action, rule.mask) {
                 (Action::Mask, Some(m)) => (m.keep_first, m.keep_last),
                 (Action::Mask, None) => (0, 0),
@@ -876,6 +886,19 @@ fn is_identifier(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c))
+}
+
+/// A data category in the shape of a fideslang key: dotted words of lower-case letters, digits
+/// and `_`, each starting with a letter (`user.contact.email`). Reports print it as it is, so
+/// nothing else is accepted.
+fn is_category(s: &str) -> bool {
+    s.len() <= 128
+        && s.split('.').all(|word| {
+            word.starts_with(|c: char| c.is_ascii_lowercase())
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
 }
 
 fn is_token(s: &str) -> bool {

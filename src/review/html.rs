@@ -27,11 +27,11 @@ h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:2rem}\
 table{border-collapse:collapse;margin:.5rem 0 1rem}\
 th,td{border:1px solid #b1b4b6;padding:.3rem .5rem;vertical-align:top;text-align:left}\
 thead th{background:#f3f2f1}\
-td.field{font-family:ui-monospace,monospace;white-space:nowrap}\
+th.field{font-weight:400;font-family:ui-monospace,monospace;white-space:nowrap}\
 td.visible{background:#fff}td.redacted{background:#f6d7d2}td.masked{background:#fce8c3}\
 td.pseudonymised{background:#d2e2f6}td.removed{background:#505a5f;color:#fff}\
 td.removed summary{color:#fff}\
-tr.finding td.field{outline:3px solid #d4351c;outline-offset:-3px}\
+tr.finding th.field{outline:3px solid #d4351c;outline-offset:-3px}\
 .badge{display:inline-block;font-size:.8rem;font-weight:600;color:#fff;background:#d4351c;\
 padding:0 .3rem;margin-left:.3rem}\
 summary{cursor:pointer;font-weight:600}\
@@ -47,7 +47,7 @@ impl Report {
             out,
             "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-             <title>Redaction review: {config}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+             <title>Redaction review: {config}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
              <h1>Redaction review: <code>{config}</code></h1>\n\
              <p>For each route: who sees which field, and in what form. Click a treatment to see \
              the rule behind it. Fields outlined in red are coverage findings from the samples.</p>\n\
@@ -91,7 +91,7 @@ impl Report {
         }
         let _ = write!(
             out,
-            "<p><strong>Summary:</strong> {}</p>\n</body>\n</html>\n",
+            "<p><strong>Summary:</strong> {}</p>\n</main>\n</body>\n</html>\n",
             esc(&self.summary_line())
         );
         out
@@ -243,7 +243,7 @@ fn matrix(out: &mut String, route: &RouteReport, rows: &[Row]) {
         };
         let _ = write!(
             out,
-            "<tr{class}><td class=\"field\" scope=\"row\">{}",
+            "<tr{class}><th class=\"field\" scope=\"row\">{}",
             esc(&row.field)
         );
         if let Some(finding) = &row.finding {
@@ -253,7 +253,7 @@ fn matrix(out: &mut String, route: &RouteReport, rows: &[Row]) {
                 esc(finding)
             );
         }
-        out.push_str("</td>");
+        out.push_str("</th>");
         for direction in ["response", "request"] {
             for (caller, relation) in CALLERS {
                 let table = route

@@ -2,7 +2,8 @@
 //! `redact` dry run.
 //!
 //! - [`report`]: which caller sees which field, per route, direction and relation (reference §7.1),
-//!   and [`html`], the same as one page with a matrix per route;
+//!   and [`html`], the same as one page with a matrix per route; [`markdown`] keeps what a
+//!   config supplies from becoming markup in the Markdown form;
 //! - [`coverage`] with [`detect`]: dead rules and personal data no rule covers in samples (§7.2);
 //! - [`suggest`]: the rule that would cover each uncovered finding (`--suggest-rules`);
 //! - [`rule_tests`]: `test-rules` cases (§7.3);
@@ -15,6 +16,7 @@
 pub mod coverage;
 pub mod detect;
 pub mod html;
+pub mod markdown;
 pub mod report;
 pub mod rule_tests;
 pub mod suggest;

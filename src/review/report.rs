@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::coverage::{self, RouteCoverage};
 use super::detect::Candidate;
+use super::markdown::{code, prose, text};
 use super::suggest::{self, Suggestion};
 use crate::config::{Config, Route, RouteAuth};
 use crate::redact::Relation;
@@ -235,7 +236,7 @@ impl Report {
     /// The markdown form.
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# Redaction review: `{}`\n", self.config);
+        let _ = writeln!(out, "# Redaction review: {}\n", code(&self.config));
         for route in &self.routes {
             route_markdown(&mut out, route);
         }
@@ -250,12 +251,12 @@ impl Report {
             for s in &self.suggested_rules {
                 let _ = writeln!(
                     out,
-                    "| `{}` | `{}` | {} | {} | {} |",
-                    s.id,
-                    s.path,
+                    "| {} | {} | {} | {} | {} |",
+                    code(&s.id),
+                    code(&s.path),
                     s.action,
-                    s.category,
-                    s.routes.join(", ")
+                    text(s.category),
+                    text(&s.routes.join(", "))
                 );
             }
             out.push('\n');
@@ -263,7 +264,7 @@ impl Report {
         if !self.warnings.is_empty() {
             let _ = writeln!(out, "## Warnings\n");
             for warning in &self.warnings {
-                let _ = writeln!(out, "- {warning}");
+                let _ = writeln!(out, "- {}", prose(warning));
             }
             out.push('\n');
         }
@@ -456,7 +457,6 @@ fn rule_warnings(config: &Config) -> Vec<String> {
 }
 
 fn route_markdown(out: &mut String, route: &RouteReport) {
-    let code = |v: &str| format!("`{v}`");
     let list = |v: &[String]| {
         if v.is_empty() {
             "—".to_string()
@@ -464,7 +464,7 @@ fn route_markdown(out: &mut String, route: &RouteReport) {
             v.iter().map(|s| code(s)).collect::<Vec<_>>().join(", ")
         }
     };
-    let _ = writeln!(out, "## Route `{}`\n", route.name);
+    let _ = writeln!(out, "## Route {}\n", code(&route.name));
     let _ = writeln!(out, "| setting | value |\n| --- | --- |");
     let _ = writeln!(out, "| prefix | {} |", code(&route.path_prefix));
     let _ = writeln!(out, "| upstream | {} |", code(&route.upstream));
@@ -521,23 +521,19 @@ fn route_markdown(out: &mut String, route: &RouteReport) {
                 ),
                 None => rule.action.to_string(),
             };
-            let mut paths: Vec<String> = rule
-                .paths
-                .iter()
-                .map(|p| code(&p.replace('|', "\\|")))
-                .collect();
+            let mut paths: Vec<String> = rule.paths.iter().map(|p| code(p)).collect();
             paths.extend(
                 rule.filters
                     .iter()
-                    .map(|words| format!("where {}", words.replace('|', "\\|"))),
+                    .map(|words| format!("where {}", text(words))),
             );
             let _ = writeln!(
                 out,
                 "| {} | {} | {action} | {} | {} |",
                 code(&rule.id),
                 paths.join("<br>"),
-                rule.category,
-                rule.reason.replace('|', "\\|")
+                text(&rule.category),
+                text(&rule.reason)
             );
         }
         out.push('\n');
@@ -558,12 +554,7 @@ fn coverage_markdown(out: &mut String, coverage: &RouteCoverage) {
         "### Coverage ({}; directions: {directions})\n",
         count(coverage.samples, "sample", "samples")
     );
-    let ids = |v: &[String]| {
-        v.iter()
-            .map(|s| format!("`{s}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let ids = |v: &[String]| v.iter().map(|s| code(s)).collect::<Vec<_>>().join(", ");
     if coverage.dead_rules.is_empty() {
         let _ = writeln!(out, "- Dead rules: none.");
     } else {
@@ -583,8 +574,9 @@ fn coverage_markdown(out: &mut String, coverage: &RouteCoverage) {
     for refused in &coverage.refused {
         let _ = writeln!(
             out,
-            "- Sample `{}` would be refused by the gateway ({}).",
-            refused.sample, refused.reason
+            "- Sample {} would be refused by the gateway ({}).",
+            code(&refused.sample),
+            text(&refused.reason)
         );
     }
     if coverage.uncovered.is_empty() {
@@ -600,11 +592,11 @@ fn coverage_markdown(out: &mut String, coverage: &RouteCoverage) {
     for found in by_category(&coverage.uncovered) {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | `{}` |",
-            found.category,
+            "| {} | {} | {} | {} |",
+            text(found.category),
             found.kind.as_str(),
-            found.sample,
-            found.path,
+            text(&found.sample),
+            code(&found.path),
         );
     }
     out.push('\n');
