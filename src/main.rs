@@ -65,6 +65,10 @@ enum Command {
         /// Write a rule for each uncovered finding to FILE (TOML), to edit and add.
         #[arg(long, value_name = "FILE", requires = "samples")]
         suggest_rules: Option<PathBuf>,
+        /// Review a change instead: what `--config` does differently from this older config,
+        /// field by field and caller by caller. With `--strict`, exit 2 on any widening.
+        #[arg(long, value_name = "OLD", conflicts_with_all = ["samples", "suggest_rules"])]
+        against: Option<PathBuf>,
     },
     /// Run rule test cases: each `*.json` in DIR is one case (name, route, direction, caller,
     /// controller, input, expect).
@@ -166,9 +170,22 @@ fn main() -> ExitCode {
         Command::Check {
             file,
             format,
+            strict,
+            against: Some(old),
+            ..
+        } => match (Config::load(&file.config), Config::load(&old)) {
+            (Ok(config), Ok(before)) => {
+                check_change(&config, &file.config, &before, &old, format, strict)
+            }
+            (Err(error), _) | (_, Err(error)) => config_error(&error),
+        },
+        Command::Check {
+            file,
+            format,
             samples,
             strict,
             suggest_rules,
+            against: None,
         } => match Config::load(&file.config) {
             Ok(config) => check(
                 &config,
@@ -458,6 +475,35 @@ fn check(
     if strict && report.has_findings() {
         eprintln!(
             "error: --strict: {} (warnings and findings fail a strict check).",
+            report.summary_line()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    ExitCode::SUCCESS
+}
+
+fn check_change(
+    config: &Config,
+    path: &Path,
+    before: &Config,
+    before_path: &Path,
+    format: FormatArg,
+    strict: bool,
+) -> ExitCode {
+    let report = review::change::ChangeReport::build(
+        config,
+        before,
+        &path.display().to_string(),
+        &before_path.display().to_string(),
+    );
+    match format {
+        FormatArg::Markdown => print!("{}", report.to_markdown()),
+        FormatArg::Json => println!("{}", report.to_json()),
+        FormatArg::Html => print!("{}", report.to_html()),
+    }
+    if strict && report.has_widenings() {
+        eprintln!(
+            "error: --strict: {} (a widening needs a second approval).",
             report.summary_line()
         );
         return ExitCode::from(EXIT_CONFIG);

@@ -431,23 +431,7 @@ fn config_text_cannot_rewrite_the_report() {
 
     let (code, markdown, stderr) = check_samples(dir.path(), "markdown", &[]);
     assert_eq!(code, 0, "{stderr}");
-    use pulldown_cmark::{Event, Options, Parser, Tag};
-    let mut rows = 0;
-    let mut shown = String::new();
-    for event in Parser::new_ext(&markdown, Options::ENABLE_TABLES) {
-        match event {
-            Event::Html(html) | Event::InlineHtml(html) => panic!("HTML in the report: {html}"),
-            Event::Start(Tag::Link { .. } | Tag::Image { .. }) => panic!("a link in the report"),
-            Event::Start(Tag::TableRow) => rows += 1,
-            Event::Text(text) | Event::Code(text) => shown.push_str(&text),
-            _ => {}
-        }
-    }
-    // Every table row written is a row rendered (a `<!--` left open would swallow the rest),
-    // and each rule has its row in both of the not-controller tables.
-    let lines = markdown.lines().filter(|l| l.starts_with('|')).count();
-    let tables = markdown.lines().filter(|l| l.starts_with("| --- ")).count();
-    assert_eq!(rows, lines - 2 * tables, "{markdown}");
+    let shown = rendered_as_text(&markdown);
     let rule_rows = markdown
         .lines()
         .filter(|l| l.starts_with("| `trick-"))
@@ -470,6 +454,331 @@ fn config_text_cannot_rewrite_the_report() {
         );
     }
     assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+
+    // The change review prints the same texts (paths, member names) as text too.
+    let old = fixture().join("gateway.toml");
+    let args = [
+        "check",
+        "--config",
+        "gateway.toml",
+        "--against",
+        old.to_str().unwrap(),
+    ];
+    let (code, markdown, stderr) = run(dir.path(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let shown = rendered_as_text(&markdown);
+    assert!(
+        shown.contains("<!-- everything after this is hidden"),
+        "{shown}"
+    );
+    let (_, html, _) = run(dir.path(), &[&args[..], &["--format", "html"]].concat());
+    assert!(!html.contains("<img") && !html.contains("<!--"), "{html}");
+    // The old config's e-mail rule is gone: its cells say so in words, not only in colour.
+    assert!(
+        html.contains("<span class=\"change\">widened</span>: redacted → visible"),
+        "{html}"
+    );
+}
+
+/// Renders `markdown` as GitHub would (CommonMark with tables) and returns the text it shows,
+/// after checking that it holds no HTML, link or image, and that every table row written is a
+/// row rendered (a `<!--` left open would swallow the rest).
+fn rendered_as_text(markdown: &str) -> String {
+    use pulldown_cmark::{Event, Options, Parser, Tag};
+    let mut rows = 0;
+    let mut shown = String::new();
+    for event in Parser::new_ext(markdown, Options::ENABLE_TABLES) {
+        match event {
+            Event::Html(html) | Event::InlineHtml(html) => panic!("HTML in the report: {html}"),
+            Event::Start(Tag::Link { .. } | Tag::Image { .. }) => panic!("a link in the report"),
+            Event::Start(Tag::TableRow) => rows += 1,
+            Event::Text(text) | Event::Code(text) => shown.push_str(&text),
+            _ => {}
+        }
+    }
+    let lines = markdown.lines().filter(|l| l.starts_with('|')).count();
+    let tables = markdown.lines().filter(|l| l.starts_with("| --- ")).count();
+    assert_eq!(rows, lines - 2 * tables, "{markdown}");
+    shown
+}
+
+/// `check --against`: one config pair per kind of widening, pure narrowings, and a reformat that
+/// changes nothing. Each case edits the review fixture's config or rule file and names a line the
+/// JSON report must hold: (setting or field path, caller, widened).
+#[test]
+fn check_against_names_each_widening_and_strict_fails_on_them() {
+    type Edit = (&'static str, &'static str, &'static str);
+    struct Case {
+        name: &'static str,
+        config: Vec<Edit>,
+        rules: Vec<Edit>,
+        expect: Vec<(&'static str, Option<&'static str>, bool)>,
+    }
+    let email = "$.data[*].consignee.email";
+    let email_rule = "path = \"$.consignee.email\"\naction = \"redact\"";
+    let orders = "name = \"orders\"\npath_prefix = \"/v1/orders\"\nupstream = \"orders\"\n";
+    let case = |name, config: Vec<Edit>, rules: Vec<Edit>, expect| Case {
+        name,
+        config,
+        rules,
+        expect,
+    };
+    let cases = vec![
+        case(
+            "a weaker treatment",
+            vec![],
+            vec![(
+                "rules",
+                email_rule,
+                "path = \"$.consignee.email\"\naction = \"mask\"",
+            )],
+            vec![
+                (email, Some("other_customer"), true),
+                (email, Some("internal"), true),
+            ],
+        ),
+        case(
+            "a mask that keeps more",
+            vec![],
+            vec![("rules", "mask.keep_first = 2", "mask.keep_first = 3")],
+            vec![("$.data[*].consignee.zip", Some("other_customer"), true)],
+        ),
+        case(
+            "a rule removed",
+            vec![],
+            vec![(
+                "rules",
+                "id = \"consignee-email\"",
+                "id = \"consignee-email-gone\"\nwhen.purpose = [\"marketing\"]",
+            )],
+            vec![("rules", None, true), (email, Some("other_customer"), true)],
+        ),
+        case(
+            "a rule whose path moved",
+            vec![],
+            vec![(
+                "rules",
+                "path = \"$.consignee.email\"",
+                "path = \"$.consignee.mail\"",
+            )],
+            vec![
+                (email, Some("other_customer"), true),
+                ("$.data[*].consignee.mail", Some("other_customer"), false),
+            ],
+        ),
+        case(
+            "a child path widened to descendants",
+            vec![],
+            vec![("rules", "path = \"$.debug\"", "path = \"$..debug\"")],
+            vec![("$..debug", Some("other_customer"), false)],
+        ),
+        case(
+            "auth none",
+            vec![(
+                orders,
+                orders,
+                "name = \"orders\"\npath_prefix = \"/v1/orders\"\nupstream = \"orders\"\nauth = \"none\"\n",
+            )],
+            vec![],
+            vec![("auth", None, true)],
+        ),
+        case(
+            "passthrough",
+            vec![
+                (
+                    "records = [\"$.data[*]\"]\n",
+                    "records = [\"$.data[*]\"]\n",
+                    "",
+                ),
+                (
+                    "rules = [\"rules/orders.toml\"]\n",
+                    "rules = [\"rules/orders.toml\"]\n",
+                    "",
+                ),
+                ("record_keys = [\"id\"]\n", "record_keys = [\"id\"]\n", ""),
+                (
+                    "recipient = \"consignee\"\n",
+                    "recipient = \"consignee\"\n",
+                    "",
+                ),
+                (
+                    "recipient_identifiers = [\"email\"]\n",
+                    "recipient_identifiers = [\"email\"]\n",
+                    "",
+                ),
+            ],
+            vec![],
+            vec![
+                ("inspection", None, true),
+                (email, Some("other_customer"), true),
+            ],
+        ),
+        case(
+            "a content type passed uninspected",
+            vec![(
+                orders,
+                orders,
+                &*format!("{orders}passthrough_content_types = [\"text/csv\"]\n").leak(),
+            )],
+            vec![],
+            vec![("passthrough_content_types", None, true)],
+        ),
+        case(
+            "records that are no longer records",
+            vec![(
+                "records = [\"$.data[*]\"]",
+                "records = [\"$.data[*]\"]",
+                "records = [\"$.items[*]\"]",
+            )],
+            vec![],
+            // Bodies with a consignee outside any record were refused before; now they pass.
+            vec![
+                ("records", None, true),
+                ("$.items[*].consignee.email", Some("other_customer"), true),
+            ],
+        ),
+        case(
+            "another recipient member",
+            vec![(
+                "recipient = \"consignee\"",
+                "recipient = \"consignee\"",
+                "recipient = \"receiver\"",
+            )],
+            vec![],
+            vec![("recipient", None, true)],
+        ),
+        case(
+            "a controller member",
+            vec![(
+                orders,
+                orders,
+                &*format!("{orders}controller_member = \"merchant_id\"\n").leak(),
+            )],
+            vec![],
+            vec![("controller_member", None, true)],
+        ),
+        case(
+            "unknown controllers count as the caller",
+            vec![(
+                orders,
+                orders,
+                &*format!("{orders}unknown_controller = \"caller\"\n").leak(),
+            )],
+            vec![],
+            vec![
+                ("unknown_controller", None, true),
+                (email, Some("unknown_controller"), true),
+            ],
+        ),
+        case(
+            "a route over an inspected prefix",
+            vec![(
+                "[[route]]\nname = \"files\"",
+                "[[route]]\nname = \"files\"",
+                "[[route]]\nname = \"export\"\npath_prefix = \"/v1/orders/export\"\nupstream = \"orders\"\n\n[[route]]\nname = \"files\"",
+            )],
+            vec![],
+            vec![("routing", None, true)],
+        ),
+        case(
+            "narrowings only",
+            vec![],
+            vec![
+                (
+                    "rules",
+                    email_rule,
+                    "path = \"$.consignee.email\"\naction = \"remove\"",
+                ),
+                ("rules", "mask.keep_first = 2", "mask.keep_first = 1"),
+            ],
+            vec![
+                (email, Some("other_customer"), false),
+                ("$.data[*].consignee.zip", Some("internal"), false),
+            ],
+        ),
+        case(
+            "a reformat",
+            vec![
+                (
+                    "[keys]",
+                    "[keys]",
+                    "# Reformatted: comments and spacing only.\n\n[keys]",
+                ),
+                ("tls = false", "tls = false", "tls      =   false"),
+            ],
+            vec![(
+                "rules",
+                "reason = \"A region is enough.\"",
+                "reason = 'A region is enough.'  # same",
+            )],
+            vec![],
+        ),
+    ];
+    let base = fixture();
+    let old_config = std::fs::read_to_string(base.join("gateway.toml")).unwrap();
+    let old_rules = std::fs::read_to_string(base.join("rules/orders.toml")).unwrap();
+    for case in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+        std::fs::create_dir_all(dir.path().join("new/rules")).unwrap();
+        std::fs::write(dir.path().join("old.toml"), &old_config).unwrap();
+        std::fs::write(dir.path().join("rules/orders.toml"), &old_rules).unwrap();
+        let (mut config, mut rules) = (old_config.clone(), old_rules.clone());
+        for (anchor, from, to) in &case.config {
+            assert!(config.contains(anchor), "{}: {anchor:?}", case.name);
+            config = config.replacen(from, to, 1);
+        }
+        for (_, from, to) in &case.rules {
+            assert!(rules.contains(from), "{}: {from:?}", case.name);
+            rules = rules.replacen(from, to, 1);
+        }
+        std::fs::write(dir.path().join("new/gateway.toml"), config).unwrap();
+        std::fs::write(dir.path().join("new/rules/orders.toml"), rules).unwrap();
+        let args = [
+            "check",
+            "--config",
+            "new/gateway.toml",
+            "--against",
+            "old.toml",
+            "--format",
+            "json",
+            "--strict",
+        ];
+        let (code, json, stderr) = run(dir.path(), &args);
+        let report: Value = serde_json::from_str(&json)
+            .unwrap_or_else(|e| panic!("{}: {e}: {json}{stderr}", case.name));
+        let changes = report["changes"].as_array().unwrap();
+        let widened = case.expect.iter().any(|(_, _, w)| *w);
+        assert_eq!(
+            code,
+            if widened { 2 } else { 0 },
+            "{}: {json}{stderr}",
+            case.name
+        );
+        if case.expect.is_empty() {
+            assert!(changes.is_empty(), "{}: {json}", case.name);
+        }
+        for (what, caller, widened) in &case.expect {
+            let found = changes.iter().any(|c| {
+                (c["setting"] == *what || c["path"] == *what)
+                    && caller.is_none_or(|k| c["caller"] == k)
+                    && c["widened"] == *widened
+                    && c["because"].as_str().is_some_and(|b| !b.is_empty())
+            });
+            assert!(
+                found,
+                "{}: no line for {what} {caller:?} widened={widened}: {json}",
+                case.name
+            );
+        }
+        if !widened {
+            assert!(
+                changes.iter().all(|c| c["widened"] == false),
+                "{}: {json}",
+                case.name
+            );
+        }
+    }
 }
 
 /// `check --samples samples --format FORMAT` on `gateway.toml` in `dir`, with `extra` arguments.

@@ -21,7 +21,7 @@ const CALLERS: [(&str, &str); 3] = [
 ];
 
 /// The page's stylesheet: the treatments' colours, each also written out in the cell.
-const STYLE: &str = "\
+pub(super) const STYLE: &str = "\
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5rem;color:#1b1b1b}\
 h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:2rem}\
 table{border-collapse:collapse;margin:.5rem 0 1rem}\

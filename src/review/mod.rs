@@ -13,6 +13,8 @@
 //! selection and shape checks, relations, the route's compiled plan, rendering. Only the
 //! controllers come from the command line instead of tags. `test-rules` runs through it.
 
+pub mod change;
+pub mod change_html;
 pub mod coverage;
 pub mod detect;
 pub mod html;
@@ -20,6 +22,7 @@ pub mod markdown;
 pub mod report;
 pub mod rule_tests;
 pub mod suggest;
+pub mod treatment;
 
 use std::sync::Arc;
 

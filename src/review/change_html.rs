@@ -1,0 +1,138 @@
+//! `check --against OLD --format html`: the change review as one self-contained page.
+//!
+//! Per route, the same matrix as the review page (fields as rows; callers as columns, once for
+//! responses and once for requests), each cell giving the treatment after the change; a changed
+//! cell says *widened* or *narrowed* in words, shows the treatment before and after, and is
+//! marked in colour and by its outline. Settings that changed are listed under the matrix.
+
+use std::fmt::Write;
+
+use super::change::{Change, ChangeReport, Matrix};
+use super::html::STYLE;
+use super::treatment::CallerClass;
+use crate::vocabulary::Direction;
+use crate::vocabulary::escape_html as esc;
+
+/// What the change page adds to the review page's stylesheet.
+const CHANGE_STYLE: &str = "\
+td.widened{outline:3px solid #d4351c;outline-offset:-3px}\
+td.narrowed{outline:3px dashed #00703c;outline-offset:-3px}\
+td.refused{background:#0b0c0c;color:#fff}\
+.change{font-weight:700}";
+
+impl ChangeReport {
+    /// The HTML form: one page, no external assets, no scripts.
+    pub fn to_html(&self) -> String {
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+             <title>Change review: {new} against {old}</title>\n<style>{STYLE}{CHANGE_STYLE}</style>\n\
+             </head>\n<body>\n<main>\n<h1>Change review: <code>{new}</code> against <code>{old}</code></h1>\n\
+             <p><strong>{summary}</strong> A widening shows more to someone than before; a \
+             changed cell says so in words and is outlined (solid red: widened, dashed green: \
+             narrowed).</p>\n",
+            new = esc(&self.config),
+            old = esc(&self.against),
+            summary = esc(&self.summary_line()),
+        );
+        for matrix in &self.matrices {
+            route_matrix(&mut out, matrix);
+        }
+        let settings: Vec<&Change> = self
+            .changes
+            .iter()
+            .filter(|c| c.setting.is_some())
+            .collect();
+        if !settings.is_empty() {
+            out.push_str(
+                "<h2>Settings</h2>\n<table class=\"settings\">\n<thead><tr><th scope=\"col\">route</th>\
+                 <th scope=\"col\">setting</th><th scope=\"col\">before</th><th scope=\"col\">after</th>\
+                 <th scope=\"col\">change</th><th scope=\"col\">because</th></tr></thead>\n<tbody>\n",
+            );
+            for change in settings {
+                let _ = writeln!(
+                    out,
+                    "<tr><th scope=\"row\"><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td>\
+                     <td class=\"{kind}\"><span class=\"change\">{kind}</span></td><td>{}</td></tr>",
+                    esc(&change.route),
+                    esc(change.setting.as_deref().unwrap_or_default()),
+                    esc(&change.before),
+                    esc(&change.after),
+                    esc(&change.because),
+                    kind = if change.widened {
+                        "widened"
+                    } else {
+                        "narrowed"
+                    },
+                );
+            }
+            out.push_str("</tbody>\n</table>\n");
+        }
+        out.push_str("</main>\n</body>\n</html>\n");
+        out
+    }
+}
+
+fn route_matrix(out: &mut String, matrix: &Matrix) {
+    let _ = write!(
+        out,
+        "<h2>Route <code>{name}</code></h2>\n<table class=\"matrix\" data-route=\"{name}\">\n\
+         <thead>\n<tr><th rowspan=\"2\" scope=\"col\">field</th>",
+        name = esc(&matrix.route)
+    );
+    for direction in Direction::ALL {
+        let _ = write!(
+            out,
+            "<th colspan=\"{}\" scope=\"colgroup\">in {}s</th>",
+            CallerClass::ALL.len(),
+            direction.as_str()
+        );
+    }
+    out.push_str("</tr>\n<tr>");
+    for _ in Direction::ALL {
+        for class in CallerClass::ALL {
+            let _ = write!(out, "<th scope=\"col\">{}</th>", class.words());
+        }
+    }
+    out.push_str("</tr>\n</thead>\n<tbody>\n");
+    for row in &matrix.rows {
+        let _ = write!(
+            out,
+            "<tr><th class=\"field\" scope=\"row\">{}</th>",
+            esc(&row.path)
+        );
+        for (before, after) in &row.cells {
+            if before.treatment == after.treatment {
+                let _ = write!(
+                    out,
+                    "<td class=\"{}\">{}</td>",
+                    after.treatment.class(),
+                    after.treatment
+                );
+                continue;
+            }
+            let kind = if before.treatment.widened_by(after.treatment) {
+                "widened"
+            } else {
+                "narrowed"
+            };
+            let side = |o: &super::treatment::Outcome| {
+                o.because.clone().unwrap_or_else(|| "no rule".to_string())
+            };
+            let _ = write!(
+                out,
+                "<td class=\"{class} {kind}\"><span class=\"change\">{kind}</span>: {before} → \
+                 {after}<br><small>before: {b}; after: {a}</small></td>",
+                class = after.treatment.class(),
+                before = before.treatment,
+                after = after.treatment,
+                b = esc(&side(before)),
+                a = esc(&side(after)),
+            );
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n");
+}
