@@ -781,6 +781,51 @@ fn check_against_names_each_widening_and_strict_fails_on_them() {
     }
 }
 
+/// An object reported whole (a precise location) does not hide its other members: the signature
+/// image and the IP address beside the coordinates are findings of their own; the coordinates
+/// that made it a location are not reported again.
+#[test]
+fn a_detected_object_does_not_hide_its_other_members() {
+    let fixture = Path::new(ROOT).join("tests/fixtures/categories");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::create_dir_all(dir.path().join("samples/shipments")).unwrap();
+    for file in ["gateway.toml", "rules/email.toml"] {
+        std::fs::copy(fixture.join(file), dir.path().join(file)).unwrap();
+    }
+    let png = format!("data:image/png;base64,iVBORw0KGgo{}==", "A".repeat(120));
+    let sample = serde_json::json!({"shipments": [{
+        "id": "shp_0002",
+        "proof": {"lat": 52.520008, "lng": 13.404954, "signature": png, "ip": "203.0.113.7"}
+    }]});
+    std::fs::write(
+        dir.path().join("samples/shipments/proof.json"),
+        sample.to_string(),
+    )
+    .unwrap();
+    let (report, _) = check_json(dir.path(), &[]);
+    let mut found: Vec<(&str, &str)> = report["routes"][0]["coverage"]["uncovered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["record_path"].as_str().unwrap(),
+                u["kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("$.proof", "precise_location"),
+            ("$.proof.ip", "ip_address"),
+            ("$.proof.signature", "signature_image"),
+        ]
+    );
+}
+
 /// `check --samples samples --format FORMAT` on `gateway.toml` in `dir`, with `extra` arguments.
 fn check_samples(dir: &Path, format: &str, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec![

@@ -239,8 +239,11 @@ fn uncovered(
     sample: &str,
     coverage: &mut RouteCoverage,
 ) {
-    let mut stack = vec![record];
-    while let Some(node) = stack.pop() {
+    // Each node with the kind of the detected object it is in, if any: that object is reported
+    // whole, its other members (a signature image, an IP address beside the coordinates) each
+    // on their own, and what made it that kind (its coordinates) not again.
+    let mut stack = vec![(record, None)];
+    while let Some((node, within)) = stack.pop() {
         if edits.covered(doc, node) || (node != record && records.contains(&node)) {
             continue;
         }
@@ -251,15 +254,13 @@ fn uncovered(
         };
         let context = Context::new(member.as_deref(), parent.as_deref());
         let kind = match doc.node(node).kind {
-            Kind::Object | Kind::Array => match container(doc, node, context) {
-                Some(kind) => Some(kind),
-                None => {
-                    let mut children: Vec<NodeId> = doc.children(node).collect();
-                    children.reverse();
-                    stack.extend(children);
-                    None
-                }
-            },
+            Kind::Object | Kind::Array => {
+                let kind = container(doc, node, context);
+                let mut children: Vec<NodeId> = doc.children(node).collect();
+                children.reverse();
+                stack.extend(children.into_iter().map(|child| (child, kind.or(within))));
+                kind
+            }
             Kind::String => doc
                 .str_value(node)
                 .and_then(|value| detect::classify(context, &value)),
@@ -268,7 +269,7 @@ fn uncovered(
                 .and_then(|text| detect::classify_number(context, text)),
             Kind::Null | Kind::Bool => None,
         };
-        if let Some(kind) = kind {
+        if let Some(kind) = kind.filter(|kind| Some(*kind) != within) {
             coverage.uncovered.push(Uncovered {
                 sample: sample.to_string(),
                 path: doc.path_of(node),
