@@ -1,6 +1,7 @@
-//! The two pages people use, in a real browser: headless Chromium driven over WebDriver by
-//! Debian's chromedriver. A recipient files privacy requests on the recipient page with the
-//! keyboard and follows the status link; a reviewer opens the HTML report and finds its matrix.
+//! The pages people use, in a real browser: headless Chromium driven over WebDriver by Debian's
+//! chromedriver. A recipient files privacy requests on the recipient page with the keyboard and
+//! follows the status link; a reviewer opens the HTML report and finds its matrix, and the change
+//! review's. On every page axe-core (WCAG 2.2 A/AA and best practices) finds nothing.
 //!
 //! `harness = false`: without `chromium` and `chromedriver` on the `PATH` the tests show as
 //! ignored, never as passed (`.ci/run` installs both and sets `GATEWAY_TEST_REQUIRE_BROWSER`, so
@@ -200,6 +201,42 @@ impl Browser {
         .await
     }
 
+    /// axe-core's violations on the page shown, under WCAG 2.2 A and AA and axe's best
+    /// practices. The pages' CSP refuses an injected `<script>`, so axe is evaluated through the
+    /// DevTools protocol (`Runtime.evaluate`), as `@axe-core/puppeteer` does.
+    async fn accessibility_violations(&self) -> Vec<Value> {
+        let axe = std::fs::read_to_string(axe_core()).expect("axe-core is installed");
+        let expression = format!(
+            "{axe}\n;axe.run(document, {{runOnly: {{type: 'tag', values: ['wcag2a', 'wcag2aa', \
+             'wcag21a', 'wcag21aa', 'wcag22a', 'wcag22aa', 'best-practice']}}}}).then(r => \
+             r.violations.map(v => ({{id: v.id, impact: v.impact, help: v.help, \
+             nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}})))"
+        );
+        let answer = self
+            .command(
+                Method::POST,
+                "/goog/cdp/execute",
+                Some(json!({"cmd": "Runtime.evaluate", "params": {
+                    "expression": expression, "awaitPromise": true, "returnByValue": true
+                }})),
+            )
+            .await;
+        answer["result"]["value"]
+            .as_array()
+            .unwrap_or_else(|| panic!("axe did not run: {answer}"))
+            .clone()
+    }
+
+    /// Fails unless axe-core finds nothing on the page shown (`what` names it).
+    async fn assert_accessible(&self, what: &str) {
+        let violations = self.accessibility_violations().await;
+        assert!(
+            violations.is_empty(),
+            "{what}: {}",
+            serde_json::to_string_pretty(&violations).unwrap()
+        );
+    }
+
     /// Waits for the page whose `<h1>` says `heading` (after a submit or a link).
     /// Waits until an element matches `css`: a page that keeps its heading (a form shown again
     /// with its mistakes) is told from the one before it by what it adds.
@@ -265,6 +302,7 @@ async fn a_recipient_files_requests_on_the_page_with_the_keyboard() {
         .await;
     assert_eq!(unlabelled, json!([]), "controls without a label");
     assert!(browser.text("main").await.contains("ParcelNet"));
+    browser.assert_accessible("the form").await;
 
     // With the keyboard only: Space picks the request type, Tab moves on, Enter submits.
     browser.keys("input[name=type][value=delete]", " ").await;
@@ -282,11 +320,26 @@ async fn a_recipient_files_requests_on_the_page_with_the_keyboard() {
         .await;
     assert_eq!(browser.text(".controller-name").await, "Acme");
     assert!(browser.text("main").await.contains("privacy@acme.example"));
+    browser.assert_accessible("the confirmation").await;
 
     // The status link leads to the status page.
     browser.click("#status-link").await;
     browser.wait_for_heading("Your privacy request").await;
     assert!(!browser.text("#status").await.is_empty());
+    browser.assert_accessible("the status page").await;
+
+    // A refusal: a status number that does not exist.
+    browser
+        .go(&format!("{page}/00000000000000000000000000000000"))
+        .await;
+    browser.wait_for_element("main h1").await;
+    assert!(
+        browser
+            .text("main")
+            .await
+            .contains("no privacy request with this number")
+    );
+    browser.assert_accessible("the refusal").await;
 
     // Unverified, held or not: the same confirmation, and no controller named.
     let mut confirmations = Vec::new();
@@ -338,6 +391,25 @@ async fn a_recipient_files_requests_on_the_page_with_the_keyboard() {
         .script("return document.getElementById('email').value;")
         .await;
     assert_eq!(kept, "jane", "what was typed is kept");
+    browser.assert_accessible("the form with a mistake").await;
+
+    // Every mistake at once: no request type and a malformed e-mail are both reported.
+    browser.go(&page).await;
+    browser
+        .wait_for_heading("Ask about your personal data")
+        .await;
+    browser.keys("#email", "jane").await;
+    browser.click("button[type=submit]").await;
+    browser.wait_for_element("[role=alert]").await;
+    let summary = browser.text("[role=alert]").await;
+    assert!(
+        summary.contains("Choose what you are asking for"),
+        "{summary}"
+    );
+    assert!(summary.contains("Enter an e-mail address"), "{summary}");
+    browser
+        .assert_accessible("the form with two mistakes")
+        .await;
 }
 
 async fn the_review_report_shows_its_matrix_in_a_browser() {
@@ -412,4 +484,33 @@ async fn the_review_report_shows_its_matrix_in_a_browser() {
         )
         .await;
     assert_eq!(outline, "solid");
+    browser.assert_accessible("the review report").await;
+
+    // The change review against a config whose e-mail rule was weaker: its page passes too,
+    // and the changed cell says what changed in words.
+    let old_rules = std::fs::read_to_string("tests/fixtures/review/rules/orders.toml")
+        .unwrap()
+        .replacen("action = \"redact\"", "action = \"remove\"", 1);
+    dir.write("old/rules/orders.toml", &old_rules);
+    let old = dir.write(
+        "old/gateway.toml",
+        &std::fs::read_to_string("tests/fixtures/review/gateway.toml").unwrap(),
+    );
+    let output = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            "tests/fixtures/review/gateway.toml",
+            "--against",
+        ])
+        .arg(&old)
+        .args(["--format", "html"])
+        .output()
+        .expect("check runs");
+    let change = dir.write("change.html", &String::from_utf8(output.stdout).unwrap());
+    browser.go(&format!("file://{}", change.display())).await;
+    browser.wait_for_element("table.matrix").await;
+    assert!(browser.count("td.widened").await > 0);
+    assert!(browser.text("td.widened").await.contains("widened"));
+    browser.assert_accessible("the change review").await;
 }

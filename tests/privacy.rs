@@ -1039,6 +1039,29 @@ async fn bad_form_input_gets_a_friendly_page_naming_the_field() {
     }
     let answer = post_form(&gw, cases[3].0).await;
     assert!(text(&answer).contains("value=\"&lt;script&gt;alert(1)&lt;/script&gt;\""));
+    // Every wrong field at once: no type, a malformed e-mail, a malformed phone, each in the
+    // summary as a link to its field and marked at the field.
+    let answer = post_form(&gw, &[("email", "jane"), ("phone", "call me")]).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let html = text(&answer);
+    let summary = &html[html.find("role=\"alert\"").unwrap()..html.find("</ul>").unwrap()];
+    for (field, words) in [
+        ("type", "Choose what you are asking for."),
+        ("email", "Enter an e-mail address like name@example.com."),
+        ("phone", "Enter a phone number"),
+    ] {
+        assert!(
+            summary.contains(&format!("href=\"#{field}\"")),
+            "{field}: {summary}"
+        );
+        assert!(summary.contains(words), "{field}: {summary}");
+        assert!(html.contains(&format!("id=\"{field}-error\"")), "{field}");
+    }
+    assert!(
+        summary.find("#type") < summary.find("#email")
+            && summary.find("#email") < summary.find("#phone"),
+        "in the form's order: {summary}"
+    );
     assert!(
         inbox(&gw, KEY_ACME, "").await.is_empty(),
         "nothing was filed"

@@ -60,56 +60,84 @@ pub struct Intake {
 }
 
 /// Reads `POST /privacy/requests` as JSON: `type` required, at least one of `email` and `phone`.
+/// A script gets the first problem.
 pub fn intake(body: &[u8]) -> Result<Intake, BodyError> {
-    intake_from(members(body, FORM_FIELDS)?)
+    intake_from(members(body, FORM_FIELDS)?).map_err(|mut errors| errors.swap_remove(0))
 }
 
 /// Reads the recipient page's form, already split into name and value pairs: the JSON intake's
-/// members and rules, where a field left empty is a member left out.
-pub fn intake_form(pairs: &[(String, String)]) -> Result<Intake, BodyError> {
+/// members and rules, where a field left empty is a member left out. A person gets every wrong
+/// field at once (never an empty list), so the form is sent again only once.
+pub fn intake_form(pairs: &[(String, String)]) -> Result<Intake, Vec<BodyError>> {
+    let mut errors = Vec::new();
     let mut slots: Vec<(&str, Option<String>)> =
         FORM_FIELDS.iter().map(|(n, _)| (*n, None)).collect();
     let mut seen = [false; FORM_FIELDS.len()];
     for (name, value) in pairs {
         let Some(i) = FORM_FIELDS.iter().position(|(n, _)| n == name) else {
-            return Err(unknown(FORM_FIELDS));
+            return Err(vec![unknown(FORM_FIELDS)]);
         };
         let (name, max) = FORM_FIELDS[i];
         if std::mem::replace(&mut seen[i], true) {
-            return Err(BodyError::of(
+            return Err(vec![BodyError::of(
                 name,
                 format!("field `{name}` is given twice"),
                 "This field was sent twice. Please fill in the form again.",
-            ));
+            )]);
         }
         // Browsers send textarea line breaks as CR LF; the JSON intake's rules allow LF.
         let value = value.replace("\r\n", "\n");
         if !value.trim().is_empty() {
-            slots[i].1 = Some(checked(name, max, value)?);
+            match checked(name, max, value) {
+                Ok(value) => slots[i].1 = Some(value),
+                Err(error) => errors.push(error),
+            }
         }
     }
-    intake_from(slots)
+    match intake_from(slots) {
+        Ok(intake) if errors.is_empty() => Ok(intake),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            // One problem per field, in the form's order.
+            for error in more {
+                if !errors.iter().any(|e| e.field == error.field) {
+                    errors.push(error);
+                }
+            }
+            let order = |e: &BodyError| FORM_FIELDS.iter().position(|(n, _)| Some(*n) == e.field);
+            errors.sort_by_key(order);
+            Err(errors)
+        }
+    }
 }
 
-/// The intake rules over the members read, in [`FORM_FIELDS`] order.
-fn intake_from(mut fields: Vec<(&str, Option<String>)>) -> Result<Intake, BodyError> {
+/// The intake rules over the members read, in [`FORM_FIELDS`] order: every problem found, in
+/// that order (never an empty list).
+fn intake_from(mut fields: Vec<(&str, Option<String>)>) -> Result<Intake, Vec<BodyError>> {
     let mut take = |name: &str| fields.iter_mut().find(|(n, _)| *n == name)?.1.take();
+    let mut errors = Vec::new();
     let kind = match take("type") {
         None => {
-            return Err(BodyError::of(
+            errors.push(BodyError::of(
                 "type",
                 "member `type` is required".into(),
                 "Choose what you are asking for.",
             ));
+            None
         }
-        Some(name) => RequestType::parse(&name).ok_or_else(|| {
-            BodyError::of(
-                "type",
-                "member `type` must be one of access, delete, correct, opt_out, limit_sensitive"
-                    .into(),
-                "Choose one of the requests listed.",
-            )
-        })?,
+        Some(name) => {
+            let kind = RequestType::parse(&name);
+            if kind.is_none() {
+                errors.push(BodyError::of(
+                    "type",
+                    "member `type` must be one of access, delete, correct, opt_out, \
+                     limit_sensitive"
+                        .into(),
+                    "Choose one of the requests listed.",
+                ));
+            }
+            kind
+        }
     };
     let subject = Subject {
         email: take("email"),
@@ -118,19 +146,22 @@ fn intake_from(mut fields: Vec<(&str, Option<String>)>) -> Result<Intake, BodyEr
         details: take("details"),
         reply_to: take("reply_to"),
     };
-    identifiers(&subject.email, &subject.phone)?;
+    errors.extend(identifiers(&subject.email, &subject.phone));
     if subject
         .tracking_number
         .as_deref()
         .is_some_and(|t| t.trim().is_empty())
     {
-        return Err(BodyError::of(
+        errors.push(BodyError::of(
             "tracking_number",
             "member `tracking_number` is empty".into(),
             "Enter the tracking number, or leave the field empty.",
         ));
     }
-    Ok(Intake { kind, subject })
+    match kind {
+        Some(kind) if errors.is_empty() => Ok(Intake { kind, subject }),
+        _ => Err(errors),
+    }
 }
 
 /// Reads `POST /v1/privacy/erasures`: at least one of `email` and `phone`.
@@ -138,23 +169,27 @@ pub fn erasure(body: &[u8]) -> Result<(Option<String>, Option<String>), BodyErro
     let mut fields = members(body, &[("email", 254), ("phone", 32)])?;
     let email = fields[0].1.take();
     let phone = fields[1].1.take();
-    identifiers(&email, &phone)?;
+    if let Some(error) = identifiers(&email, &phone).into_iter().next() {
+        return Err(error);
+    }
     Ok((email, phone))
 }
 
-/// Checks the identifiers: at least one, each plausible for its kind.
-fn identifiers(email: &Option<String>, phone: &Option<String>) -> Result<(), BodyError> {
+/// Checks the identifiers: at least one, each plausible for its kind. Every problem, e-mail
+/// first.
+fn identifiers(email: &Option<String>, phone: &Option<String>) -> Vec<BodyError> {
     if email.is_none() && phone.is_none() {
-        return Err(BodyError::of(
+        return vec![BodyError::of(
             "email",
             "at least one of `email` and `phone` is required".into(),
             "Enter your e-mail address or your phone number, so the business can find your data.",
-        ));
+        )];
     }
+    let mut errors = Vec::new();
     if let Some(email) = email
         && !is_email(email)
     {
-        return Err(BodyError::of(
+        errors.push(BodyError::of(
             "email",
             "member `email` is not an e-mail address".into(),
             "Enter an e-mail address like name@example.com.",
@@ -163,13 +198,13 @@ fn identifiers(email: &Option<String>, phone: &Option<String>) -> Result<(), Bod
     if let Some(phone) = phone
         && !is_phone(phone)
     {
-        return Err(BodyError::of(
+        errors.push(BodyError::of(
             "phone",
             "member `phone` is not a phone number (digits, spaces and + - ( ) .)".into(),
             "Enter a phone number of at least five digits, like +44 20 7946 0000.",
         ));
     }
-    Ok(())
+    errors
 }
 
 /// One `@` with something on both sides, a dot in the domain, no spaces.

@@ -156,7 +156,7 @@ impl Call<'_> {
         html: bool,
     ) -> Result<Response<GatewayBody>, PrivacyError> {
         if endpoint == Endpoint::Intake && request.method() == Method::GET && html {
-            return Ok(self.form_page(&Typed::default(), None, StatusCode::OK));
+            return Ok(self.form_page(&Typed::default(), &[], StatusCode::OK));
         }
         if request.method() != endpoint.method() {
             return Err(PrivacyError::MethodNotAllowed(endpoint.method()));
@@ -211,13 +211,13 @@ impl Call<'_> {
     fn form_page(
         &self,
         typed: &Typed,
-        error: Option<&body::BodyError>,
+        errors: &[body::BodyError],
         status: StatusCode,
     ) -> Response<GatewayBody> {
         let privacy = &self.config.privacy;
         page::html_response(
             status,
-            page::form(&privacy.page, &privacy.path, typed, error),
+            page::form(&privacy.page, &privacy.path, typed, errors),
         )
     }
 
@@ -242,8 +242,8 @@ impl Call<'_> {
             };
             match body::intake_form(&typed.fields) {
                 Ok(intake) => intake,
-                Err(error) => {
-                    return Ok(self.form_page(&typed, Some(&error), StatusCode::BAD_REQUEST));
+                Err(errors) => {
+                    return Ok(self.form_page(&typed, &errors, StatusCode::BAD_REQUEST));
                 }
             }
         } else {

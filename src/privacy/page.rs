@@ -134,16 +134,12 @@ impl Typed {
     }
 }
 
-/// The form, empty or after a refusal (`error`, whose field is marked and summarised on top).
-pub fn form(
-    settings: &PageSettings,
-    action: &str,
-    typed: &Typed,
-    error: Option<&BodyError>,
-) -> String {
+/// The form, empty or after a refusal: every problem in `errors` is summarised on top, each a
+/// link to its field, and marked at the field.
+pub fn form(settings: &PageSettings, action: &str, typed: &Typed, errors: &[BodyError]) -> String {
     let mut page = String::new();
-    let field_error = |name: &str| error.filter(|e| e.field == Some(name));
-    let title = if error.is_some() {
+    let field_error = |name: &str| errors.iter().find(|e| e.field == Some(name));
+    let title = if !errors.is_empty() {
         "Error: Ask about your personal data"
     } else {
         "Ask about your personal data"
@@ -151,14 +147,19 @@ pub fn form(
     head(&mut page, title, &settings.platform_name);
     page.push_str("<h1>Ask about your personal data</h1>\n");
     introduction(&mut page, settings);
-    if let Some(error) = error {
-        let anchor = error.field.unwrap_or("type");
-        let _ = writeln!(
-            page,
-            "<div class=\"summary\" role=\"alert\" tabindex=\"-1\"><h2>Please check the form</h2>\
-             <p><a href=\"#{anchor}\">{}</a></p></div>",
-            escape(&error.plain)
+    if !errors.is_empty() {
+        page.push_str(
+            "<div class=\"summary\" role=\"alert\" tabindex=\"-1\"><h2>Please check the form</h2>\n<ul>\n",
         );
+        for error in errors {
+            let anchor = error.field.unwrap_or("type");
+            let _ = writeln!(
+                page,
+                "<li><a href=\"#{anchor}\">{}</a></li>",
+                escape(&error.plain)
+            );
+        }
+        page.push_str("</ul></div>\n");
     }
     let _ = writeln!(
         page,

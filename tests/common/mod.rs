@@ -1170,8 +1170,21 @@ pub enum Needs {
     Postgres,
     /// PostgreSQL with TLS on, its CA in `GATEWAY_TEST_POSTGRES_CA` (`.ci/run` sets both up).
     PostgresTls,
-    /// Chromium and chromedriver on the `PATH` (`.ci/run` installs Debian's).
+    /// Chromium and chromedriver on the `PATH` (`.ci/run` installs Debian's), and axe-core
+    /// where [`axe_core`] finds it (`.ci/run` installs it from npm).
     Browser,
+}
+
+/// axe-core's script: `GATEWAY_TEST_AXE`, else where `.ci/run` installs it
+/// (`target/axe/node_modules/axe-core/axe.min.js`).
+pub fn axe_core() -> PathBuf {
+    std::env::var_os("GATEWAY_TEST_AXE").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/axe/node_modules/axe-core/axe.min.js")
+        },
+        PathBuf::from,
+    )
 }
 
 /// Where `name` is on the `PATH`, if anywhere.
@@ -1182,9 +1195,9 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
         .find(|file| file.is_file())
 }
 
-/// Whether Chromium and chromedriver are on the `PATH`.
+/// Whether Chromium and chromedriver are on the `PATH` and axe-core is installed.
 pub fn browser_installed() -> bool {
-    on_path("chromium").is_some() && on_path("chromedriver").is_some()
+    on_path("chromium").is_some() && on_path("chromedriver").is_some() && axe_core().is_file()
 }
 
 /// The `main` of the test files whose tests need PostgreSQL (`harness = false`): the tests run
@@ -1224,7 +1237,11 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
     let skip_browser =
         !browser_installed() && std::env::var_os("GATEWAY_TEST_REQUIRE_BROWSER").is_none();
     if skip_browser && tests.iter().any(|(_, needs, _)| *needs == Needs::Browser) {
-        eprintln!("browser tests are ignored: chromium and chromedriver are not both on the PATH");
+        eprintln!(
+            "browser tests are ignored: chromium and chromedriver are not both on the PATH, or \
+             axe-core is not at {} (.ci/run installs them)",
+            axe_core().display()
+        );
     }
     let trials = tests
         .iter()
