@@ -6,18 +6,24 @@
 //!     TAG_SCALE=10000000 cargo bench --bench tags   # also: N recipient tags in SQLite, then
 //!                                                   # cache-hit and cache-miss lookup cost, RSS
 //!
+//! It also prints what a previous tag key (a rotation) costs controller resolution when the
+//! records are in the cache: the same body resolved with and without one, alternating.
+//!
 //! Writes go through `Store::write` in batches of 1,000, as the write-behind queue sends them;
 //! each sighting is one recipient tag plus, every other one, a record tag listing it.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use recipient_gateway::config::Config;
+use recipient_gateway::json::Document;
 use recipient_gateway::store::memory::MemoryStore;
 use recipient_gateway::store::postgres::PostgresStore;
 use recipient_gateway::store::sqlite::SqliteStore;
 use recipient_gateway::store::test_postgres::{probe, scratch_url};
 use recipient_gateway::store::{Digest, Store, TagWrite};
-use recipient_gateway::tags::Tags;
+use recipient_gateway::tags::{Scope, Tags};
+use recipient_gateway::vocabulary::Direction;
 
 fn digest(kind: u8, i: u64) -> Digest {
     let mut d = [kind; 32];
@@ -100,6 +106,8 @@ async fn main() {
         Err(why) => println!("postgres   not measured: {why}"),
     }
 
+    rotation_cost().await;
+
     let Some(scale) = std::env::var("TAG_SCALE")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -151,5 +159,101 @@ async fn main() {
         "lookups: cache miss (read from SQLite) {miss_cost:?}, cache hit {hit_cost:?}; \
          RSS {rss_before:.0} MiB before warming {warm} entries, {:.0} MiB after",
         rss_mib()
+    );
+}
+
+/// Controller resolution of a 40-record list whose tags are all cached, with no previous tag key
+/// and with one, in alternating rounds: the median time per body of each, and their ratio.
+async fn rotation_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(
+        &path,
+        r#"
+[listen]
+address = "127.0.0.1:0"
+tls = false
+[keys]
+tag_key = "bench-tag-key-0123456789"
+[[client]]
+id = "acme"
+kind = "customer"
+name = "Acme"
+api_key_sha256 = ["8649cdebee753898fd50e01408a9e438aa5090249bc3e51b65f33dce973b0873"]
+[[upstream]]
+name = "api"
+url = "http://127.0.0.1:9"
+[[route]]
+name = "shipments"
+path_prefix = "/v1/shipments"
+upstream = "api"
+records = ["$.shipments[*]"]
+record_keys = ["id", "tracking_number"]
+recipient = "recipient"
+recipient_identifiers = ["email"]
+controller_member = "customer_id"
+"#,
+    )
+    .unwrap();
+    let config = Config::load_with_env(&path, &|_| None).unwrap();
+    let route = config.routes[0].clone();
+    let records: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                r#"{{"id":"shp_{i}","tracking_number":"1Z{i:08}","customer_id":"acme","recipient":{{"email":"r{i}@example.com"}}}}"#
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"shipments":[{}]}}"#, records.join(","));
+    let doc = Document::parse(body.as_bytes()).unwrap();
+    let nodes = route.plan.find_records(&doc).unwrap();
+    let scope = Scope {
+        config: &config,
+        route: &route,
+        caller: config.client("acme").map(|c| &**c),
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let plain = Tags::new(b"bench-tag-key-0123456789", store.clone());
+    let rotated = Tags::new(b"bench-tag-key-0123456789", store)
+        .with_previous_keys([b"an-earlier-bench-key-0123".as_slice()]);
+    for tags in [&plain, &rotated] {
+        let resolved = tags
+            .resolve(&scope, &doc, &nodes, Direction::Response, false)
+            .await;
+        tags.write(
+            &resolved,
+            Direction::Response,
+            recipient_gateway::tags::now(),
+        );
+        tags.flush().await.unwrap();
+    }
+    let mut times = [Vec::new(), Vec::new()];
+    for _round in 0..30 {
+        for (which, tags) in [&plain, &rotated].into_iter().enumerate() {
+            let started = Instant::now();
+            for _ in 0..200 {
+                let resolved = tags
+                    .resolve(&scope, &doc, &nodes, Direction::Response, false)
+                    .await;
+                assert!(
+                    resolved
+                        .iter()
+                        .all(|r| r.controller.is_some() && !r.rekeyed)
+                );
+            }
+            times[which].push(started.elapsed().as_secs_f64() / 200.0);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (without, with) = (median(&mut times[0]), median(&mut times[1]));
+    println!(
+        "\nresolving 40 cached records: {:.1} µs without a previous tag key, {:.1} µs with one \
+         ({:.3}×)",
+        without * 1e6,
+        with * 1e6,
+        with / without
     );
 }

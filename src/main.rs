@@ -400,7 +400,10 @@ async fn import_tags(
     }
     let summary = imported?;
     println!("{}", summary.line());
-    let tags = Arc::new(Tags::new(config.tag_key.expose(), store.tags.clone()));
+    let tags = Arc::new(
+        Tags::new(config.tag_key.expose(), store.tags.clone())
+            .with_previous_keys(config.previous_tag_keys.iter().map(|k| k.expose())),
+    );
     let desk = Desk::new(&store, tags, Clock::default());
     let matched = desk.rematch().await?;
     let waiting = desk.report_unmatched().await?.waiting;

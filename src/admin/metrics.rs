@@ -58,6 +58,10 @@ pub const TAG_QUEUE_WAITS: &str = "gateway_tag_queue_waits_total";
 pub const TAG_COMMIT_TIMEOUTS: &str = "gateway_tag_commit_timeouts_total";
 /// Times a full tag cache table evicted entries.
 pub const TAG_CACHE_EVICTIONS: &str = "gateway_tag_cache_evictions_total";
+/// Record keys looked up under a previous tag key (the cost of keeping one after a rotation).
+pub const TAG_PREVIOUS_KEY_LOOKUPS: &str = "gateway_tag_previous_key_lookups_total";
+/// Records found only under a previous tag key and tagged again under the current one.
+pub const TAGS_REKEYED: &str = "gateway_tags_rekeyed_total";
 
 /// Privacy requests filed, by `type` and `verified`.
 pub const PRIVACY_REQUESTS: &str = "gateway_privacy_requests_total";
@@ -168,6 +172,14 @@ fn describe() {
     describe_counter!(
         TAG_CACHE_EVICTIONS,
         "Evictions from a full tag cache table."
+    );
+    describe_counter!(
+        TAG_PREVIOUS_KEY_LOOKUPS,
+        "Record keys looked up under a previous tag key."
+    );
+    describe_counter!(
+        TAGS_REKEYED,
+        "Records found under a previous tag key and tagged again under the current one."
     );
     describe_counter!(PRIVACY_REQUESTS, "Privacy requests filed.");
     describe_counter!(

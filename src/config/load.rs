@@ -134,6 +134,45 @@ impl Loader<'_> {
         if tag_key.len() < 16 {
             return Err(self.err("keys.tag_key", "the tag key must be at least 16 bytes long"));
         }
+        let mut previous_tag_keys: Vec<Secret> = Vec::new();
+        for (i, var) in file.keys.previous_tag_keys_env.iter().enumerate() {
+            let key = format!("keys.previous_tag_keys_env[{i}]");
+            let value = match (self.env)(var) {
+                Some(value) if !value.is_empty() => value,
+                _ => {
+                    return Err(self.err(
+                        &key,
+                        format!("environment variable `{var}` is not set or empty"),
+                    ));
+                }
+            };
+            if value.len() < 16 {
+                return Err(self.err(&key, "a previous tag key must be at least 16 bytes long"));
+            }
+            if value == tag_key
+                || previous_tag_keys
+                    .iter()
+                    .any(|p| p.expose() == value.as_bytes())
+            {
+                return Err(self.err(
+                    &key,
+                    "a previous tag key must differ from the current one and from the others",
+                ));
+            }
+            previous_tag_keys.push(Secret(value.into_bytes()));
+        }
+        let pseudonym_key = self.secret(
+            "keys.pseudonym_key",
+            file.keys.pseudonym_key_env.as_deref(),
+            file.keys.pseudonym_key.as_deref(),
+            false,
+        )?;
+        if pseudonym_key.as_ref().is_some_and(|k| k.len() < 16) {
+            return Err(self.err(
+                "keys.pseudonym_key",
+                "the pseudonym key must be at least 16 bytes long",
+            ));
+        }
         let store = self.store(&file.store)?;
         let privacy = self.privacy(&file.privacy)?;
         let clients = self.clients(&file.clients)?;
@@ -146,6 +185,8 @@ impl Loader<'_> {
             limits,
             runtime,
             tag_key: Secret(tag_key.into_bytes()),
+            previous_tag_keys,
+            pseudonym_key: pseudonym_key.map(|k| Secret(k.into_bytes())),
             store,
             privacy,
             clients,
@@ -493,9 +534,23 @@ impl Loader<'_> {
                         ),
                         None => None,
                     };
+                    let previous_key = match &file.previous_webhook_secret_env {
+                        Some(var) => {
+                            let name = key("previous_webhook_secret_env");
+                            let Some(previous) = (self.env)(var).filter(|v| !v.is_empty()) else {
+                                return Err(self.err(
+                                    &name,
+                                    format!("environment variable `{var}` is not set or empty"),
+                                ));
+                            };
+                            Some(self.webhook_key(&name, &previous)?)
+                        }
+                        None => None,
+                    };
                     Some(Webhook {
                         url,
                         key: self.webhook_key(&key("webhook_secret"), &secret)?,
+                        previous_key,
                         tls,
                     })
                 }
@@ -509,6 +564,12 @@ impl Loader<'_> {
                     return Err(self.err(
                         &key("webhook_url"),
                         "a webhook secret is set but no `webhook_url`",
+                    ));
+                }
+                (None, None) if file.previous_webhook_secret_env.is_some() => {
+                    return Err(self.err(
+                        &key("previous_webhook_secret_env"),
+                        "a previous webhook secret needs a `webhook_url` and a current secret",
                     ));
                 }
                 (None, None) => None,

@@ -43,8 +43,14 @@ pub struct Config {
     pub limits: Limits,
     /// Serving threads.
     pub runtime: Runtime,
-    /// HMAC key for tags and `hash` actions.
+    /// HMAC key of record and recipient tags (and of `hash` pseudonyms without a
+    /// `pseudonym_key`).
     pub tag_key: Secret,
+    /// Earlier tag keys, newest first: tags under them are still found, and written again under
+    /// `tag_key` when seen.
+    pub previous_tag_keys: Vec<Secret>,
+    /// HMAC key of `hash` pseudonyms, when apart from the tag key.
+    pub pseudonym_key: Option<Secret>,
     /// Where tags and privacy requests live.
     pub store: Store,
     /// Privacy-request intake and delivery settings.
@@ -220,6 +226,8 @@ pub struct Webhook {
     pub url: Uri,
     /// The decoded bytes of the `whsec_` secret: the HMAC key of signatures.
     pub key: Secret,
+    /// The secret being replaced, during a rotation: deliveries are signed under both.
+    pub previous_key: Option<Secret>,
     /// TLS for an https receiver behind a private CA (`webhook_ca_file`); `None`: the system's
     /// web roots.
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -376,7 +384,10 @@ impl Config {
     /// The `hash` action's keys, one per customer (the only clients that can be controllers).
     pub fn hash_keys(&self) -> HashKeys {
         HashKeys::derive(
-            self.tag_key.expose(),
+            self.pseudonym_key
+                .as_ref()
+                .unwrap_or(&self.tag_key)
+                .expose(),
             self.clients
                 .iter()
                 .filter(|c| c.kind == ClientKind::Customer)

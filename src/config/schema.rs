@@ -171,6 +171,17 @@ pub struct KeysFile {
     pub tag_key_env: Option<String>,
     /// Inline tag key: development only (`check` warns).
     pub tag_key: Option<String>,
+    /// Environment variables holding earlier tag keys, newest first, still honoured after a
+    /// rotation: lookups try the current key, then each of these, and a tag found under one is
+    /// written again under the current key. Keep a key here for the tag retention period.
+    #[serde(default)]
+    pub previous_tag_keys_env: Vec<String>,
+    /// Environment variable holding the key of `hash` pseudonyms (at least 16 bytes); the tag
+    /// key when not set. Apart from the tag key, rotating the tag key leaves pseudonyms as they
+    /// are.
+    pub pseudonym_key_env: Option<String>,
+    /// Inline pseudonym key: development only (`check` warns).
+    pub pseudonym_key: Option<String>,
 }
 
 /// `[store]`
@@ -306,6 +317,10 @@ pub struct ClientFile {
     pub webhook_secret_env: Option<String>,
     /// Inline webhook secret: development only (`check` warns).
     pub webhook_secret: Option<String>,
+    /// Environment variable holding the secret being replaced (`whsec_…`), during a rotation:
+    /// every delivery then carries a signature under each secret, so the receiver may switch to
+    /// the new one whenever it likes.
+    pub previous_webhook_secret_env: Option<String>,
     /// PEM CA bundle that signed an https webhook receiver's certificate, for receivers behind a
     /// private CA (the system's web roots otherwise).
     pub webhook_ca_file: Option<String>,

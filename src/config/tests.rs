@@ -72,7 +72,11 @@ impl Fixture {
         std::fs::write(&path, main).unwrap();
         Config::load_with_env(&path, &|name| match name {
             "TAG_KEY" => Some("0123456789abcdef0123".into()),
+            "OLD_TAG_KEY" => Some("an-earlier-tag-key-0123".into()),
+            "OTHER_TAG_KEY" => Some("0123456789abcdef0123".into()),
+            "PSEUDONYM_KEY" => Some("pseudonym-key-0123456789".into()),
             "ACME_SECRET" => Some("whsec_c2VjcmV0LWJ5dGVz".into()),
+            "ACME_OLD_SECRET" => Some("whsec_b2xkLXNlY3JldA==".into()),
             _ => None,
         })
     }
@@ -564,6 +568,69 @@ fn every_error_names_file_key_line_and_problem() {
         assert!(!text.contains('\n'), "{name}: one line: {text}");
         assert!(text.ends_with('.'), "{name}: a sentence: {text}");
     }
+}
+
+#[test]
+fn previous_tag_keys_a_pseudonym_key_and_a_previous_webhook_secret_load() {
+    let fixture = Fixture::new();
+    let keys = |extra: &str| {
+        VALID.replace(
+            "tag_key_env = \"TAG_KEY\"",
+            &format!("tag_key_env = \"TAG_KEY\"\n{extra}"),
+        )
+    };
+    let config = fixture
+        .load(&keys("previous_tag_keys_env = [\"OLD_TAG_KEY\"]"), RULES)
+        .unwrap();
+    assert_eq!(config.previous_tag_keys.len(), 1);
+    assert!(config.pseudonym_key.is_none());
+    // Without a pseudonym key, pseudonyms follow the tag key; with one, they have their own,
+    // and a tag key rotation leaves them as they are.
+    let tag_keyed = config.hash_keys();
+    let own = fixture
+        .load(&keys("pseudonym_key_env = \"PSEUDONYM_KEY\""), RULES)
+        .unwrap();
+    assert_ne!(
+        own.hash_keys().pseudonym("acme", b"x"),
+        tag_keyed.pseudonym("acme", b"x")
+    );
+    let rotated_text =
+        keys("pseudonym_key_env = \"PSEUDONYM_KEY\"\nprevious_tag_keys_env = [\"TAG_KEY\"]")
+            .replace(
+                "tag_key_env = \"TAG_KEY\"\n",
+                "tag_key_env = \"OLD_TAG_KEY\"\n",
+            );
+    let rotated = fixture.load(&rotated_text, RULES).unwrap();
+    assert_ne!(rotated.tag_key, own.tag_key);
+    assert_eq!(
+        rotated.hash_keys().pseudonym("acme", b"x"),
+        own.hash_keys().pseudonym("acme", b"x")
+    );
+
+    // A previous key equal to the current one, or to another previous one, is refused.
+    let error = fixture
+        .load(&keys("previous_tag_keys_env = [\"OTHER_TAG_KEY\"]"), RULES)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("keys.previous_tag_keys_env[0]") && error.contains("differ"),
+        "{error}"
+    );
+    let error = fixture
+        .load(&keys("previous_tag_keys_env = [\"UNSET\"]"), RULES)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("`UNSET` is not set"), "{error}");
+
+    // A webhook secret being replaced: deliveries are signed under both.
+    let webhook = VALID.replace(
+        "webhook_secret_env = \"ACME_SECRET\"",
+        "webhook_secret_env = \"ACME_SECRET\"\nprevious_webhook_secret_env = \"ACME_OLD_SECRET\"",
+    );
+    assert_ne!(webhook, VALID, "the fixture has a webhook");
+    let config = fixture.load(&webhook, RULES).unwrap();
+    let hook = config.clients[0].webhook.as_ref().unwrap();
+    assert_eq!(hook.previous_key.as_ref().unwrap().expose(), b"old-secret");
 }
 
 #[test]

@@ -196,8 +196,13 @@ impl Deliverer {
         };
         let body = Bytes::from(payload(delivery));
         let timestamp = self.desk.clock.now();
-        let signature =
-            signature::sign(webhook.key.expose(), &delivery.webhook_id, timestamp, &body);
+        // During a secret rotation, one signature per secret, space-separated: a Standard
+        // Webhooks receiver accepts the delivery if any matches.
+        let signature = std::iter::once(&webhook.key)
+            .chain(&webhook.previous_key)
+            .map(|key| signature::sign(key.expose(), &delivery.webhook_id, timestamp, &body))
+            .collect::<Vec<_>>()
+            .join(" ");
         let request = Request::post(webhook.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(

@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 use crate::admin::metrics;
 use crate::store::outbox::{
     Backlog, DeliveryState, DeliveryStatus, InboxItem, MatchKeys, NewDelivery, NewRequest, Outbox,
-    RequestId, UnmatchedCounts, UnmatchedEntry,
+    RequestId, Subject, UnmatchedCounts, UnmatchedEntry,
 };
 use crate::store::{Deleted, Digest, Opened, Store, StoreError};
 use crate::tags::Tags;
@@ -197,19 +197,8 @@ impl Desk {
     /// found for is kept with its keyed digests and matched again ([`Desk::rematch`]).
     pub async fn file(&self, intake: Intake) -> Result<Filed, StoreError> {
         self.tags.flush().await?;
-        let key = self.tags.key();
         let subject = intake.subject;
-        let keys = MatchKeys {
-            identifiers: [&subject.email, &subject.phone]
-                .into_iter()
-                .flatten()
-                .map(|v| key.recipient(v))
-                .collect(),
-            tracking: subject
-                .tracking_number
-                .as_deref()
-                .map(|t| key.record(t.trim())),
-        };
+        let keys = self.match_keys(&subject);
         let found = self.find(&keys).await?;
         let id: RequestId = rand::random();
         let verified: Vec<Arc<str>> = found.verified.iter().cloned().collect();
@@ -243,6 +232,24 @@ impl Desk {
         Ok(Filed { id, verified })
     }
 
+    /// What a requester's identifiers and tracking number are looked up by: their digests
+    /// under every tag key, current and previous, so tags written before a rotation are found.
+    fn match_keys(&self, subject: &Subject) -> MatchKeys {
+        let ring = self.tags.keys();
+        MatchKeys {
+            identifiers: [&subject.email, &subject.phone]
+                .into_iter()
+                .flatten()
+                .flat_map(|v| ring.recipient_all(v))
+                .collect(),
+            tracking: subject
+                .tracking_number
+                .as_deref()
+                .map(|t| ring.record_all(t.trim()))
+                .unwrap_or_default(),
+        }
+    }
+
     /// The controllers holding a requester's data, and those whose record the tracking number
     /// proves. Read from the store, not the cache (see [`Desk::store`]).
     async fn find(&self, keys: &MatchKeys) -> Result<Found, StoreError> {
@@ -252,12 +259,13 @@ impl Desk {
                 found.controllers.insert(tag.controller);
             }
         }
-        if let Some(tracking) = keys.tracking
-            && let Some(tag) = self.store.record(tracking).await?
-            && tag.recipients.iter().any(|r| keys.identifiers.contains(r))
-        {
-            found.controllers.insert(tag.controller.clone());
-            found.verified.insert(tag.controller);
+        for tracking in &keys.tracking {
+            if let Some(tag) = self.store.record(*tracking).await?
+                && tag.recipients.iter().any(|r| keys.identifiers.contains(r))
+            {
+                found.controllers.insert(tag.controller.clone());
+                found.verified.insert(tag.controller);
+            }
         }
         Ok(found)
     }
@@ -273,7 +281,13 @@ impl Desk {
         loop {
             let page = self.outbox.waiting(after, REMATCH_PAGE).await?;
             for waiting in &page {
-                let found = self.find(&waiting.keys).await?;
+                // Digested again under today's keys while the identifiers are kept: a request
+                // that waits across a rotation finds tags written under the new key.
+                let keys = match &waiting.subject {
+                    Some(subject) => self.match_keys(subject),
+                    None => waiting.keys.clone(),
+                };
+                let found = self.find(&keys).await?;
                 if found.controllers.is_empty() {
                     continue;
                 }
@@ -403,8 +417,12 @@ impl Desk {
     ) -> Result<Deleted, StoreError> {
         // Queued sightings first, or they would write the erased tags back.
         self.tags.flush().await?;
-        let key = self.tags.key();
-        let digests: Vec<Digest> = identifiers.iter().map(|v| key.recipient(v)).collect();
+        // Under every tag key: tags written before a rotation are erased too.
+        let ring = self.tags.keys();
+        let digests: Vec<Digest> = identifiers
+            .iter()
+            .flat_map(|v| ring.recipient_all(v))
+            .collect();
         let deleted = self
             .store
             .erase(controller.clone(), digests.clone())

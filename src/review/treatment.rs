@@ -222,7 +222,7 @@ impl Witness {
     }
 
     /// The witnesses of `path` below this one; empty when the path has a filter, selects
-    /// nothing, or would need an array longer than [`MAX_INDEX`].
+    /// nothing, or would need an array longer than 64 elements.
     pub fn extend(&self, path: &Path) -> Vec<Witness> {
         let mut out = vec![self.clone()];
         for step in &path.steps {

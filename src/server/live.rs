@@ -31,6 +31,13 @@ pub enum ReloadError {
     /// The new config changes settings only a restart can apply.
     #[error("the new config changes {0}, which only a restart can apply; nothing was reloaded")]
     RestartRequired(String),
+    /// A new tag key without the old one among the previous keys: every tag would be lost.
+    #[error(
+        "the new config changes `keys.tag_key` without keeping the old key in \
+         `keys.previous_tag_keys_env`, which would leave every record without its controller; \
+         nothing was reloaded"
+    )]
+    TagKeyDropped,
 }
 
 /// A config and what is built from it, replaced together.
@@ -131,6 +138,10 @@ impl Live {
         if !changed.is_empty() {
             return Err(ReloadError::RestartRequired(changed.join(", ")));
         }
+        if !keeps_tag_keys(&old, &new) {
+            return Err(ReloadError::TagKeyDropped);
+        }
+        self.tags.rotate(Tags::keys_of(&new));
         for warning in &new.warnings {
             tracing::warn!(msg = "config warning", warning = %warning);
         }
@@ -140,8 +151,8 @@ impl Live {
     }
 }
 
-/// Keys whose new values a running gateway cannot take: bound sockets, the open store, the tag
-/// key every stored digest depends on, the connection semaphore.
+/// Keys whose new values a running gateway cannot take: bound sockets, the open store, the
+/// connection semaphore. (The tag key can rotate: [`keeps_tag_keys`].)
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     if old.listen.address != new.listen.address {
@@ -157,9 +168,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         changed.push("store");
     }
-    if old.tag_key != new.tag_key {
-        changed.push("keys.tag_key");
-    }
     if old.limits.max_connections != new.limits.max_connections {
         changed.push("limits.max_connections");
     }
@@ -167,6 +175,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("runtime.workers");
     }
     changed
+}
+
+/// Whether `new` keeps the tags `old` wrote reachable: the same current tag key, or the old one
+/// among the new previous keys (a rotation). Previous keys may come and go.
+fn keeps_tag_keys(old: &Config, new: &Config) -> bool {
+    old.tag_key == new.tag_key || new.previous_tag_keys.contains(&old.tag_key)
 }
 
 impl crate::admin::Control for Live {

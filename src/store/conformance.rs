@@ -493,7 +493,11 @@ async fn run_unmatched(outbox: &dyn Outbox) {
     let acme: Arc<str> = "acme".into();
     let keys = |n: u8| MatchKeys {
         identifiers: vec![[n; 32], [n + 1; 32]],
-        tracking: n.is_multiple_of(2).then_some([n + 2; 32]),
+        tracking: if n.is_multiple_of(2) {
+            vec![[n + 2; 32]]
+        } else {
+            Vec::new()
+        },
     };
     for (id, at) in [(40u8, 1_000), (41, 2_000), (42, 3_000)] {
         let mut new = request(id, at, &[]);

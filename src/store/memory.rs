@@ -459,6 +459,7 @@ impl Outbox for MemoryStore {
                     id: *id,
                     received_at: outbox.requests[id].received_at,
                     keys: keys.clone()?,
+                    subject: outbox.requests[id].subject.clone(),
                 })
             })
             .take(limit as usize)

@@ -134,8 +134,9 @@ pub struct NewRequest {
 pub struct MatchKeys {
     /// Digests of the requester's e-mail and phone, as recipient tags key them.
     pub identifiers: Vec<Digest>,
-    /// Digest of the tracking number, as record tags key it.
-    pub tracking: Option<Digest>,
+    /// Digests of the tracking number, as record tags key it (one per tag key at intake; the
+    /// store keeps the first, the current key's).
+    pub tracking: Vec<Digest>,
 }
 
 /// An unmatched request still within its window.
@@ -145,8 +146,11 @@ pub struct Waiting {
     pub id: RequestId,
     /// Unix seconds of intake.
     pub received_at: u64,
-    /// What to match it by.
+    /// What to match it by, as digested at intake.
     pub keys: MatchKeys,
+    /// The requester's identifiers, while kept: matched under the tag keys in force now, so a
+    /// request that waits across a key rotation still finds tags written under the new key.
+    pub subject: Option<Subject>,
 }
 
 /// An unmatched request as the platform's privacy team sees it: no personal data.
@@ -394,10 +398,6 @@ pub(super) fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
     bytes
         .try_into()
         .map_err(|_| StoreError("a stored digest is not 32 bytes".into()))
-}
-
-pub(super) fn optional_digest_from(bytes: Option<Vec<u8>>) -> Result<Option<Digest>, StoreError> {
-    bytes.map(digest_from).transpose()
 }
 
 pub(super) fn kind_from(name: &str) -> Result<RequestType, StoreError> {

@@ -18,8 +18,7 @@ use super::listen::{self, Invalidation};
 use super::outbox::{
     Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, MatchKeys, NewDelivery,
     NewRequest, Outbox, RequestId, RequestState, UnmatchedCounts, UnmatchedEntry, Waiting,
-    digest_from, digests_from_bytes, kind_from, optional_digest_from, request_id_from, status_from,
-    subject_from,
+    digest_from, digests_from_bytes, kind_from, request_id_from, status_from, subject_from,
 };
 use super::rows::{Added, OnConflict, Rows};
 use super::{
@@ -673,7 +672,7 @@ impl Outbox for PostgresStore {
                         &&request.id[..],
                         &received_at,
                         &keys.identifiers.concat(),
-                        &keys.tracking.map(|t| t.to_vec()),
+                        &(!keys.tracking.is_empty()).then(|| keys.tracking.concat()),
                     ],
                 )
                 .await
@@ -926,8 +925,9 @@ impl Outbox for PostgresStore {
             let after = after.map_or_else(Vec::new, |a| a.to_vec());
             let rows = client
                 .query(
-                    "SELECT request_id, received_at, identifiers, tracking FROM privacy_unmatched
-                     WHERE NOT expired AND request_id > $1 ORDER BY request_id LIMIT $2",
+                    "SELECT u.request_id, u.received_at, u.identifiers, u.tracking, r.subject
+                     FROM privacy_unmatched u LEFT JOIN privacy_requests r ON r.id = u.request_id
+                     WHERE NOT u.expired AND u.request_id > $1 ORDER BY u.request_id LIMIT $2",
                     &[&after, &i64::from(limit)],
                 )
                 .await
@@ -939,8 +939,11 @@ impl Outbox for PostgresStore {
                         received_at: r.get::<_, i64>(1) as u64,
                         keys: MatchKeys {
                             identifiers: digests_from_bytes(r.get(2))?,
-                            tracking: optional_digest_from(r.get(3))?,
+                            tracking: r
+                                .get::<_, Option<Vec<u8>>>(3)
+                                .map_or(Ok(Vec::new()), |t| digests_from_bytes(&t))?,
                         },
+                        subject: subject_from(r.get(4))?,
                     })
                 })
                 .collect()

@@ -11,8 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::outbox::{
     Attempt, Backlog, Claimed, DeliveryState, DeliveryStatus, InboxItem, MatchKeys, NewDelivery,
     NewRequest, Outbox, RequestId, RequestState, UnmatchedCounts, UnmatchedEntry, Waiting,
-    digest_from, digests_from_bytes, kind_from, optional_digest_from, request_id_from, status_from,
-    subject_from,
+    digest_from, digests_from_bytes, kind_from, request_id_from, status_from, subject_from,
 };
 use super::rows::{Added, OnConflict, Rows, list_contains, list_union};
 use super::{
@@ -673,7 +672,7 @@ impl Outbox for SqliteStore {
                         &request.id[..],
                         request.received_at as i64,
                         keys.identifiers.concat(),
-                        keys.tracking.map(|t| t.to_vec())
+                        (!keys.tracking.is_empty()).then(|| keys.tracking.concat())
                     ],
                 )
                 .map_err(err)?;
@@ -959,8 +958,9 @@ impl Outbox for SqliteStore {
         SqliteStore::run(&self.reader, move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT request_id, received_at, identifiers, tracking FROM privacy_unmatched
-                     WHERE expired = 0 AND request_id > ?1 ORDER BY request_id LIMIT ?2",
+                    "SELECT u.request_id, u.received_at, u.identifiers, u.tracking, r.subject
+                     FROM privacy_unmatched u LEFT JOIN privacy_requests r ON r.id = u.request_id
+                     WHERE u.expired = 0 AND u.request_id > ?1 ORDER BY u.request_id LIMIT ?2",
                 )
                 .map_err(err)?;
             let after = after.map_or_else(Vec::new, |a| a.to_vec());
@@ -971,20 +971,23 @@ impl Outbox for SqliteStore {
                         r.get::<_, i64>(1)?,
                         r.get::<_, Vec<u8>>(2)?,
                         r.get::<_, Option<Vec<u8>>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
                     ))
                 })
                 .map_err(err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(err)?;
             rows.into_iter()
-                .map(|(id, received_at, identifiers, tracking)| {
+                .map(|(id, received_at, identifiers, tracking, subject)| {
                     Ok(Waiting {
                         id: request_id_from(id)?,
                         received_at: received_at as u64,
                         keys: MatchKeys {
                             identifiers: digests_from_bytes(&identifiers)?,
-                            tracking: optional_digest_from(tracking)?,
+                            tracking: tracking
+                                .map_or(Ok(Vec::new()), |t| digests_from_bytes(&t))?,
                         },
+                        subject: subject_from(subject)?,
                     })
                 })
                 .collect()

@@ -1,4 +1,5 @@
-//! The tag key: identifiers to HMAC digests, memoised per thread.
+//! The tag keys: identifiers to HMAC digests, memoised per thread, under the current key and
+//! the previous ones a rotation keeps.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -90,6 +91,52 @@ impl TagKey {
     /// [`TagKey::recipient`] without the memo, for values seen once.
     pub fn recipient_once(&self, identifier: &str) -> Digest {
         self.hmac(b"recipient\0", &normalize_identifier(identifier))
+    }
+}
+
+/// The current tag key and the earlier ones still honoured: the unit a rotation changes.
+///
+/// Tags are written under `current` only. Lookups try `current` first and the previous keys
+/// only when it finds nothing, so a record the cache knows costs no more with previous keys
+/// configured; erasure and privacy requests use every key.
+pub struct KeyRing {
+    /// The key new tags are written under.
+    pub current: TagKey,
+    /// Earlier keys, newest first.
+    pub previous: Vec<TagKey>,
+}
+
+impl KeyRing {
+    /// A ring of `current` and the `previous` keys, newest first.
+    pub fn new<'k>(current: &[u8], previous: impl IntoIterator<Item = &'k [u8]>) -> KeyRing {
+        KeyRing {
+            current: TagKey::new(current),
+            previous: previous.into_iter().map(TagKey::new).collect(),
+        }
+    }
+
+    /// [`TagKey::record`] under the current key.
+    pub fn record(&self, value: &str) -> Digest {
+        self.current.record(value)
+    }
+
+    /// [`TagKey::recipient`] under the current key.
+    pub fn recipient(&self, identifier: &str) -> Digest {
+        self.current.recipient(identifier)
+    }
+
+    /// The digests of a record key value under every key, current first.
+    pub fn record_all(&self, value: &str) -> Vec<Digest> {
+        self.keys().map(|key| key.record(value)).collect()
+    }
+
+    /// The digests of a recipient identifier under every key, current first.
+    pub fn recipient_all(&self, identifier: &str) -> Vec<Digest> {
+        self.keys().map(|key| key.recipient(identifier)).collect()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &TagKey> {
+        std::iter::once(&self.current).chain(&self.previous)
     }
 }
 

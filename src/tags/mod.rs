@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::sync::{Notify, watch};
 
@@ -34,7 +35,7 @@ mod resolve;
 
 use queue::{Class, Pushed, Queue};
 
-pub use key::{PrehashedHasher, TagKey, normalize_identifier};
+pub use key::{KeyRing, PrehashedHasher, TagKey, normalize_identifier};
 pub use resolve::{Resolved, Scope, Source};
 
 use crate::admin::metrics;
@@ -86,7 +87,8 @@ impl Cached<Option<RecordTag>> {
 
 /// The tag cache, its store and the queue of sightings on their way to it.
 pub struct Tags {
-    key: TagKey,
+    /// The current tag key and the previous ones; swapped whole when a reload rotates them.
+    keys: ArcSwap<KeyRing>,
     store: Arc<dyn Store>,
     records: DashMap<Digest, Cached<Option<RecordTag>>, DigestHash>,
     recipients: DashMap<Digest, Cached<Vec<RecipientTag>>, DigestHash>,
@@ -152,7 +154,7 @@ impl Tags {
     /// A cache over `store`, keyed by `key`.
     pub fn new(key: &[u8], store: Arc<dyn Store>) -> Tags {
         Tags {
-            key: TagKey::new(key),
+            keys: ArcSwap::from_pointee(KeyRing::new(key, [])),
             store,
             records: DashMap::default(),
             recipients: DashMap::default(),
@@ -171,9 +173,36 @@ impl Tags {
         self
     }
 
-    /// The digest function.
-    pub fn key(&self) -> &TagKey {
-        &self.key
+    /// Also honours tags written under `previous` keys, newest first (a rotation).
+    pub fn with_previous_keys<'k>(self, previous: impl IntoIterator<Item = &'k [u8]>) -> Tags {
+        let current = self.keys.load();
+        let ring = KeyRing {
+            current: current.current.clone(),
+            previous: previous.into_iter().map(TagKey::new).collect(),
+        };
+        drop(current);
+        self.keys.store(Arc::new(ring));
+        self
+    }
+
+    /// The tag keys as `config` sets them (`[keys]`).
+    pub fn keys_of(config: &crate::config::Config) -> KeyRing {
+        KeyRing::new(
+            config.tag_key.expose(),
+            config.previous_tag_keys.iter().map(|k| k.expose()),
+        )
+    }
+
+    /// The digest functions: the current key and the previous ones.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.load_full()
+    }
+
+    /// Takes a reload's keys: a new current key (the old one among the previous), or previous
+    /// keys added or removed. Cached tags stay valid: they are keyed by digest, and a digest
+    /// under a key no longer in the ring is never computed again.
+    pub fn rotate(&self, keys: KeyRing) {
+        self.keys.store(Arc::new(keys));
     }
 
     /// Signalled after recipient tags reach the store (one waiter: the privacy desk's matcher).
@@ -349,12 +378,17 @@ impl Tags {
                 Novelty::Refresh => Some(Class::Refresh),
                 Novelty::Known => None,
             };
-            if direction == Direction::Response {
+            // Record keys come from responses (the upstream assigned them), and from any body
+            // whose record was found only under a previous key: written again under this one.
+            if direction == Direction::Response || record.rekeyed {
                 for key in &record.keys {
                     let novelty =
                         self.cache_record(key, controller, &record.recipients, now, instant);
                     if let Some(class) = class(novelty) {
                         written.records += 1;
+                        if record.rekeyed {
+                            ::metrics::counter!(metrics::TAGS_REKEYED).increment(1);
+                        }
                         writes.push((
                             class,
                             TagWrite::Record {
@@ -675,6 +709,7 @@ mod tests {
             source: Source::Caller,
             keys: keys.to_vec(),
             recipients: recipients.to_vec(),
+            rekeyed: false,
         }
     }
 
@@ -682,8 +717,8 @@ mod tests {
     async fn first_controller_wins_in_cache_and_store() {
         let store = Arc::new(MemoryStore::new());
         let tags = Tags::new(b"key", store.clone());
-        let k = tags.key().record("shp_1");
-        let (r1, r2) = (tags.key().recipient("a@x"), tags.key().recipient("b@x"));
+        let k = tags.keys().record("shp_1");
+        let (r1, r2) = (tags.keys().recipient("a@x"), tags.keys().recipient("b@x"));
         assert_eq!(
             tags.write(&[resolved(&[k], "acme", &[r1])], Direction::Response, 100)
                 .counts(),
@@ -736,7 +771,7 @@ mod tests {
     async fn misses_are_read_through_and_expire_quickly() {
         let store = Arc::new(MemoryStore::new());
         let tags = Tags::new(b"key", store.clone());
-        let k = tags.key().record("shp_9");
+        let k = tags.keys().record("shp_9");
         assert!(tags.record(&k).await.is_none());
         // Another gateway writes the tag to the shared store.
         store
@@ -757,10 +792,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rotated_out_key_leaves_tags_nothing_refreshes_and_retention_purges_them() {
+        let store = Arc::new(MemoryStore::new());
+        let tags = Tags::new(b"first-tag-key-0123", store.clone());
+        let before = tags.keys().record("shp_old");
+        tags.write(
+            &[resolved(&[before], "acme", &[])],
+            Direction::Response,
+            1_000,
+        );
+        tags.flush().await.unwrap();
+        // Rotated: the old key is a previous one, so its tag is still found by its digest.
+        tags.rotate(KeyRing::new(
+            b"second-tag-key-0123",
+            [b"first-tag-key-0123".as_slice()],
+        ));
+        let ring = tags.keys();
+        assert_ne!(ring.record("shp_old"), before);
+        assert_eq!(ring.record_all("shp_old")[1], before);
+        // Removed: no digest the ring computes names that tag any more; nothing refreshes its
+        // last-seen, and retention deletes it like any tag not seen for the period.
+        tags.rotate(KeyRing::new(b"second-tag-key-0123", []));
+        assert!(!tags.keys().record_all("shp_old").contains(&before));
+        let deleted = tags.expire(2_000).await.unwrap();
+        assert_eq!(deleted.records, 1);
+        assert_eq!(store.counts().await.unwrap().0, 0);
+    }
+
+    #[tokio::test]
     async fn expiry_deletes_exactly_the_old_tags_from_store_and_cache() {
         let store = Arc::new(MemoryStore::new());
         let tags = Tags::new(b"key", store.clone());
-        let (old, fresh) = (tags.key().record("old"), tags.key().record("fresh"));
+        let (old, fresh) = (tags.keys().record("old"), tags.keys().record("fresh"));
         tags.write(&[resolved(&[old], "acme", &[])], Direction::Response, 1_000);
         tags.write(
             &[resolved(&[fresh], "acme", &[])],
@@ -934,7 +997,7 @@ mod tests {
     #[tokio::test]
     async fn a_created_record_is_committed_before_its_response_is_released() {
         let tags = Arc::new(Tags::new(b"key", Arc::new(MemoryStore::new())));
-        let k = tags.key().record("shp_new");
+        let k = tags.keys().record("shp_new");
         let created = tags.write(&[resolved(&[k], "acme", &[])], Direction::Response, 1);
         assert_eq!(created.counts(), (1, 0));
         assert!(created.durable.is_some());
@@ -950,7 +1013,7 @@ mod tests {
         assert!(tags.store.record(k).await.unwrap().is_some());
 
         // A controller_member sighting is written behind: nothing to wait for.
-        let mut member = resolved(&[tags.key().record("shp_seen")], "acme", &[]);
+        let mut member = resolved(&[tags.keys().record("shp_seen")], "acme", &[]);
         member.source = Source::Member;
         let seen = tags.write(&[member], Direction::Response, 1);
         assert_eq!(seen.durable, None);
@@ -961,7 +1024,7 @@ mod tests {
     async fn a_create_the_store_cannot_commit_is_an_error_at_the_deadline() {
         let tags = Tags::new(b"key", Arc::new(Down));
         let created = tags.write(
-            &[resolved(&[tags.key().record("shp_new")], "acme", &[])],
+            &[resolved(&[tags.keys().record("shp_new")], "acme", &[])],
             Direction::Response,
             1,
         );
@@ -974,7 +1037,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_store_means_unknown_controllers_and_kept_writes() {
         let tags = Tags::new(b"key", Arc::new(Down));
-        let k = tags.key().record("x");
+        let k = tags.keys().record("x");
         assert!(
             tags.record(&k).await.is_none(),
             "unknown: treated as not the caller's"

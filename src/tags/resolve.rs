@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Digest, Tags};
+use super::{Digest, KeyRing, Tags};
+use crate::admin::metrics;
 use crate::config::{Client, ClientKind, Config, Route};
 use crate::json::{Document, Kind, NodeId};
 use crate::vocabulary::Direction;
@@ -36,6 +37,9 @@ pub struct Resolved {
     pub keys: Vec<Digest>,
     /// Digests of the recipient's identifiers.
     pub recipients: Vec<Digest>,
+    /// Its controller was found only under a previous tag key: its keys are tagged again under
+    /// the current one, whichever the direction.
+    pub rekeyed: bool,
 }
 
 /// Who asks, on which route, under which config: what controller resolution depends on.
@@ -72,29 +76,30 @@ impl Tags {
                 .filter(|c| c.kind == ClientKind::Customer)
                 .map(|c| c.id.clone())
         };
+        let ring = self.keys();
         let keys_of: Vec<Vec<Digest>> = records
             .iter()
             .map(|&node| {
                 record_key_values(route, doc, node)
-                    .map(|value| self.key.record(&value))
+                    .map(|value| ring.record(&value))
                     .collect()
             })
             .collect();
         self.preload(&keys_of.concat()).await;
-        let now = Instant::now();
+        let mut tags_of = Vec::with_capacity(records.len());
+        for keys in &keys_of {
+            tags_of.push(self.tagged(keys, &known_customer).await);
+        }
+        if !ring.previous.is_empty() && tags_of.iter().any(Option::is_none) {
+            self.tagged_before_rotation(&ring, route, doc, records, &mut tags_of, &known_customer)
+                .await;
+        }
         let mut resolved = Vec::with_capacity(records.len());
-        for (&node, keys) in records.iter().zip(keys_of) {
-            let mut tagged = None;
-            for key in &keys {
-                let controller = match self.cached_controller(key, now) {
-                    Some(cached) => cached,
-                    None => self.record_controller(key).await,
-                };
-                if let Some(controller) = controller {
-                    tagged = known_customer(&controller);
-                    break;
-                }
-            }
+        for ((&node, keys), tag) in records.iter().zip(keys_of).zip(tags_of) {
+            let (tagged, rekeyed) = match tag {
+                Some((id, rekeyed)) => (Some(id), rekeyed),
+                None => (None, false),
+            };
             let member = || member_controller(config, route, doc, node);
             let caller_owned = match direction {
                 Direction::Request => customer.is_some(),
@@ -111,7 +116,7 @@ impl Tags {
             };
             let recipients = match controller {
                 Some(_) => recipient_identifier_values(route, doc, node)
-                    .map(|value| self.key.recipient(&value))
+                    .map(|value| ring.recipient(&value))
                     .collect(),
                 None => Vec::new(),
             };
@@ -121,9 +126,69 @@ impl Tags {
                 source,
                 keys,
                 recipients,
+                rekeyed,
             });
         }
         resolved
+    }
+
+    /// The known customer that the first tagged key of a record names (`false`: found under
+    /// the current key).
+    async fn tagged(
+        &self,
+        keys: &[Digest],
+        known_customer: &(dyn Fn(&str) -> Option<Arc<str>> + Sync),
+    ) -> Option<(Arc<str>, bool)> {
+        let now = Instant::now();
+        for key in keys {
+            let controller = match self.cached_controller(key, now) {
+                Some(cached) => cached,
+                None => self.record_controller(key).await,
+            };
+            if let Some(controller) = controller {
+                return known_customer(&controller).map(|id| (id, false));
+            }
+        }
+        None
+    }
+
+    /// For the records no current-key tag names: their keys under each previous key, newest
+    /// first, loaded in one store round trip per key. Each digest looked up is counted.
+    async fn tagged_before_rotation(
+        &self,
+        ring: &KeyRing,
+        route: &Route,
+        doc: &Document<'_>,
+        records: &[NodeId],
+        tags_of: &mut [Option<(Arc<str>, bool)>],
+        known_customer: &(dyn Fn(&str) -> Option<Arc<str>> + Sync),
+    ) {
+        for previous in &ring.previous {
+            let untagged: Vec<(usize, Vec<Digest>)> = records
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| tags_of[*i].is_none())
+                .map(|(i, &node)| {
+                    let keys: Vec<Digest> = record_key_values(route, doc, node)
+                        .map(|value| previous.record(&value))
+                        .collect();
+                    (i, keys)
+                })
+                .filter(|(_, keys)| !keys.is_empty())
+                .collect();
+            if untagged.is_empty() {
+                return;
+            }
+            let digests: Vec<Digest> = untagged.iter().flat_map(|(_, k)| k).copied().collect();
+            ::metrics::counter!(metrics::TAG_PREVIOUS_KEY_LOOKUPS).increment(digests.len() as u64);
+            self.preload(&digests).await;
+            for (i, keys) in untagged {
+                tags_of[i] = self
+                    .tagged(&keys, known_customer)
+                    .await
+                    .map(|(id, _)| (id, true));
+            }
+        }
     }
 }
 

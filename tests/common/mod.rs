@@ -904,6 +904,8 @@ pub struct Delivery {
     /// checks it, the timestamp tolerance aside: tests move the gateway's clock).
     pub signed: bool,
     pub body: Value,
+    /// The body as sent, which the signatures cover.
+    pub raw_body: Vec<u8>,
     /// The status the receiver answered.
     pub answered: u16,
 }
@@ -996,6 +998,7 @@ impl WebhookReceiver {
                                 signature: sig,
                                 signed,
                                 body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                                raw_body: body.to_vec(),
                                 answered: status,
                             });
                             let mut response = Response::builder().status(status);
