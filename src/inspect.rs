@@ -337,6 +337,8 @@ mod tests {
 
     fn route(passthrough: &[&str]) -> Route {
         Route {
+            forward_headers: crate::config::ForwardHeaders::Screened,
+            allowed_headers: vec![],
             name: "r".into(),
             index: 0,
             upstream_index: 0,

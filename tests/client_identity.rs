@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use http::Request;
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
@@ -136,7 +136,7 @@ async fn the_gateway_is_the_edge_unless_hops_are_trusted() {
     }
     let metrics = gw.metrics().await;
     assert!(
-        metrics.contains(r#"gateway_request_headers_removed_total{reason="forwarding"}"#),
+        metrics.contains(r#"gateway_request_headers_removed_total{reason="client_address"}"#),
         "{metrics}"
     );
 
@@ -243,4 +243,111 @@ async fn a_verified_client_certificate_reaches_the_upstream_as_xfcc() {
             "Hash={hash};Subject=\"CN=localhost\";DNS=localhost"
         )])
     );
+}
+
+/// Every vendor's spelling of the client's address, the original host and URL, another method and
+/// a client certificate is removed before the upstream sees it, whatever its case or
+/// underscores, and counted by meaning; a route may let one through by name. A route with
+/// `forward_headers = "listed"` forwards only RFC 9110's headers, the gateway's own and its
+/// `allow_headers`.
+#[tokio::test]
+async fn forwarding_headers_are_screened_by_meaning_and_listed_routes_deny_by_default() {
+    let routes = r#"
+[[route]]
+name = "screened"
+path_prefix = "/screened"
+upstream = "mock"
+allow_headers = ["x-original-host"]
+
+[[route]]
+name = "listed"
+path_prefix = "/listed"
+upstream = "mock"
+forward_headers = "listed"
+allow_headers = ["x-tenant"]
+"#;
+    let gw = TestGateway::start(routes).await;
+    let spellings = [
+        "X-Original-Host",
+        "X-Azure-ClientIP",
+        "Fly-Client-IP",
+        "CF-Visitor",
+        "X-Forwarded-Prefix",
+        "X-Original-URI",
+        "X-Forwarded-Method",
+        "X-Amzn-Mtls-Clientcert",
+        "X-Client-Cert-Chain-Verified",
+        "MS-ASPNETCORE-CLIENTCERT",
+        "X-Envoy-Original-Path",
+        "X-Envoy-Internal",
+    ];
+    let send = |path: &'static str| {
+        let mut request = Request::get(path)
+            .header("accept", "application/json")
+            .header("x-api-key", KEY_ACME)
+            .header("x-tenant", "acme-eu")
+            .header("x-debug-user", "admin");
+        for name in spellings {
+            request = request.header(name, "1.2.3.4");
+        }
+        request.body(empty()).unwrap()
+    };
+    let mut client = gw.h1().await;
+    assert_eq!(
+        client.send(send("/screened/x")).await.status,
+        StatusCode::OK
+    );
+    let seen = gw.upstream.last()["headers"].clone();
+    for name in spellings.iter().filter(|n| **n != "X-Original-Host") {
+        assert!(
+            seen.get(name.to_ascii_lowercase()).is_none(),
+            "{name} reached the upstream"
+        );
+    }
+    assert_eq!(
+        seen["x-original-host"],
+        json!(["1.2.3.4"]),
+        "allowed by name"
+    );
+    assert_eq!(
+        seen["x-debug-user"],
+        json!(["admin"]),
+        "not a forwarding header"
+    );
+
+    assert_eq!(client.send(send("/listed/x")).await.status, StatusCode::OK);
+    let seen = gw.upstream.last()["headers"].clone();
+    let mut names: Vec<&String> = seen.as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "accept",
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-gateway-client",
+            "x-request-id",
+            "x-tenant"
+        ]
+    );
+
+    let metrics = gw.metrics().await;
+    for reason in [
+        "client_address",
+        "original_host",
+        "original_url",
+        "method_override",
+        "client_certificate",
+        "proxy_control",
+        "not_listed",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "gateway_request_headers_removed_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
 }

@@ -177,7 +177,7 @@ impl Loader<'_> {
         let privacy = self.privacy(&file.privacy)?;
         let clients = self.clients(&file.clients)?;
         let upstreams = self.upstreams(&file.upstreams)?;
-        let routes = self.routes(&file.routes, &upstreams, &privacy)?;
+        let routes = self.routes(&file.routes, &upstreams, &privacy, listen.forward_headers)?;
         Ok(Config {
             source: self.source.file().to_path_buf(),
             listen,
@@ -222,6 +222,7 @@ impl Loader<'_> {
                 tls: None,
                 client_certs: false,
                 underscores: file.headers_with_underscores,
+                forward_headers: file.forward_headers,
                 client_address,
             });
         }
@@ -245,6 +246,7 @@ impl Loader<'_> {
             tls: Some(tls),
             client_certs: client_ca.is_some(),
             underscores: file.headers_with_underscores,
+            forward_headers: file.forward_headers,
             client_address,
         })
     }
@@ -658,6 +660,7 @@ impl Loader<'_> {
         files: &[schema::RouteFile],
         upstreams: &[Arc<Upstream>],
         privacy: &Privacy,
+        default_forwarding: ForwardHeaders,
     ) -> Result<Vec<Arc<Route>>, ConfigError> {
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
@@ -725,6 +728,37 @@ impl Loader<'_> {
                         ));
                     }
                 }
+            }
+            let mut allowed_headers = Vec::new();
+            for (j, name) in file.allow_headers.iter().enumerate() {
+                let key = format!("route[{i}].allow_headers[{j}]");
+                let canonical = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                let Ok(header) = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                    .ok()
+                    .filter(|_| canonical)
+                    .ok_or(())
+                else {
+                    return Err(self.err(
+                        &key,
+                        format!("`{name}` is not a header name of letters, digits and `-`"),
+                    ));
+                };
+                if ROUTING_OVERRIDES.contains(&header.as_str()) {
+                    return Err(self.err(
+                        &key,
+                        format!("`{name}` is a routing override: list it in `allow_override_headers`, which checks its value"),
+                    ));
+                }
+                if GATEWAY_HEADERS.contains(&header.as_str())
+                    || header.as_str().starts_with("x-gateway-")
+                {
+                    return Err(self.err(
+                        &key,
+                        format!("`{name}` is set, removed or read by the gateway itself (credentials, framing, hop-by-hop and forwarding headers)"),
+                    ));
+                }
+                allowed_headers.push(header);
             }
             let records = file
                 .records
@@ -817,6 +851,8 @@ impl Loader<'_> {
                 path_prefix: prefix,
                 path_parameters: file.path_parameters,
                 allowed_overrides,
+                forward_headers: file.forward_headers.unwrap_or(default_forwarding),
+                allowed_headers,
                 allow_upgrade: file.allow_upgrade,
                 fold_case: upstream.fold_case,
                 upstream: file.upstream.clone(),

@@ -19,7 +19,8 @@ use http::Uri;
 
 pub use error::ConfigError;
 pub use schema::{
-    ClientKind, PathCase, RouteAuth, StoreBackend, UnderscoreAction, UnknownController,
+    ClientKind, ForwardHeaders, PathCase, RouteAuth, StoreBackend, UnderscoreAction,
+    UnknownController,
 };
 
 use crate::redact::path::Path as JsonPath;
@@ -77,6 +78,8 @@ pub struct Listen {
     pub client_certs: bool,
     /// What happens to request headers whose name is not letters, digits and `-`.
     pub underscores: UnderscoreAction,
+    /// Which request headers reach the upstream on routes that do not say.
+    pub forward_headers: ForwardHeaders,
     /// Which hops in front of the gateway may name the client's address.
     pub client_address: ClientAddress,
 }
@@ -311,6 +314,11 @@ pub struct Route {
     pub path_parameters: bool,
     /// Routing-override headers forwarded on this route (lower-case names).
     pub allowed_overrides: Vec<http::HeaderName>,
+    /// Which request headers reach the upstream.
+    pub forward_headers: ForwardHeaders,
+    /// Headers forwarded although screening would remove them, and besides RFC 9110's when
+    /// `forward_headers` is `listed`.
+    pub allowed_headers: Vec<http::HeaderName>,
     /// Whether its upstream may fold case, so case variants of paths are judged.
     pub fold_case: bool,
     /// Whether HTTP/1.1 upgrades are tunnelled (only on routes with nothing to inspect).
@@ -461,6 +469,30 @@ impl Config {
         Ok(Some(route))
     }
 }
+
+/// Request headers the gateway sets, removes or reads itself: credentials, framing, hop-by-hop
+/// headers and the forwarding headers it writes. No route can `allow_headers` them; with
+/// `forward_headers = "listed"` they still reach the stages that handle them.
+pub const GATEWAY_HEADERS: [&str; 18] = [
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-client-cert",
+];
 
 /// Headers some stacks let override the method or the URL they route by (Rails, Symfony, IIS,
 /// Express method-override): removed from requests unless a route allows them.

@@ -62,6 +62,11 @@ pub struct ListenFile {
     /// A header that folds into a credential or gateway-owned name is dropped even with `allow`.
     #[serde(default)]
     pub headers_with_underscores: UnderscoreAction,
+    /// Which request headers reach the upstream on routes that do not say: `screened` (default;
+    /// every header but those screened out) or `listed` (only the end-to-end headers of RFC 9110
+    /// that APIs use, the gateway's own, and the route's `allow_headers`).
+    #[serde(default)]
+    pub forward_headers: ForwardHeaders,
     /// Proxies in front of the gateway that append to `X-Forwarded-For` (Envoy's
     /// `xff_num_trusted_hops`): that many rightmost entries are kept and the leftmost of them is
     /// the client address. 0 (default): the gateway is the edge and only the peer address counts.
@@ -77,6 +82,30 @@ pub struct ListenFile {
     /// from anywhere else are served as sent and a PROXY header from them is never honoured.
     #[serde(default)]
     pub proxy_protocol_from: Vec<String>,
+}
+
+/// Which request headers reach the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardHeaders {
+    /// Every header except those screened out: names that fold, routing overrides, `Proxy`, and
+    /// every header whose name says it carries the client's address, the original host, scheme,
+    /// port, path or URL, another method, or a client certificate.
+    #[default]
+    Screened,
+    /// Default-deny: only the end-to-end request headers of RFC 9110 that APIs use, the
+    /// gateway's own, and the route's `allow_headers`.
+    Listed,
+}
+
+impl ForwardHeaders {
+    /// The name used in config files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardHeaders::Screened => "screened",
+            ForwardHeaders::Listed => "listed",
+        }
+    }
 }
 
 /// What happens to a request header whose name is not letters, digits and `-`.
@@ -412,6 +441,15 @@ pub struct RouteFile {
     /// removed. An allowed URL override must itself be a canonical path that takes this route.
     #[serde(default)]
     pub allow_override_headers: Vec<String>,
+    /// Which request headers reach this route's upstream (`[listen] forward_headers` when not
+    /// set): `screened` or `listed`.
+    pub forward_headers: Option<ForwardHeaders>,
+    /// Request headers forwarded on this route although screening would remove them (a header
+    /// the upstream needs whose name reads like a forwarding header), and, with `forward_headers
+    /// = "listed"`, the headers forwarded besides RFC 9110's. Not the gateway's own or
+    /// credentials, framing and routing-override headers.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
     /// Tunnel HTTP/1.1 upgrades (WebSocket) to the upstream on this route, after the usual
     /// authentication and header handling. Only on routes with nothing to inspect (no `records`,
     /// no `rules`): a tunnel's bytes are never inspected.

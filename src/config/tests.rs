@@ -508,6 +508,30 @@ fn cases() -> Vec<Case> {
             "already used",
         ),
         (
+            "a credential allowed by name",
+            main(
+                "upstream = \"shipping\"\nrecords",
+                "upstream = \"shipping\"\nallow_headers = [\"X-Api-Key\"]\nrecords",
+            ),
+            r.clone(),
+            "gateway.toml",
+            Some("route[0].allow_headers[0]"),
+            Some("allow_headers = "),
+            "by the gateway itself",
+        ),
+        (
+            "a routing override allowed as a plain header",
+            main(
+                "upstream = \"shipping\"\nrecords",
+                "upstream = \"shipping\"\nallow_headers = [\"x-http-method\"]\nrecords",
+            ),
+            r.clone(),
+            "gateway.toml",
+            Some("route[0].allow_headers[0]"),
+            Some("allow_headers = "),
+            "allow_override_headers",
+        ),
+        (
             "markup in a category",
             VALID.to_string(),
             rules("\"user.contact.email\"", "\"user.contact<b>x</b>\""),

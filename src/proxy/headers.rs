@@ -10,9 +10,13 @@
 //! - routing overrides (`X-Original-URL`, `X-HTTP-Method-Override`…) unless the route allows
 //!   them;
 //! - `Proxy` (httpoxy: CGI stacks turn it into `HTTP_PROXY`);
-//! - every client-sent forwarding or client-identity header (`Forwarded`, `X-Real-IP`,
-//!   `X-Forwarded-*`, client-certificate headers, `X-Envoy-*`): the gateway is the edge, so only
-//!   it says who the client is ([`client_address`], [`forward_request_headers`]).
+//! - every header whose name says it carries the client's address, the original host, scheme,
+//!   port, path or URL, another method, or a client certificate, in any vendor's spelling
+//!   ([`header_meaning`]), and proxies' control headers (`X-Envoy-*`): the gateway is the edge, so
+//!   only it says who the client is ([`client_address`], [`forward_request_headers`]); a route
+//!   may allow such a header by name;
+//! - with `forward_headers = "listed"`, every header but RFC 9110's ([`LISTED`]), the gateway's
+//!   own and the route's `allow_headers`.
 //!
 //! Then, in [`forward_request_headers`], order matters: hop-by-hop headers, including those a
 //! client names in `Connection`, are removed first, then credentials and every incoming
@@ -26,8 +30,9 @@ use std::sync::atomic::AtomicBool;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::header_meaning;
 use crate::admin::metrics;
-use crate::config::{ClientAddress, ROUTING_OVERRIDES, UnderscoreAction, listed};
+use crate::config::{ClientAddress, GATEWAY_HEADERS, ROUTING_OVERRIDES, UnderscoreAction, listed};
 
 /// `X-Gateway-Client`: the authenticated client id, set by the gateway only.
 pub static X_GATEWAY_CLIENT: HeaderName = HeaderName::from_static("x-gateway-client");
@@ -85,32 +90,6 @@ fn is_gateway_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("x-gateway-")
 }
 
-/// Client-sent headers that claim who the client is or how it connected. Only the gateway may
-/// say that; prefixes end in `-`.
-const FORWARDING: [&str; 21] = [
-    "forwarded",
-    "x-forwarded-",
-    "x-real-ip",
-    "x-client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-cluster-client-ip",
-    "x-original-forwarded-for",
-    "x-forwarded-client-cert",
-    "x-client-cert",
-    "x-client-cert-",
-    "x-ssl-",
-    "ssl-client-",
-    "x-arr-clientcert",
-    "x-arr-ssl",
-    "front-end-https",
-    "x-url-scheme",
-    "x-envoy-",
-    "client-ip",
-    "x-proxyuser-ip",
-];
-
 /// Names that credentials, framing, routing or the gateway's own word travel in: a header that
 /// folds into one of them is never forwarded. `name` is lower-case with every byte other than
 /// letters and digits turned into `-`, as CGI-style stacks compare them.
@@ -132,20 +111,7 @@ pub fn is_protected(name: &str) -> bool {
     EXACT.contains(&name)
         || ROUTING_OVERRIDES.contains(&name)
         || name.starts_with("x-gateway-")
-        || FORWARDING
-            .iter()
-            .any(|f| name == *f || (f.ends_with('-') && name.starts_with(f)))
-}
-
-/// Whether a (lower-case) name is a forwarding or client-identity header.
-fn is_forwarding(name: &str) -> bool {
-    // Every such name starts with one of these; the common headers mostly do not.
-    matches!(
-        name.as_bytes().first(),
-        Some(b'x' | b'f' | b't' | b'c' | b's')
-    ) && FORWARDING
-        .iter()
-        .any(|f| name == *f || (f.ends_with('-') && name.starts_with(f)))
+        || header_meaning::classify(name).is_some()
 }
 
 /// A request refused for its headers.
@@ -180,15 +146,59 @@ impl HeaderFlaw {
     }
 }
 
+/// What a route lets through: the listener's rule for odd names, the routing overrides and
+/// other headers it allows by name, and whether only listed headers go.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderPolicy<'r> {
+    /// Names that are not letters, digits and `-`.
+    pub underscores: UnderscoreAction,
+    /// Routing overrides the route allows (judged by the caller).
+    pub overrides: &'r [HeaderName],
+    /// Headers the route allows by name.
+    pub allowed: &'r [HeaderName],
+    /// `forward_headers = "listed"`: only [`LISTED`], the gateway's and the allowed go.
+    pub listed: bool,
+}
+
+/// The end-to-end request headers of RFC 9110 (and 9111's `Cache-Control`) that APIs use: what
+/// `forward_headers = "listed"` forwards besides the gateway's own and a route's
+/// `allow_headers`.
+pub const LISTED: [&str; 19] = [
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "content-encoding",
+    "content-language",
+    "content-location",
+    "content-range",
+    "content-type",
+    "date",
+    "from",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
+    "range",
+    "referer",
+    "user-agent",
+];
+
 /// Removes, or refuses, what an upstream could read differently (see the module docs). Allowed
 /// URL overrides are left for the caller to judge against the route table.
-pub fn screen(
-    headers: &mut HeaderMap,
-    underscores: UnderscoreAction,
-    allowed_overrides: &[HeaderName],
-) -> Result<(), HeaderFlaw> {
+pub fn screen(headers: &mut HeaderMap, policy: HeaderPolicy<'_>) -> Result<(), HeaderFlaw> {
+    let HeaderPolicy {
+        underscores,
+        overrides: allowed_overrides,
+        allowed,
+        listed,
+    } = policy;
     let mut removals: Vec<(HeaderName, &'static str)> = Vec::new();
     for name in headers.keys() {
+        if allowed.contains(name) {
+            continue;
+        }
         let text = name.as_str();
         let canonical = text
             .bytes()
@@ -210,16 +220,22 @@ pub fn screen(
                 UnderscoreAction::Drop => removals.push((name.clone(), "header_name")),
                 UnderscoreAction::Allow => {}
             }
-        } else if is_forwarding(text) {
-            removals.push((name.clone(), "forwarding"));
         } else if text == "proxy" {
             // httpoxy: CGI turns it into `HTTP_PROXY`, which HTTP clients take as their proxy.
             removals.push((name.clone(), "httpoxy"));
-        } else if text.starts_with("x-")
-            && ROUTING_OVERRIDES.contains(&text)
-            && !allowed_overrides.contains(name)
+        } else if text.starts_with("x-") && ROUTING_OVERRIDES.contains(&text) {
+            if !allowed_overrides.contains(name) {
+                removals.push((name.clone(), "routing_override"));
+            }
+        } else if let Some(meaning) = header_meaning::classify(text) {
+            removals.push((name.clone(), meaning.reason()));
+        } else if listed
+            && !LISTED.contains(&text)
+            // Credentials, framing and hop-by-hop headers: the stages after this one handle them.
+            && !GATEWAY_HEADERS.contains(&text)
+            && !text.starts_with("x-gateway-")
         {
-            removals.push((name.clone(), "routing_override"));
+            removals.push((name.clone(), "not_listed"));
         }
     }
     for (name, reason) in removals {
@@ -653,18 +669,83 @@ mod tests {
                 None,
             ),
         ];
-        for (pairs, policy, allowed, expected) in cases {
+        for (pairs, underscores, overrides, expected) in cases {
             let mut headers = map(pairs);
-            let result = screen(&mut headers, *policy, allowed);
+            let policy = HeaderPolicy {
+                underscores: *underscores,
+                overrides,
+                allowed: &[],
+                listed: false,
+            };
+            let result = screen(&mut headers, policy);
             match expected {
-                None => assert!(result.is_err(), "{pairs:?} {policy:?}"),
+                None => assert!(result.is_err(), "{pairs:?} {underscores:?}"),
                 Some(left) => {
-                    assert!(result.is_ok(), "{pairs:?} {policy:?}");
+                    assert!(result.is_ok(), "{pairs:?} {underscores:?}");
                     let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
-                    assert_eq!(&names, left, "{pairs:?} {policy:?}");
+                    assert_eq!(&names, left, "{pairs:?} {underscores:?}");
                 }
             }
         }
+    }
+
+    /// Vendor spellings of the screened meanings are removed, each counted by its class; a route
+    /// may allow one by name; in listed mode only RFC 9110's headers, the gateway's and the
+    /// allowed ones remain.
+    #[test]
+    fn headers_are_screened_by_meaning_and_listed_mode_denies_by_default() {
+        let sent = [
+            ("accept", "application/json"),
+            ("authorization", "Bearer k"),
+            ("content-type", "application/json"),
+            ("x-original-host", "admin.internal"),
+            ("x-azure-clientip", "1.2.3.4"),
+            ("cf-visitor", "{\"scheme\":\"https\"}"),
+            ("x-amzn-mtls-clientcert", "MII"),
+            ("x-forwarded-method", "DELETE"),
+            ("x-tenant", "acme"),
+            ("idempotency-key", "k-1"),
+        ];
+        let screened = |allowed: &[HeaderName], listed: bool| {
+            let mut headers = map(&sent);
+            let policy = HeaderPolicy {
+                underscores: UnderscoreAction::Drop,
+                overrides: &[],
+                allowed,
+                listed,
+            };
+            screen(&mut headers, policy).unwrap();
+            let mut names: Vec<String> = headers.keys().map(|k| k.to_string()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            screened(&[], false),
+            [
+                "accept",
+                "authorization",
+                "content-type",
+                "idempotency-key",
+                "x-tenant"
+            ]
+        );
+        let host = HeaderName::from_static("x-original-host");
+        assert_eq!(
+            screened(std::slice::from_ref(&host), false),
+            [
+                "accept",
+                "authorization",
+                "content-type",
+                "idempotency-key",
+                "x-original-host",
+                "x-tenant"
+            ]
+        );
+        let tenant = HeaderName::from_static("x-tenant");
+        assert_eq!(
+            screened(std::slice::from_ref(&tenant), true),
+            ["accept", "authorization", "content-type", "x-tenant"]
+        );
     }
 
     #[test]

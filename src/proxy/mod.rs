@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod header_meaning;
 pub mod headers;
 mod inspected;
 mod tunnel;
@@ -377,8 +378,13 @@ pub fn screen_request(
     route: &Arc<Route>,
     headers: &mut http::HeaderMap,
 ) -> Result<(), ProxyError> {
-    headers::screen(headers, config.listen.underscores, &route.allowed_overrides)
-        .map_err(ProxyError::InvalidHeader)?;
+    let policy = headers::HeaderPolicy {
+        underscores: config.listen.underscores,
+        overrides: &route.allowed_overrides,
+        allowed: &route.allowed_headers,
+        listed: route.forward_headers == crate::config::ForwardHeaders::Listed,
+    };
+    headers::screen(headers, policy).map_err(ProxyError::InvalidHeader)?;
     for url in headers::url_overrides(headers, &route.allowed_overrides) {
         let url = url.map_err(ProxyError::InvalidHeader)?;
         let same = config

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::markdown::{code, prose, text};
 use super::treatment::{CallerClass, Outcome, Parties, Treatment, Witness, outcome};
 use crate::config::ClientKind;
-use crate::config::{Config, Route, RouteAuth};
+use crate::config::{Config, ForwardHeaders, Route, RouteAuth};
 use crate::redact::RuleScope;
 use crate::vocabulary::Direction;
 
@@ -457,13 +457,35 @@ fn settings(changes: &mut Vec<Change>, before: &Route, after: &Route) {
             push(flag, b.to_string(), a.to_string(), a, because.into());
         }
     }
+    if before.forward_headers != after.forward_headers {
+        push(
+            "forward_headers",
+            before.forward_headers.as_str().into(),
+            after.forward_headers.as_str().into(),
+            after.forward_headers == ForwardHeaders::Screened,
+            "which request headers reach the upstream".into(),
+        );
+    }
+    for header in after
+        .allowed_headers
+        .iter()
+        .filter(|h| !before.allowed_headers.contains(h))
+    {
+        push(
+            "allow_headers",
+            "removed".into(),
+            "forwarded".into(),
+            true,
+            format!("request header `{}` is forwarded", header.as_str()),
+        );
+    }
     for header in after
         .allowed_overrides
         .iter()
         .filter(|h| !before.allowed_overrides.contains(h))
     {
         push(
-            "allow_headers",
+            "allow_override_headers",
             "stripped".into(),
             "forwarded".into(),
             true,
