@@ -66,8 +66,9 @@ enum Command {
         #[arg(long, value_name = "FILE", requires = "samples")]
         suggest_rules: Option<PathBuf>,
         /// Review a change instead: what `--config` does differently from this older config,
-        /// field by field and caller by caller. With `--strict`, exit 2 on any widening.
-        #[arg(long, value_name = "OLD", conflicts_with_all = ["samples", "suggest_rules"])]
+        /// field by field and caller by caller (with `--samples`, every sample value too). With
+        /// `--strict`, exit 2 on any widening.
+        #[arg(long, value_name = "OLD", conflicts_with = "suggest_rules")]
         against: Option<PathBuf>,
     },
     /// Run rule test cases: each `*.json` in DIR is one case (name, route, direction, caller,
@@ -170,13 +171,18 @@ fn main() -> ExitCode {
         Command::Check {
             file,
             format,
+            samples,
             strict,
             against: Some(old),
             ..
         } => match (Config::load(&file.config), Config::load(&old)) {
-            (Ok(config), Ok(before)) => {
-                check_change(&config, &file.config, &before, &old, format, strict)
-            }
+            (Ok(config), Ok(before)) => check_change(
+                (&config, &file.config),
+                (&before, &old),
+                samples.as_deref(),
+                format,
+                strict,
+            ),
             (Err(error), _) | (_, Err(error)) => config_error(&error),
         },
         Command::Check {
@@ -486,19 +492,31 @@ fn check(
 }
 
 fn check_change(
-    config: &Config,
-    path: &Path,
-    before: &Config,
-    before_path: &Path,
+    (config, path): (&Config, &Path),
+    (before, before_path): (&Config, &Path),
+    samples: Option<&Path>,
     format: FormatArg,
     strict: bool,
 ) -> ExitCode {
-    let report = review::change::ChangeReport::build(
+    if let Some(dir) = samples
+        && !dir.is_dir()
+    {
+        eprintln!("error: --samples {}: not a folder.", dir.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let report = match review::change::ChangeReport::build(
         config,
         before,
         &path.display().to_string(),
         &before_path.display().to_string(),
-    );
+        samples,
+    ) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: cannot read the samples: {error}.");
+            return ExitCode::FAILURE;
+        }
+    };
     match format {
         FormatArg::Markdown => print!("{}", report.to_markdown()),
         FormatArg::Json => println!("{}", report.to_json()),

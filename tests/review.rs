@@ -11,7 +11,7 @@ use common::*;
 use http::{Request, StatusCode};
 use recipient_gateway::config::Config;
 use recipient_gateway::vocabulary::Direction;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_recipient-gateway");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -779,6 +779,73 @@ fn check_against_names_each_widening_and_strict_fails_on_them() {
             );
         }
     }
+}
+
+/// A filter's condition is not a path a witness body can follow: a change to it shows in the
+/// samples. A filtered rule that now matches less (values longer than 100 characters instead of
+/// 14; the witnesses' values have 13) widens what the sample's value shows, and `--samples`
+/// says so with the value's concrete path.
+#[test]
+fn check_against_with_samples_shows_what_a_changed_filter_does() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("samples/orders")).unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::create_dir_all(dir.path().join("old/rules")).unwrap();
+    let config = std::fs::read_to_string(fixture().join("gateway.toml")).unwrap();
+    let rules = std::fs::read_to_string(fixture().join("rules/orders.toml")).unwrap();
+    let filtered = |min: u32| {
+        format!(
+            "{rules}\n[[rule]]\nid = \"long-values\"\npath = \"$.consignee[?length(@) > {min}]\"\n\
+             action = \"redact\"\ncategory = \"user\"\nreason = \"Long values are contact details.\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("gateway.toml"), &config).unwrap();
+    std::fs::write(dir.path().join("rules/orders.toml"), filtered(100)).unwrap();
+    std::fs::write(dir.path().join("old/gateway.toml"), &config).unwrap();
+    std::fs::write(dir.path().join("old/rules/orders.toml"), filtered(14)).unwrap();
+    std::fs::copy(
+        fixture().join("samples/orders/list.json"),
+        dir.path().join("samples/orders/list.json"),
+    )
+    .unwrap();
+    let args = [
+        "check",
+        "--config",
+        "gateway.toml",
+        "--against",
+        "old/gateway.toml",
+        "--format",
+        "json",
+    ];
+    let (code, json, stderr) = run(dir.path(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        report["summary"]["widenings"], 0,
+        "the witnesses cannot see a filter: {json}"
+    );
+
+    let (code, json, stderr) = run(
+        dir.path(),
+        &[&args[..], &["--samples", "samples", "--strict"]].concat(),
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    let note = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "$['data'][0]['consignee']['phone']" && c["caller"] == "controller")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(note["widened"], true);
+    assert_eq!(
+        (&note["before"], &note["after"]),
+        (&json!("redacted"), &json!("visible"))
+    );
+    assert_eq!(
+        note["because"],
+        "before: rule `long-values`; after: no rule"
+    );
 }
 
 /// An object reported whole (a precise location) does not hide its other members: the signature

@@ -14,10 +14,12 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::coverage;
 use super::markdown::{code, prose, text};
-use super::treatment::{CallerClass, Outcome, Parties, Treatment, Witness, outcome};
+use super::treatment::{CallerClass, Outcome, Parties, Treatment, Witness, outcome, outcomes};
 use crate::config::ClientKind;
 use crate::config::{Config, ForwardHeaders, Route, RouteAuth};
+use crate::json::{Document, Kind, NodeId};
 use crate::redact::RuleScope;
 use crate::vocabulary::Direction;
 
@@ -93,8 +95,15 @@ pub struct Row {
 }
 
 impl ChangeReport {
-    /// Compares `new` with `old`.
-    pub fn build(new: &Config, old: &Config, new_name: &str, old_name: &str) -> ChangeReport {
+    /// Compares `new` with `old`; with `samples` (`DIR/<route>/*.json`, as for coverage), every
+    /// value of each route's samples is compared too.
+    pub fn build(
+        new: &Config,
+        old: &Config,
+        new_name: &str,
+        old_name: &str,
+        samples: Option<&std::path::Path>,
+    ) -> std::io::Result<ChangeReport> {
         let keys = new.hash_keys();
         let customer = new
             .clients
@@ -129,6 +138,10 @@ impl ChangeReport {
                 (Some(before), Some(after)) => {
                     settings(&mut changes, before, after);
                     matrices.push(fields(&mut changes, before, after, &parties));
+                    if let Some(dir) = samples {
+                        let found = coverage::load_samples(dir, &after.name)?;
+                        sampled(&mut changes, before, after, &found, &parties);
+                    }
                 }
                 (None, Some(after)) => changes.push(setting(
                     after,
@@ -172,7 +185,7 @@ impl ChangeReport {
                 ))
         });
         let widenings = changes.iter().filter(|c| c.widened).count();
-        ChangeReport {
+        Ok(ChangeReport {
             format_version: FORMAT_VERSION,
             config: new_name.to_string(),
             against: old_name.to_string(),
@@ -182,7 +195,7 @@ impl ChangeReport {
             },
             changes,
             matrices,
-        }
+        })
     }
 
     /// Whether `--strict` fails: any widening.
@@ -661,6 +674,48 @@ fn fields(
     Matrix {
         route: after.name.clone(),
         rows,
+    }
+}
+
+/// The values of a route pair's samples whose treatment changes, for each caller class in the
+/// sample's direction. A change the witnesses already show (same direction, caller, treatments
+/// and rules) is not listed again under the sample's concrete path.
+fn sampled(
+    changes: &mut Vec<Change>,
+    before: &Route,
+    after: &Route,
+    samples: &[coverage::Sample],
+    parties: &Parties<'_>,
+) {
+    let from_witnesses = changes.len();
+    for sample in samples {
+        let Ok(doc) = Document::parse(&sample.bytes) else {
+            continue;
+        };
+        for class in CallerClass::ALL {
+            let b = outcomes(before, &doc, sample.direction, class, parties);
+            let a = outcomes(after, &doc, sample.direction, class, parties);
+            for (id, (b, a)) in b.into_iter().zip(a).enumerate() {
+                let leaf = !matches!(doc.nodes[id].kind, Kind::Array | Kind::Object)
+                    || doc.nodes[id].len == 0;
+                if !leaf || b.treatment == a.treatment {
+                    continue;
+                }
+                let path = doc.path_of(id as NodeId);
+                let change = field_change(after, &path, sample.direction, class, &b, &a);
+                let shown = changes[..from_witnesses].iter().any(|c| {
+                    c.route == change.route
+                        && c.direction == change.direction
+                        && c.caller == change.caller
+                        && c.before == change.before
+                        && c.after == change.after
+                        && c.because == change.because
+                });
+                if !shown {
+                    changes.push(change);
+                }
+            }
+        }
     }
 }
 

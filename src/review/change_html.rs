@@ -3,7 +3,8 @@
 //! Per route, the same matrix as the review page (fields as rows; callers as columns, once for
 //! responses and once for requests), each cell giving the treatment after the change; a changed
 //! cell says *widened* or *narrowed* in words, shows the treatment before and after, and is
-//! marked in colour and by its outline. Settings that changed are listed under the matrix.
+//! marked in colour and by its outline. Settings that changed, and sample values whose
+//! treatment changed, are listed under the matrices.
 
 use std::fmt::Write;
 
@@ -40,24 +41,36 @@ impl ChangeReport {
         for matrix in &self.matrices {
             route_matrix(&mut out, matrix);
         }
-        let settings: Vec<&Change> = self
-            .changes
-            .iter()
-            .filter(|c| c.setting.is_some())
-            .collect();
-        if !settings.is_empty() {
+        // Settings, and sample values no matrix row shows.
+        let in_matrix = |c: &Change| {
+            self.matrices.iter().any(|m| {
+                m.route == c.route && m.rows.iter().any(|r| Some(&r.path) == c.path.as_ref())
+            })
+        };
+        let others: Vec<&Change> = self.changes.iter().filter(|c| !in_matrix(c)).collect();
+        if !others.is_empty() {
             out.push_str(
-                "<h2>Settings</h2>\n<table class=\"settings\">\n<thead><tr><th scope=\"col\">route</th>\
-                 <th scope=\"col\">setting</th><th scope=\"col\">before</th><th scope=\"col\">after</th>\
+                "<h2>Settings and sample values</h2>\n<table class=\"settings\">\n<thead><tr>\
+                 <th scope=\"col\">route</th><th scope=\"col\">setting, or value (direction, \
+                 caller)</th><th scope=\"col\">before</th><th scope=\"col\">after</th>\
                  <th scope=\"col\">change</th><th scope=\"col\">because</th></tr></thead>\n<tbody>\n",
             );
-            for change in settings {
+            for change in others {
+                let what = match (&change.setting, &change.path) {
+                    (Some(setting), _) => setting.clone(),
+                    (None, Some(path)) => format!(
+                        "{path} ({}, {})",
+                        change.direction.unwrap_or_default(),
+                        change.caller.unwrap_or_default()
+                    ),
+                    (None, None) => String::new(),
+                };
                 let _ = writeln!(
                     out,
                     "<tr><th scope=\"row\"><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td>\
                      <td class=\"{kind}\"><span class=\"change\">{kind}</span></td><td>{}</td></tr>",
                     esc(&change.route),
-                    esc(change.setting.as_deref().unwrap_or_default()),
+                    esc(&what),
                     esc(&change.before),
                     esc(&change.after),
                     esc(&change.because),

@@ -367,48 +367,60 @@ pub fn outcome(
     let body = witness.body();
     let doc = Document::parse(&body).expect("a witness is strict JSON");
     let target = witness.target(&doc).expect("a witness holds its value");
+    outcomes(route, &doc, direction, class, parties).swap_remove(target as usize)
+}
+
+/// What `route` does to every node of `doc` (a sample body) in `direction` for `class`, indexed
+/// like the document's nodes: each node gets the edit on itself or on the nearest ancestor that
+/// holds it.
+pub fn outcomes(
+    route: &Route,
+    doc: &Document<'_>,
+    direction: Direction,
+    class: CallerClass,
+    parties: &Parties<'_>,
+) -> Vec<Outcome> {
+    let visible = Outcome {
+        treatment: Treatment::Visible,
+        because: None,
+    };
     if !route.inspected() {
-        return Outcome {
-            treatment: Treatment::Visible,
-            because: None,
-        };
+        return vec![visible; doc.nodes.len()];
     }
-    let records = match route.plan.find_records(&doc) {
+    let records = match route.plan.find_records(doc) {
         Ok(records) => records,
         Err(shape) => {
-            return Outcome {
+            let refused = Outcome {
                 treatment: Treatment::Refused,
                 because: Some(format!("the body is refused: {shape}")),
             };
+            return vec![refused; doc.nodes.len()];
         }
     };
     let (caller, controller) = class.parties(route, parties.customer);
     let applied = redact::redact_records(
         &route.plan,
-        &doc,
+        doc,
         direction,
         caller,
         records.iter().map(|&node| (node, controller)),
         parties.keys,
     );
-    // The edit on the value itself or on the nearest ancestor that holds it.
-    let mut node = target;
-    loop {
-        if let Some(change) = applied.changes.iter().find(|c| c.node == node) {
-            return Outcome {
+    // Nodes come parents first, so each inherits its parent's answer unless edited itself.
+    let mut out: Vec<Outcome> = Vec::with_capacity(doc.nodes.len());
+    for (id, node) in doc.nodes.iter().enumerate() {
+        let own = applied.changes.iter().find(|c| c.node as usize == id);
+        let outcome = match own {
+            Some(change) => Outcome {
                 treatment: Treatment::of(change.action, change.rule.mask),
                 because: Some(format!("rule `{}`", change.rule.id)),
-            };
-        }
-        let parent = doc.node(node).parent;
-        if parent == crate::json::NONE {
-            return Outcome {
-                treatment: Treatment::Visible,
-                because: None,
-            };
-        }
-        node = parent;
+            },
+            None if node.parent == crate::json::NONE => visible.clone(),
+            None => out[node.parent as usize].clone(),
+        };
+        out.push(outcome);
     }
+    out
 }
 
 #[cfg(test)]
