@@ -156,8 +156,36 @@ impl Blocked {
             (Direction::Response, Reason::UnexpectedShape) => {
                 "The upstream's answer does not have the shape this route inspects; it was withheld."
             }
-            (Direction::Response, _) => {
-                "The upstream's answer could not be inspected; it was withheld."
+            (Direction::Response, Reason::MediaType) => {
+                "The upstream's answer could not be inspected: its media type is neither JSON nor \
+                 one this route passes uninspected; it was withheld."
+            }
+            (Direction::Response, Reason::Encoding) => {
+                "The upstream's answer could not be inspected: its Content-Encoding is not one the \
+                 gateway decodes; it was withheld."
+            }
+            (Direction::Response, Reason::CorruptEncoding) => {
+                "The upstream's answer could not be inspected: it does not decode with its \
+                 Content-Encoding; it was withheld."
+            }
+            (Direction::Response, Reason::TooLarge) => {
+                "The upstream's answer could not be inspected: it is larger than this gateway \
+                 inspects; it was withheld."
+            }
+            (Direction::Response, Reason::PartialContent) => {
+                "The upstream's answer could not be inspected: it is a part of a body (206); it was \
+                 withheld."
+            }
+            (Direction::Response, Reason::DuplicateKey) => {
+                "The upstream's answer could not be inspected: an object repeats a member name; it \
+                 was withheld."
+            }
+            (Direction::Response, Reason::TooDeep) => {
+                "The upstream's answer could not be inspected: it nests too deeply; it was withheld."
+            }
+            (Direction::Response, Reason::InvalidJson) => {
+                "The upstream's answer could not be inspected: it is not strict JSON; it was \
+                 withheld."
             }
         }
     }

@@ -30,9 +30,11 @@ struct Cli {
 /// The configuration file, for the commands that read one.
 #[derive(clap::Args)]
 struct ConfigFile {
-    /// Main configuration file. Secrets its `*_env` keys name that the environment does not set
-    /// are taken from a `dev.env` beside it, if there is one (development only).
-    #[arg(long, default_value = "config/gateway.toml")]
+    /// Main configuration file; a relative path is relative to the working directory (the
+    /// default suits a checkout of this repository; elsewhere give `--config` or set
+    /// `GATEWAY_CONFIG`). Secrets its `*_env` keys name that the environment does not set are
+    /// taken from a `dev.env` beside it, if there is one (development only).
+    #[arg(long, env = "GATEWAY_CONFIG", default_value = "config/gateway.toml")]
     config: PathBuf,
 }
 
@@ -204,7 +206,10 @@ fn main() -> ExitCode {
             Err(error) => config_error(&error),
         },
         Command::TestRules { file, dir } => match Config::load(&file.config) {
-            Ok(config) => test_rules(&config, &dir),
+            Ok(config) => {
+                eprintln!("config: {}", file.config.display());
+                test_rules(&config, &dir)
+            }
             Err(error) => config_error(&error),
         },
         Command::Redact {
@@ -219,6 +224,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(error) => return config_error(&error),
             };
+            eprintln!("config: {}", file.config.display());
             let direction = match direction {
                 DirectionArg::Request => Direction::Request,
                 DirectionArg::Response => Direction::Response,

@@ -442,3 +442,49 @@ fn logs_carry_no_body_query_credential_or_identifier() {
         assert_access_line(line);
     }
 }
+
+/// A refusal says why, for the operator: an inspected route whose upstream answers
+/// `application/octet-stream` gets 502 `uninspectable_response` whose message names the media
+/// type, and the access line carries the same `reason` as `gateway_blocked_total`. Nothing of the
+/// upstream's body goes in either.
+#[test]
+fn a_refusal_says_why_in_the_answer_and_in_the_access_line() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = TestDir::new();
+    let upstream = runtime.block_on(MockUpstream::start());
+    upstream.set_canned(
+        Canned::json("binary-canary-bytes").header("content-type", "application/octet-stream"),
+    );
+    let text = format!(
+        "{}\n[[route]]\nname = \"inspected\"\npath_prefix = \"/inspected\"\nupstream = \"mock\"\n\
+         records = [\"$\"]\n",
+        base_config(upstream.addr, unused_addr())
+    );
+    let path = dir.write("gateway.toml", &text);
+    let gateway = GatewayProcess::spawn(&path);
+    let answer = runtime.block_on(async {
+        let mut client = Client::connect(gateway.addr, &dir.ca(), Alpn::Http1).await;
+        client.get("/inspected/canned", Some(KEY_ACME)).await
+    });
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.error_code(), "uninspectable_response");
+    let message = answer.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("media type"), "{message}");
+    assert!(!message.contains("binary-canary-bytes"), "{message}");
+    gateway.signal("-TERM");
+    let (_, lines) = gateway.wait();
+    let access = lines
+        .iter()
+        .find(|l| l["msg"] == "request")
+        .expect("an access line");
+    assert_access_line(access);
+    assert_eq!(access["status"], 502, "{access}");
+    assert_eq!(access["reason"], "media_type", "{access}");
+    assert!(
+        !access.to_string().contains("binary-canary-bytes"),
+        "{access}"
+    );
+}

@@ -237,17 +237,22 @@ fn test_rules_prints_a_diff_per_failure_and_exits_1() {
         &case("no such route", "{}").replace(r#""route": "orders""#, r#""route": "nope""#),
     );
     let config = fixture().join("gateway.toml");
-    let (code, stdout, _) = run(
+    let (code, stdout, stderr) = run(
         dir.path(),
         &["test-rules", "--config", config.to_str().unwrap(), "cases"],
     );
     assert_eq!(code, 1);
+    assert_eq!(
+        stderr.lines().next(),
+        Some(format!("config: {}", config.display()).as_str()),
+        "the config loaded is named first"
+    );
     let expected = "\
 FAIL b-fail.json (a wrong expectation)
   at $.data[0].consignee.email: expected \"jane@example.com\", got \"[REDACTED]\"
   at $.data[0].consignee.fax: expected null, got nothing
 FAIL c-broken.json (c-broken.json): unknown member `expected` (a case has name, route, direction, caller, controller, input, expect)
-FAIL d-unknown-route.json (no such route): no route is named `nope`
+FAIL d-unknown-route.json (no such route): no route is named `nope` in this config (its routes: orders, files); another config is given with `--config`
 1 passed, 3 failed
 ";
     assert_eq!(stdout, expected);

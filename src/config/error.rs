@@ -87,10 +87,11 @@ impl<'a> SourceMap<'a> {
 
     /// A TOML syntax error, located.
     pub(crate) fn syntax_error(&self, err: &toml::de::Error) -> ConfigError {
+        let offset = err.span().map(|span| span.start);
         ConfigError {
             file: self.file.clone(),
-            key: None,
-            location: err.span().map(|span| line_column(self.text, span.start)),
+            key: offset.and_then(|offset| key_at(self.text, offset)),
+            location: offset.map(|offset| line_column(self.text, offset)),
             message: err.message().replace('\n', " "),
         }
     }
@@ -139,6 +140,45 @@ impl<'a> SourceMap<'a> {
 enum KeySegment<'k> {
     Name(&'k str),
     Index(usize),
+}
+
+/// The dotted key path of the `key = value` line holding `offset`, read from the text (a syntax
+/// error has no parsed document to ask): the table header above it (`[[route]]` numbered as
+/// `route[i]`) and the key before `=`. `None` off such a line.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('#') || key.starts_with('[') {
+        return None;
+    }
+    let mut table = None;
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for header in text[..start].lines().map(str::trim) {
+        if let Some(name) = header.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+            let name = name.trim();
+            let count = match counts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => {
+                    *count += 1;
+                    *count
+                }
+                None => {
+                    counts.push((name, 0));
+                    0
+                }
+            };
+            table = Some(format!("{name}[{count}]"));
+        } else if let Some(name) = header.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            table = Some(name.trim().to_string());
+        }
+    }
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 fn parse_key_path(key: &str) -> Vec<KeySegment<'_>> {

@@ -121,6 +121,14 @@ impl Loader<'_> {
             address: self.address("admin.address", &file.admin.address)?,
             token: admin_token.map(|t| Secret(t.into_bytes())),
         };
+        if !admin.address.ip().is_loopback() && admin.token.is_none() {
+            self.warnings.push(format!(
+                "`admin.address` is {}, reachable from other hosts, and no `admin.token_env` is \
+                 set: anyone who reaches the port can `POST /admin/reload` and read \
+                 `/admin/privacy/unmatched`; set a token or listen on loopback",
+                admin.address
+            ));
+        }
         let limits = self.limits(&file.limits)?;
         let runtime = self.runtime(&file.runtime)?;
         let tag_key = self

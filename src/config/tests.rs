@@ -137,6 +137,22 @@ fn inline_secrets_and_plaintext_warn() {
     assert!(config.warnings.iter().any(|w| w.contains("keys.tag_key")));
     assert!(config.warnings.iter().any(|w| w.contains("plaintext")));
     assert!(config.listen.tls.is_none());
+
+    // An admin listener other hosts can reach, without a token, is warned about (and so fails
+    // `check --strict`); with a token, or on loopback, it is not.
+    let open = format!("{VALID}\n[admin]\naddress = \"0.0.0.0:9901\"\n");
+    let config = fixture.load(&open, RULES).unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("admin.token_env") && w.contains("0.0.0.0")),
+        "{:?}",
+        config.warnings
+    );
+    let guarded =
+        format!("{VALID}\n[admin]\naddress = \"0.0.0.0:9901\"\ntoken_env = \"TAG_KEY\"\n");
+    assert!(fixture.load(&guarded, RULES).unwrap().warnings.is_empty());
 }
 
 #[test]
@@ -530,6 +546,15 @@ fn cases() -> Vec<Case> {
             Some("route[0].allow_headers[0]"),
             Some("allow_headers = "),
             "allow_override_headers",
+        ),
+        (
+            "an unquoted address",
+            main("address = \"127.0.0.1:0\"", "address = 127.0.0.1:0"),
+            r.clone(),
+            "gateway.toml",
+            Some("listen.address"),
+            Some("address = 127"),
+            "invalid",
         ),
         (
             "markup in a category",

@@ -66,6 +66,8 @@ struct Outcome<'a> {
     client: Option<Arc<Client>>,
     /// Values the redaction engine changed, request and response together.
     redactions: usize,
+    /// Why the gateway refused the request, as `gateway_blocked_total` counts it.
+    reason: Option<&'static str>,
 }
 
 impl Outcome<'_> {
@@ -109,6 +111,7 @@ impl Gateway {
             endpoint: None,
             client: None,
             redactions: 0,
+            reason: None,
         };
         let mut response = match self.proxy(request, peer, &request_id, &mut outcome).await {
             Ok(response) => response,
@@ -122,6 +125,7 @@ impl Gateway {
                         if let Some(reason) = error.blocked_reason() {
                             ::metrics::counter!(metrics::BLOCKED, "route" => route, "reason" => reason)
                                 .increment(1);
+                            outcome.reason = Some(reason);
                         }
                     }
                 }
@@ -366,6 +370,7 @@ impl Gateway {
             // Whole microseconds: `0.456`, not the float noise of `0.45603499999999997`.
             duration_ms = elapsed.as_micros() as f64 / 1000.0,
             redactions = outcome.redactions as u64,
+            reason = outcome.reason,
         );
     }
 }

@@ -45,9 +45,11 @@ pub struct DryRun {
 /// Why a dry run could not produce a body.
 #[derive(Debug, thiserror::Error)]
 pub enum DryRunError {
-    /// No route has this name.
-    #[error("no route is named `{0}`")]
-    UnknownRoute(String),
+    /// No route has this name (the routes the config has, for the message).
+    #[error(
+        "no route is named `{0}` in this config (its routes: {1}); another config is given with `--config`"
+    )]
+    UnknownRoute(String, String),
     /// No client has this id.
     #[error("no client has the id `{0}`")]
     UnknownClient(String),
@@ -77,7 +79,10 @@ pub fn dry_run(
         .routes
         .iter()
         .find(|r| r.name == route)
-        .ok_or_else(|| DryRunError::UnknownRoute(route.to_string()))?;
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+            DryRunError::UnknownRoute(route.to_string(), names.join(", "))
+        })?;
     let caller = config
         .client(caller)
         .ok_or_else(|| DryRunError::UnknownClient(caller.to_string()))?;
