@@ -42,6 +42,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for registering each metric series at 0.
+    pub const ALL: [Reason; 9] = [
+        Reason::MediaType,
+        Reason::Encoding,
+        Reason::CorruptEncoding,
+        Reason::TooLarge,
+        Reason::InvalidJson,
+        Reason::DuplicateKey,
+        Reason::TooDeep,
+        Reason::UnexpectedShape,
+        Reason::PartialContent,
+    ];
+
     /// The `reason` label of `gateway_blocked_total`.
     pub fn label(self) -> &'static str {
         match self {

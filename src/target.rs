@@ -59,6 +59,24 @@ pub enum PathFlaw {
 }
 
 impl PathFlaw {
+    /// Every flaw, for registering each metric series at 0.
+    pub const ALL: [PathFlaw; 14] = [
+        PathFlaw::NotOrigin,
+        PathFlaw::Character,
+        PathFlaw::BadEscape,
+        PathFlaw::NonUtf8,
+        PathFlaw::Control,
+        PathFlaw::EncodedSeparator,
+        PathFlaw::Backslash,
+        PathFlaw::DotSegment,
+        PathFlaw::EmptySegment,
+        PathFlaw::Parameter,
+        PathFlaw::DoubleEncoded,
+        PathFlaw::EncodedUnreserved,
+        PathFlaw::CompatibilityForm,
+        PathFlaw::Variant,
+    ];
+
     /// The `reason` label of `gateway_blocked_total`.
     pub fn reason(self) -> &'static str {
         match self {

@@ -27,6 +27,9 @@ use crate::admin::metrics;
 use crate::config::CurrentConfig;
 use crate::store::outbox::{Attempt, Claimed};
 
+/// The `outcome` labels of `gateway_webhook_deliveries_total`.
+pub const OUTCOMES: [&str; 4] = ["delivered", "retry", "tls_error", "dead"];
+
 /// Longest wait for a receiver's response head.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claim is held: past it, another worker (or gateway) may retry. Well above the

@@ -28,6 +28,16 @@ pub enum Meaning {
 }
 
 impl Meaning {
+    /// Every meaning, for registering each metric series at 0.
+    pub const ALL: [Meaning; 6] = [
+        Meaning::ClientAddress,
+        Meaning::OriginalHost,
+        Meaning::OriginalUrl,
+        Meaning::MethodOverride,
+        Meaning::ClientCertificate,
+        Meaning::ProxyControl,
+    ];
+
     /// The `reason` label of `gateway_request_headers_removed_total`.
     pub fn reason(self) -> &'static str {
         match self {

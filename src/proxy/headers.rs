@@ -125,6 +125,9 @@ pub enum HeaderFlaw {
 }
 
 impl HeaderFlaw {
+    /// Every flaw, for registering each metric series at 0.
+    pub const ALL: [HeaderFlaw; 2] = [HeaderFlaw::Name, HeaderFlaw::RoutingOverride];
+
     /// The `reason` label of `gateway_blocked_total`.
     pub fn reason(self) -> &'static str {
         match self {
@@ -145,6 +148,16 @@ impl HeaderFlaw {
         }
     }
 }
+
+/// The `reason` labels of `gateway_request_headers_removed_total` besides the meanings'
+/// ([`header_meaning::Meaning::reason`]).
+pub const REMOVAL_REASONS: [&str; 5] = [
+    "header_name",
+    "folded_name",
+    "httpoxy",
+    "routing_override",
+    "not_listed",
+];
 
 /// What a route lets through: the listener's rule for odd names, the routing overrides and
 /// other headers it allows by name, and whether only listed headers go.

@@ -23,6 +23,10 @@ use crate::body::ClientBodyError;
 use crate::config::{Config, Upstream};
 use crate::vocabulary::GatewayBody;
 
+/// The `kind` labels of `gateway_upstream_errors_total`: no connection, a broken exchange, no
+/// answer in time.
+pub const ERROR_KINDS: [&str; 3] = ["connect", "protocol", "timeout"];
+
 /// How long an unused connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest TCP connect and TLS handshake (also bounded by the request timeout).
@@ -229,6 +233,7 @@ impl Pool {
             }
             Err(_) => ("timeout", ProxyError::UpstreamTimeout),
         };
+        debug_assert!(ERROR_KINDS.contains(&kind));
         ::metrics::counter!(metrics::UPSTREAM_ERRORS, "upstream" => label.clone(), "kind" => kind)
             .increment(1);
         Err(error)

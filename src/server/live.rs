@@ -53,6 +53,7 @@ struct Generation {
 
 impl Generation {
     fn new(config: Arc<Config>, tags: &Arc<Tags>, desk: &Arc<Desk>) -> Generation {
+        super::series::register(&config);
         Generation {
             gateways: (0..config.runtime.workers)
                 .map(|_| Arc::new(Gateway::new(config.clone(), tags.clone(), desk.clone())))

@@ -15,8 +15,9 @@
 //!
 //! Files: this one is the accept loop and the drain; `acceptor.rs` serves one connection with a
 //! generation's settings; [`live`] swaps generations on reload; `upkeep.rs` looks after the store
-//! and the upstreams in the background; `framing.rs`, `stall.rs` and [`proxy_protocol`] are the
-//! guards a connection's bytes pass through.
+//! and the upstreams in the background; `series.rs` registers every metric series a config
+//! determines at 0; `framing.rs`, `stall.rs` and [`proxy_protocol`] are the guards a
+//! connection's bytes pass through.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ mod framing;
 mod idle;
 pub mod live;
 pub mod proxy_protocol;
+mod series;
 mod stall;
 mod upkeep;
 

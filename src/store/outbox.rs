@@ -33,6 +33,15 @@ pub enum RequestType {
 }
 
 impl RequestType {
+    /// Every type, for registering each metric series at 0.
+    pub const ALL: [RequestType; 5] = [
+        RequestType::Access,
+        RequestType::Delete,
+        RequestType::Correct,
+        RequestType::OptOut,
+        RequestType::LimitSensitive,
+    ];
+
     /// The contract's name (payloads, metric label, store column).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,15 +55,7 @@ impl RequestType {
 
     /// Reads a stored name.
     pub fn parse(name: &str) -> Option<RequestType> {
-        [
-            RequestType::Access,
-            RequestType::Delete,
-            RequestType::Correct,
-            RequestType::OptOut,
-            RequestType::LimitSensitive,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == name)
+        RequestType::ALL.into_iter().find(|t| t.as_str() == name)
     }
 }
 

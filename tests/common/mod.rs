@@ -1176,6 +1176,8 @@ pub enum Needs {
     /// Chromium and chromedriver on the `PATH` (`.ci/run` installs Debian's), and axe-core
     /// where [`axe_core`] finds it (`.ci/run` installs it from npm).
     Browser,
+    /// Debian's `prometheus` server on the `PATH` (`.ci/run` installs it).
+    Prometheus,
 }
 
 /// axe-core's script: `GATEWAY_TEST_AXE`, else where `.ci/run` installs it
@@ -1246,6 +1248,17 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
             axe_core().display()
         );
     }
+    let skip_prometheus = on_path("prometheus").is_none()
+        && std::env::var_os("GATEWAY_TEST_REQUIRE_PROMETHEUS").is_none();
+    if skip_prometheus
+        && tests
+            .iter()
+            .any(|(_, needs, _)| *needs == Needs::Prometheus)
+    {
+        eprintln!(
+            "Prometheus tests are ignored: `prometheus` is not on the PATH (.ci/run installs it)"
+        );
+    }
     let trials = tests
         .iter()
         .map(|&(name, needs, test)| {
@@ -1258,6 +1271,7 @@ pub fn run_tests(tests: &[Test]) -> std::process::ExitCode {
                 Needs::Postgres => skip_postgres,
                 Needs::PostgresTls => skip_postgres || no_ca,
                 Needs::Browser => skip_browser,
+                Needs::Prometheus => skip_prometheus,
             })
         })
         .collect();
