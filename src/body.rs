@@ -21,17 +21,67 @@ use tokio::time::{Instant, Sleep};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Told once when a body has been sent to its end or dropped: how a connection knows that an
-/// answer is no longer in flight (its idle clock starts then).
+/// answer is no longer in flight (its idle clock starts then), and when the access line of a
+/// response is written (with how it ended).
 pub trait Finished: Send + Sync {
-    /// The body is gone.
-    fn finished(&self);
+    /// The body is gone, after `end`.
+    fn finished(&self, end: &BodyEnd);
+}
+
+/// How a body ended, as the access line reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyEnd {
+    /// Bytes of data sent.
+    pub bytes: u64,
+    /// How it ended.
+    pub outcome: EndOutcome,
+}
+
+/// The `outcome` of a response's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndOutcome {
+    /// Sent to its end.
+    Ok,
+    /// The upstream's body broke off (a reset, a short body, malformed chunks).
+    UpstreamBodyError,
+    /// The client went away before the end.
+    ClientClosed,
+    /// The upstream paused longer than the body read timeout.
+    Timeout,
+}
+
+impl EndOutcome {
+    /// Every outcome, for registering each metric series at 0.
+    pub const ALL: [EndOutcome; 4] = [
+        EndOutcome::Ok,
+        EndOutcome::UpstreamBodyError,
+        EndOutcome::ClientClosed,
+        EndOutcome::Timeout,
+    ];
+
+    /// The name in the access line and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndOutcome::Ok => "ok",
+            EndOutcome::UpstreamBodyError => "upstream_body_error",
+            EndOutcome::ClientClosed => "client_closed",
+            EndOutcome::Timeout => "timeout",
+        }
+    }
 }
 
 /// A request or response body: complete bytes, or a peer's stream with the slow-body guard.
 pub struct GatewayBody {
     inner: Inner,
-    /// Told when the body is dropped (after its last frame, or cut short).
-    finished: Option<Arc<dyn Finished>>,
+    /// Told when the body is dropped (after its last frame, or cut short): the connection's idle
+    /// tracking and the access line. A fixed pair, so nothing is allocated for them.
+    finished: [Option<Arc<dyn Finished>>; 2],
+    /// Data bytes sent so far.
+    sent: u64,
+    /// How the stream failed, if it did.
+    failed: Option<EndOutcome>,
+    /// The stream said it had no more frames.
+    ended: bool,
 }
 
 enum Inner {
@@ -52,7 +102,10 @@ impl GatewayBody {
     pub fn full(bytes: Bytes) -> GatewayBody {
         GatewayBody {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
-            finished: None,
+            finished: [None, None],
+            sent: 0,
+            failed: None,
+            ended: false,
         }
     }
 
@@ -61,7 +114,10 @@ impl GatewayBody {
     pub fn client(body: Incoming, idle: Duration) -> GatewayBody {
         GatewayBody {
             inner: Inner::Stream(Guarded::new(body, idle), Side::Client),
-            finished: None,
+            finished: [None, None],
+            sent: 0,
+            failed: None,
+            ended: false,
         }
     }
 
@@ -70,21 +126,44 @@ impl GatewayBody {
     pub fn upstream(body: Incoming, idle: Duration) -> GatewayBody {
         GatewayBody {
             inner: Inner::Stream(Guarded::new(body, idle), Side::Upstream),
-            finished: None,
+            finished: [None, None],
+            sent: 0,
+            failed: None,
+            ended: false,
         }
     }
 
     /// This body, telling `finished` when it has been sent or dropped.
     pub fn on_finished(mut self, finished: Arc<dyn Finished>) -> GatewayBody {
-        self.finished = Some(finished);
+        // Two observers at most: the connection's idle tracking and the access line.
+        if let Some(slot) = self.finished.iter_mut().find(|slot| slot.is_none()) {
+            *slot = Some(finished);
+        }
         self
+    }
+
+    /// How the body ended, when it is dropped now.
+    fn end(&self) -> BodyEnd {
+        let outcome = match self.failed {
+            Some(failed) => failed,
+            None if self.ended || self.is_end_stream() => EndOutcome::Ok,
+            None => EndOutcome::ClientClosed,
+        };
+        BodyEnd {
+            bytes: self.sent,
+            outcome,
+        }
     }
 }
 
 impl Drop for GatewayBody {
     fn drop(&mut self) {
-        if let Some(finished) = self.finished.take() {
-            finished.finished();
+        if self.finished.iter().all(Option::is_none) {
+            return;
+        }
+        let end = self.end();
+        for finished in self.finished.iter_mut().filter_map(Option::take) {
+            finished.finished(&end);
         }
     }
 }
@@ -97,7 +176,8 @@ impl Body for GatewayBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.inner {
+        let this = &mut *self;
+        let frame = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Stream(stream, side) => {
                 let side = *side;
@@ -106,7 +186,22 @@ impl Body for GatewayBody {
                     Side::Upstream => error,
                 })
             }
+        };
+        match &frame {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.sent += frame.data_ref().map_or(0, |data| data.len() as u64);
+            }
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Err(error))) => {
+                this.failed = Some(if error.is::<BodyTimeout>() {
+                    EndOutcome::Timeout
+                } else {
+                    EndOutcome::UpstreamBodyError
+                });
+            }
+            Poll::Pending => {}
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -255,7 +350,7 @@ mod tests {
     struct Count(AtomicUsize);
 
     impl Finished for Count {
-        fn finished(&self) {
+        fn finished(&self, _: &BodyEnd) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
     }

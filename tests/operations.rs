@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use recipient_gateway::demo::start_sample_api;
 use serde_json::json;
 
@@ -487,4 +488,114 @@ fn a_refusal_says_why_in_the_answer_and_in_the_access_line() {
         !access.to_string().contains("binary-canary-bytes"),
         "{access}"
     );
+}
+
+/// The access line is written when the answer's body ends and says how it ended: `bytes` sent,
+/// `outcome` (`ok`, `upstream_body_error`, `client_closed`, `timeout`) and `duration_ms` to the
+/// last byte, each over real sockets; `gateway_response_bodies_total` counts the outcomes.
+#[test]
+fn the_access_line_tells_how_each_answer_ended() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = TestDir::new();
+    let mock = runtime.block_on(MockUpstream::start());
+    // An upstream that promises 100 bytes and sends 10: then it closes (`/cut`) or stalls
+    // (`/stall`).
+    let raw = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let raw_addr = raw.local_addr().unwrap();
+    runtime.spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = raw.accept().await else { return };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 100\r\n\r\n0123456789")
+                    .await;
+                if head.windows(6).any(|w| w == b"/stall") {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            });
+        }
+    });
+    let text = format!(
+        "{}{PLAIN_ROUTES}\n[[upstream]]\nname = \"raw\"\nurl = \"http://{raw_addr}\"\n\n\
+         [[route]]\nname = \"raw\"\npath_prefix = \"/raw\"\nupstream = \"raw\"\n",
+        base_config(mock.addr, unused_addr())
+    );
+    let path = dir.write("gateway.toml", &text);
+    let gateway = GatewayProcess::spawn(&path);
+    let metrics = runtime.block_on(async {
+        let get = |path: &str| {
+            Request::get(path)
+                .header("x-api-key", KEY_ACME)
+                .body(empty())
+                .unwrap()
+        };
+        let mut client = Client::connect(gateway.addr, &dir.ca(), Alpn::Http1).await;
+        let ok = client.get("/api/download/5000", Some(KEY_ACME)).await;
+        assert_eq!((ok.status, ok.body.len()), (StatusCode::OK, 5000));
+        for path in ["/raw/cut", "/raw/stall"] {
+            let mut client = Client::connect(gateway.addr, &dir.ca(), Alpn::Http1).await;
+            let response = client.send_streaming(get(path)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(4), response.into_body().collect()).await;
+        }
+        // The client reads the head and one frame of 50 MB, then goes away.
+        let mut client = Client::connect(gateway.addr, &dir.ca(), Alpn::Http1).await;
+        let response = client
+            .send_streaming(get("/api/download/50000000"))
+            .await
+            .unwrap();
+        let mut body = response.into_body();
+        let _ = body.frame().await;
+        drop(body);
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        admin_get(gateway.admin, "/metrics").await.1
+    });
+    for outcome in ["ok", "upstream_body_error", "client_closed", "timeout"] {
+        assert!(
+            metrics.contains(&format!(
+                "gateway_response_bodies_total{{outcome=\"{outcome}\"}} 1"
+            )),
+            "{outcome}: {metrics}"
+        );
+    }
+    gateway.signal("-TERM");
+    let (_, lines) = gateway.wait();
+    let line = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["msg"] == "request" && l["path"] == path)
+            .unwrap_or_else(|| panic!("no access line for {path}: {lines:?}"))
+            .clone()
+    };
+    let ok = line("/api/download/5000");
+    assert_access_line(&ok);
+    assert_eq!((&ok["outcome"], &ok["bytes"]), (&json!("ok"), &json!(5000)));
+    let cut = line("/raw/cut");
+    assert_eq!(
+        (&cut["status"], &cut["outcome"]),
+        (&json!(200), &json!("upstream_body_error"))
+    );
+    assert_eq!(cut["bytes"], 10, "{cut}");
+    let stalled = line("/raw/stall");
+    assert_eq!(stalled["outcome"], "timeout", "{stalled}");
+    assert!(
+        stalled["duration_ms"].as_f64().unwrap() >= 1000.0,
+        "to the last byte: {stalled}"
+    );
+    let closed = line("/api/download/50000000");
+    assert_eq!(closed["outcome"], "client_closed", "{closed}");
+    assert!(closed["bytes"].as_u64().unwrap() < 50_000_000, "{closed}");
 }

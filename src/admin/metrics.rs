@@ -82,6 +82,9 @@ pub const PRIVACY_OUTBOX_OLDEST_AGE: &str = "gateway_privacy_outbox_oldest_age_s
 pub const STORE_UP: &str = "gateway_store_up";
 /// Config reloads, by `outcome` (ok, error).
 pub const CONFIG_RELOADS: &str = "gateway_config_reloads_total";
+/// Answers' bodies by how they ended (`outcome`: `ok`, `upstream_body_error`, `client_closed`,
+/// `timeout`).
+pub const RESPONSE_BODIES: &str = "gateway_response_bodies_total";
 
 /// Latency buckets from 100 µs to 30 s: proxying adds sub-millisecond, upstreams take seconds.
 const DURATION_BUCKETS: &[f64] = &[
@@ -182,6 +185,10 @@ fn describe() {
         "Records found under a previous tag key and tagged again under the current one."
     );
     describe_counter!(PRIVACY_REQUESTS, "Privacy requests filed.");
+    describe_counter!(
+        RESPONSE_BODIES,
+        "Answers by how their body ended: ok, upstream_body_error, client_closed, timeout."
+    );
     describe_counter!(
         PRIVACY_UNMATCHED,
         "Privacy requests filed with no controller found, kept for a later match."
@@ -317,6 +324,12 @@ pub fn upstream_duration() -> &'static Histograms<1> {
 pub fn headers_removed() -> &'static Counters<1> {
     static SERIES: OnceLock<Counters<1>> = OnceLock::new();
     SERIES.get_or_init(|| Counters::counters(HEADERS_REMOVED, ["reason"]))
+}
+
+/// `gateway_response_bodies_total` by outcome (one per answer).
+pub fn response_bodies() -> &'static Counters<1> {
+    static SERIES: OnceLock<Counters<1>> = OnceLock::new();
+    SERIES.get_or_init(|| Counters::counters(RESPONSE_BODIES, ["outcome"]))
 }
 
 /// `gateway_redactions_total` by route, rule and action.

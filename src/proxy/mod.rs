@@ -12,7 +12,9 @@
 //! 5. forward over the upstream pool ([`upstream`]) under the request timeout;
 //! 6. plain route: stream the answer back; inspected route: collect, inspect, tag and redact it.
 //!
-//! Every answer, forwarded or refused, ends in one access-log line and the request metrics.
+//! Every answer, forwarded or refused, is counted in the request metrics when its head is ready,
+//! and ends in one access-log line when its body has ended ([`crate::body::Finished`]), saying
+//! how many bytes went out and whether the body ended cleanly.
 
 pub mod auth;
 pub mod error;
@@ -135,15 +137,22 @@ impl Gateway {
         response
             .headers_mut()
             .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
-        self.record(
-            &outcome,
-            &method,
-            target.path(),
-            &request_id,
-            &response,
+        self.record(&outcome, &response, started);
+        // The access line is written when the answer's body ends, with how it ended.
+        let line = AccessLine {
+            request_id,
+            route: outcome.label().to_string(),
+            client: outcome.client.clone(),
+            method: method.clone(),
+            path: loggable_path(target.path()).into_owned(),
+            status: response.status().as_u16(),
+            redactions: outcome.redactions,
+            reason: outcome.reason,
+            bodiless: method == Method::HEAD
+                || matches!(response.status().as_u16(), 101 | 204 | 304),
             started,
-        );
-        response
+        };
+        response.map(|body| body.on_finished(Arc::new(line)))
     }
 
     async fn proxy<'a>(
@@ -332,21 +341,11 @@ impl Gateway {
         }
     }
 
-    /// One access-log line and the request metrics.
-    fn record(
-        &self,
-        outcome: &Outcome<'_>,
-        method: &Method,
-        path: &str,
-        request_id: &HeaderValue,
-        response: &Response<GatewayBody>,
-        started: Instant,
-    ) {
+    /// The request metrics, when the answer's head is ready.
+    fn record(&self, outcome: &Outcome<'_>, response: &Response<GatewayBody>, started: Instant) {
         let elapsed = started.elapsed();
         let route = outcome.label();
         let caller = outcome.client.as_deref();
-        let client = caller.map_or("anonymous", |c| &*c.id);
-        let status = response.status().as_u16();
         match outcome.route {
             Some(matched) => {
                 self.meters
@@ -359,18 +358,51 @@ impl Gateway {
                 elapsed.as_secs_f64(),
             ),
         }
+    }
+}
+
+/// One request's access line, written when its answer's body ends: by then the line can say how
+/// many bytes went out, whether the body ended cleanly, and how long it took to the last byte.
+struct AccessLine {
+    request_id: HeaderValue,
+    route: String,
+    client: Option<Arc<Client>>,
+    method: Method,
+    /// The path as logged ([`loggable_path`]).
+    path: String,
+    status: u16,
+    redactions: usize,
+    /// Why the gateway refused the request, as `gateway_blocked_total` counts it.
+    reason: Option<&'static str>,
+    /// An answer without a body (`HEAD`, 101, 204, 304): it ends with its head.
+    bodiless: bool,
+    started: Instant,
+}
+
+impl crate::body::Finished for AccessLine {
+    fn finished(&self, end: &crate::body::BodyEnd) {
+        let outcome = if self.bodiless {
+            crate::body::EndOutcome::Ok
+        } else {
+            end.outcome
+        };
+        metrics::response_bodies()
+            .get([outcome.as_str()])
+            .increment(1);
         tracing::info!(
             msg = "request",
-            request_id = request_id.to_str().unwrap_or_default(),
-            route,
-            client,
-            method = method.as_str(),
-            path = %loggable_path(path),
-            status,
+            request_id = self.request_id.to_str().unwrap_or_default(),
+            route = self.route.as_str(),
+            client = self.client.as_deref().map_or("anonymous", |c| &*c.id),
+            method = self.method.as_str(),
+            path = self.path.as_str(),
+            status = self.status,
+            bytes = end.bytes,
+            outcome = outcome.as_str(),
             // Whole microseconds: `0.456`, not the float noise of `0.45603499999999997`.
-            duration_ms = elapsed.as_micros() as f64 / 1000.0,
-            redactions = outcome.redactions as u64,
-            reason = outcome.reason,
+            duration_ms = self.started.elapsed().as_micros() as f64 / 1000.0,
+            redactions = self.redactions as u64,
+            reason = self.reason,
         );
     }
 }

@@ -95,16 +95,23 @@ impl Drop for Busy {
     /// The request was dropped unanswered (its connection closed).
     fn drop(&mut self) {
         if let Some(counts) = self.0.take() {
-            counts.finished();
+            counts.done();
         }
     }
 }
 
-impl Finished for Counts {
-    fn finished(&self) {
+impl Counts {
+    /// A request is no longer in flight.
+    fn done(&self) {
         let done = self.opened.elapsed().as_millis() as u64;
         self.last_done_ms.fetch_max(done, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Finished for Counts {
+    fn finished(&self, _: &crate::body::BodyEnd) {
+        self.done();
     }
 }
 

@@ -99,6 +99,11 @@ pub(super) fn register(config: &Config) {
         gauge!(metrics::TAG_STORE_ENTRIES, "kind" => kind).increment(0.0);
     }
     counter!(metrics::RETENTION_DELETED, "kind" => "privacy_subject").increment(0);
+    for outcome in crate::body::EndOutcome::ALL {
+        metrics::response_bodies()
+            .get([outcome.as_str()])
+            .increment(0);
+    }
     counter!(metrics::TLS_HANDSHAKE_ERRORS).increment(0);
     counter!(metrics::PRIVACY_MATCHED_LATE).increment(0);
     gauge!(metrics::CONNECTIONS_ACTIVE).increment(0.0);

@@ -1131,6 +1131,8 @@ pub fn assert_access_line(line: &Value) {
         "method",
         "path",
         "status",
+        "bytes",
+        "outcome",
         "duration_ms",
         "redactions",
     ] {
