@@ -141,10 +141,16 @@ impl Gateway {
         // The access line is written when the answer's body ends, with how it ended.
         let line = AccessLine {
             request_id,
-            route: outcome.label().to_string(),
+            // The config's own route (a reference count), or a gateway endpoint's fixed label:
+            // nothing is copied per request.
+            route: match (outcome.route, outcome.endpoint) {
+                (Some(route), _) => RouteLabel::Route(self.config.routes[route.index].clone()),
+                (None, Some(endpoint)) => RouteLabel::Fixed(endpoint),
+                (None, None) => RouteLabel::Fixed("none"),
+            },
             client: outcome.client.clone(),
             method: method.clone(),
-            path: loggable_path(target.path()).into_owned(),
+            target,
             status: response.status().as_u16(),
             redactions: outcome.redactions,
             reason: outcome.reason,
@@ -365,11 +371,11 @@ impl Gateway {
 /// many bytes went out, whether the body ended cleanly, and how long it took to the last byte.
 struct AccessLine {
     request_id: HeaderValue,
-    route: String,
+    route: RouteLabel,
     client: Option<Arc<Client>>,
     method: Method,
-    /// The path as logged ([`loggable_path`]).
-    path: String,
+    /// The target as parsed (shared bytes); logged as [`loggable_path`] of its path.
+    target: http::Uri,
     status: u16,
     redactions: usize,
     /// Why the gateway refused the request, as `gateway_blocked_total` counts it.
@@ -377,6 +383,23 @@ struct AccessLine {
     /// An answer without a body (`HEAD`, 101, 204, 304): it ends with its head.
     bodiless: bool,
     started: Instant,
+}
+
+/// The `route` of an access line.
+enum RouteLabel {
+    /// A configured route.
+    Route(Arc<Route>),
+    /// A gateway endpoint, or `none`.
+    Fixed(&'static str),
+}
+
+impl RouteLabel {
+    fn as_str(&self) -> &str {
+        match self {
+            RouteLabel::Route(route) => &route.name,
+            RouteLabel::Fixed(label) => label,
+        }
+    }
 }
 
 impl crate::body::Finished for AccessLine {
@@ -395,7 +418,7 @@ impl crate::body::Finished for AccessLine {
             route = self.route.as_str(),
             client = self.client.as_deref().map_or("anonymous", |c| &*c.id),
             method = self.method.as_str(),
-            path = self.path.as_str(),
+            path = %loggable_path(self.target.path()),
             status = self.status,
             bytes = end.bytes,
             outcome = outcome.as_str(),
