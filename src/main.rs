@@ -457,11 +457,8 @@ fn check(
     strict: bool,
     suggest_rules: Option<&Path>,
 ) -> ExitCode {
-    if let Some(dir) = samples
-        && !dir.is_dir()
-    {
-        eprintln!("error: --samples {}: not a folder.", dir.display());
-        return ExitCode::from(EXIT_CONFIG);
+    if let Err(code) = samples_folder(samples) {
+        return code;
     }
     let report = match review::report::Report::build(config, &path.display().to_string(), samples) {
         Ok(report) => report,
@@ -497,6 +494,17 @@ fn check(
     ExitCode::SUCCESS
 }
 
+/// `--samples DIR` must be a folder (exit 2 otherwise, as for any usage error).
+fn samples_folder(samples: Option<&Path>) -> Result<(), ExitCode> {
+    match samples {
+        Some(dir) if !dir.is_dir() => {
+            eprintln!("error: --samples {}: not a folder.", dir.display());
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_change(
     (config, path): (&Config, &Path),
     (before, before_path): (&Config, &Path),
@@ -504,11 +512,8 @@ fn check_change(
     format: FormatArg,
     strict: bool,
 ) -> ExitCode {
-    if let Some(dir) = samples
-        && !dir.is_dir()
-    {
-        eprintln!("error: --samples {}: not a folder.", dir.display());
-        return ExitCode::from(EXIT_CONFIG);
+    if let Err(code) = samples_folder(samples) {
+        return code;
     }
     let report = match review::change::ChangeReport::build(
         config,

@@ -727,7 +727,6 @@ fn field_change(
     before: &Outcome,
     after: &Outcome,
 ) -> Change {
-    let side = |o: &Outcome| o.because.clone().unwrap_or_else(|| "no rule".to_string());
     Change {
         route: route.name.clone(),
         direction: Some(direction.as_str()),
@@ -737,6 +736,6 @@ fn field_change(
         before: before.treatment.to_string(),
         after: after.treatment.to_string(),
         widened: before.treatment.widened_by(after.treatment),
-        because: format!("before: {}; after: {}", side(before), side(after)),
+        because: format!("before: {}; after: {}", before.cause(), after.cause()),
     }
 }

@@ -131,9 +131,6 @@ fn route_matrix(out: &mut String, matrix: &Matrix) {
             } else {
                 "narrowed"
             };
-            let side = |o: &super::treatment::Outcome| {
-                o.because.clone().unwrap_or_else(|| "no rule".to_string())
-            };
             let _ = write!(
                 out,
                 "<td class=\"{class} {kind}\"><span class=\"change\">{kind}</span>: {before} → \
@@ -141,8 +138,8 @@ fn route_matrix(out: &mut String, matrix: &Matrix) {
                 class = after.treatment.class(),
                 before = before.treatment,
                 after = after.treatment,
-                b = esc(&side(before)),
-                a = esc(&side(after)),
+                b = esc(before.cause()),
+                a = esc(after.cause()),
             );
         }
         out.push_str("</tr>\n");

@@ -356,6 +356,13 @@ pub struct Parties<'k> {
     pub customer: &'k str,
 }
 
+impl Outcome {
+    /// The rule responsible, in words (`no rule` when none is).
+    pub fn cause(&self) -> &str {
+        self.because.as_deref().unwrap_or("no rule")
+    }
+}
+
 /// What `route` does to the value at `witness` in `direction` for `class`.
 pub fn outcome(
     route: &Route,
