@@ -996,4 +996,33 @@ fn every_category_is_found_labelled_and_covered_by_the_suggested_rules() {
     let (report, _) = check_json(dir.path(), &[]);
     assert_eq!(report["summary"]["findings"], 0, "{report}");
     assert_eq!(report["summary"]["rules"], 9);
+
+    // But not unread: each adopted rule still has the placeholder reason, a warning apiece (which
+    // fails a strict review) until a person has written why.
+    let fixture_warnings = report["summary"]["warnings"].as_u64().unwrap() - 8;
+    assert_eq!(unwritten_reasons(&report), 8, "{report}");
+    let rules = std::fs::read_to_string(&suggested).unwrap();
+    let written: String = rules
+        .lines()
+        .map(|line| match line.starts_with("reason = \"EDIT ME:") {
+            true => "reason = \"The recipient's own; only their customer may see it.\"",
+            false => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&suggested, written).unwrap();
+    let (report, _) = check_json(dir.path(), &[]);
+    assert_eq!(unwritten_reasons(&report), 0, "{report}");
+    assert_eq!(report["summary"]["warnings"], fixture_warnings, "{report}");
+}
+
+/// How many warnings of a JSON report are about a suggested rule's reason left as written.
+fn unwritten_reasons(report: &Value) -> usize {
+    report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str())
+        .filter(|w| w.contains("still has the reason `check --suggest-rules` wrote"))
+        .count()
 }

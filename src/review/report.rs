@@ -419,7 +419,8 @@ fn variant_warnings(config: &Config) -> Vec<String> {
 }
 
 /// Rules that can never apply: on no route of theirs does the plan admit them, or they are
-/// record-scoped on a route that selects no records.
+/// record-scoped on a route that selects no records. And suggested rules adopted without the
+/// reason a reviewer reads.
 fn rule_warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
     let mut reported = BTreeSet::new();
@@ -427,6 +428,13 @@ fn rule_warnings(config: &Config) -> Vec<String> {
     for rule in all {
         if !reported.insert(rule.id.clone()) {
             continue;
+        }
+        if rule.reason.starts_with(suggest::UNWRITTEN_REASON) {
+            warnings.push(format!(
+                "rule `{}` still has the reason `check --suggest-rules` wrote for it: say why the \
+                 field is personal and who may see it",
+                rule.id
+            ));
         }
         let carrying: Vec<&Route> = config
             .routes

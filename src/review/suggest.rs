@@ -30,6 +30,10 @@ pub struct Suggestion {
     pub routes: Vec<String>,
 }
 
+/// How a suggested rule's reason starts until a person writes one; `check` warns while it does, so
+/// an adopted suggestion cannot pass a strict review unread.
+pub const UNWRITTEN_REASON: &str = "EDIT ME:";
+
 /// The suggestions for every uncovered candidate of `routes`, one per path and category, in the
 /// report's category order.
 pub fn suggest(routes: &[RouteReport]) -> Vec<Suggestion> {
@@ -54,7 +58,7 @@ pub fn suggest(routes: &[RouteReport]) -> Vec<Suggestion> {
                     action: kind.suggested_action(),
                     category: kind.category(),
                     reason: format!(
-                        "EDIT ME: `check --samples` found data of kind `{}` ({}) in sample `{}` \
+                        "{UNWRITTEN_REASON} `check --samples` found data of kind `{}` ({}) in sample `{}` \
                          that callers other than the record's controller receive unchanged. Say \
                          why this field is personal and who may see it.",
                         kind.as_str(),
