@@ -110,6 +110,45 @@ fn config_errors_exit_2_with_one_sentence_naming_file_key_and_line() {
 }
 
 #[test]
+fn outside_a_checkout_the_default_config_says_where_it_looked_and_gateway_config_points_elsewhere()
+{
+    let dir = TestDir::new();
+    let output = Command::new(BIN)
+        .arg("check")
+        .current_dir(dir.path())
+        .env_remove("GATEWAY_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let looked = format!("looked in {}", dir.path().display());
+    assert!(
+        stderr.contains("config/gateway.toml: cannot read the file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&looked), "{stderr}");
+    assert!(
+        stderr.contains("`--config FILE` or set GATEWAY_CONFIG"),
+        "{stderr}"
+    );
+
+    // An installed gateway names its config once, in the environment, for every command, from
+    // wherever it runs.
+    let elsewhere = TestDir::new();
+    let path = dir.write("gateway.toml", &config_text(PLAIN_ROUTES));
+    let output = Command::new(BIN)
+        .arg("check")
+        .current_dir(elsewhere.path())
+        .env("GATEWAY_CONFIG", &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("## Route `api-public`"), "{stdout}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let output = Command::new(BIN).arg("frobnicate").output().unwrap();
     assert_eq!(output.status.code(), Some(2));

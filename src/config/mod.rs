@@ -375,8 +375,21 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::file(path, format!("cannot read the file: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            // A command run outside a checkout meets the relative default first: say where it
+            // looked and how to point it elsewhere.
+            let hint = match e.kind() == std::io::ErrorKind::NotFound && path.is_relative() {
+                true => match std::env::current_dir() {
+                    Ok(dir) => format!(
+                        " (looked in {}; give `--config FILE` or set GATEWAY_CONFIG)",
+                        dir.display()
+                    ),
+                    Err(_) => " (give `--config FILE` or set GATEWAY_CONFIG)".to_string(),
+                },
+                false => String::new(),
+            };
+            ConfigError::file(path, format!("cannot read the file: {e}{hint}"))
+        })?;
         Config::from_toml(path, &text, env)
     }
 
