@@ -353,3 +353,136 @@ fn the_architecture_dependency_table_matches_the_code() {
     }
     assert!(checked >= 16, "{checked} modules checked");
 }
+
+/// The sibling files a file of `module` names: `super::name`, `super::{a, b::C}` and
+/// `crate::module::name`, comments aside.
+fn sibling_imports(
+    module: &str,
+    text: &str,
+    siblings: &[String],
+) -> std::collections::BTreeSet<String> {
+    let code: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut found = std::collections::BTreeSet::new();
+    let crate_prefix = format!("crate::{module}::");
+    for prefix in ["super::", crate_prefix.as_str()] {
+        for (at, _) in code.match_indices(prefix) {
+            let rest = &code[at + prefix.len()..];
+            let names: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => {
+                    // The group up to its closing brace, split at top-level commas.
+                    let (mut depth, mut start, mut names) = (0, 0, Vec::new());
+                    for (i, c) in group.char_indices() {
+                        match c {
+                            '{' => depth += 1,
+                            '}' if depth == 0 => {
+                                names.push(&group[start..i]);
+                                break;
+                            }
+                            '}' => depth -= 1,
+                            ',' if depth == 0 => {
+                                names.push(&group[start..i]);
+                                start = i + 1;
+                            }
+                            _ => {}
+                        }
+                    }
+                    names
+                }
+                None => vec![rest],
+            };
+            for name in names {
+                let name: String = name
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if siblings.contains(&name) {
+                    found.insert(name);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_file_inside_a_module_imports_itself_back() {
+    let root = Path::new(ROOT).join("src");
+    let mut modules = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let module = dir.file_name().unwrap().to_str().unwrap().to_string();
+        let mut siblings: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".rs").map(str::to_string)
+            })
+            .filter(|name| name != "mod")
+            .collect();
+        siblings.sort();
+        let edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            siblings
+                .iter()
+                .map(|file| {
+                    let text = std::fs::read_to_string(dir.join(format!("{file}.rs"))).unwrap();
+                    let mut names = sibling_imports(&module, &text, &siblings);
+                    names.remove(file);
+                    (file.clone(), names)
+                })
+                .collect();
+        // A depth-first walk from each file; meeting a file already on the path is a circle.
+        fn walk(
+            at: &str,
+            edges: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+            path: &mut Vec<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(start) = path.iter().position(|p| p == at) {
+                let mut circle = path[start..].to_vec();
+                circle.push(at.to_string());
+                return Some(circle);
+            }
+            path.push(at.to_string());
+            for next in &edges[at] {
+                if let Some(circle) = walk(next, edges, path) {
+                    return Some(circle);
+                }
+            }
+            path.pop();
+            None
+        }
+        for file in &siblings {
+            if let Some(circle) = walk(file, &edges, &mut Vec::new()) {
+                panic!(
+                    "src/{module}: files import each other: {}",
+                    circle.join(" → ")
+                );
+            }
+        }
+        modules += 1;
+    }
+    assert!(modules >= 10, "{modules} module folders checked");
+}
+
+#[test]
+fn the_circle_check_reads_every_way_a_file_names_a_sibling() {
+    let siblings: Vec<String> = ["path", "filter", "matcher", "words"]
+        .map(String::from)
+        .to_vec();
+    let text = "use super::path::{Sel, Step};\n\
+                use super::{filter::{self, Filter}, matcher};\n\
+                // use super::words;\n\
+                let x = crate::redact::words::f();\n\
+                use super::super::path::Path;\n";
+    let found: Vec<String> = sibling_imports("redact", text, &siblings)
+        .into_iter()
+        .collect();
+    assert_eq!(found, ["filter", "matcher", "path", "words"]);
+}

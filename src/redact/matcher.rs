@@ -7,8 +7,8 @@
 //! it; a subtree is entered only while some state is alive, so rules like `$.recipient.email`
 //! touch three nodes however large the record is, and ten rules cost one walk.
 
-use super::filter::Scope;
-use super::path::{Path, Sel};
+use super::context::FilterContext;
+use super::path::{Path, Sel, selects};
 use crate::json::{Document, Kind, NONE, NodeId};
 
 /// Several paths evaluated together.
@@ -141,7 +141,7 @@ impl Matcher {
         let top = stack.len();
         let walk = Walk {
             doc,
-            scope: Scope::new(doc, root),
+            filters: FilterContext::new(doc, root),
             fence,
         };
         self.visit(&walk, root, 0, top, stack, hit);
@@ -213,7 +213,7 @@ impl Matcher {
                 }
                 for (sel, target) in &state.others {
                     let selected = match sel {
-                        Sel::Filter(filter) => filter.test(&walk.scope, child),
+                        Sel::Filter(filter) => filter.holds(&walk.filters, child),
                         other => selects(other, is_array, index, len),
                     };
                     if selected {
@@ -236,55 +236,8 @@ impl Matcher {
 /// the nodes not to enter.
 struct Walk<'w, 'a> {
     doc: &'w Document<'a>,
-    scope: Scope<'w, 'a>,
+    filters: FilterContext<'w, 'a>,
     fence: &'w dyn Fn(NodeId) -> bool,
-}
-
-/// Whether a wildcard, index or slice selects the `index`-th of `len` children (filters are
-/// evaluated by the walk); a filter's queries pick indexes with it too.
-pub(crate) fn selects(sel: &Sel, is_array: bool, index: i64, len: i64) -> bool {
-    match sel {
-        Sel::Wildcard => true,
-        Sel::Name(_) | Sel::Filter(_) => false,
-        Sel::Index(i) => is_array && (if *i < 0 { len + i } else { *i }) == index,
-        Sel::Slice(start, end, step) => is_array && in_slice(index, len, *start, *end, *step),
-    }
-}
-
-/// RFC 9535 §2.3.4.2.2: whether element `i` of an array of `len` is in `[start:end:step]`.
-fn in_slice(i: i64, len: i64, start: Option<i64>, end: Option<i64>, step: Option<i64>) -> bool {
-    let step = step.unwrap_or(1);
-    let normalize = |v: i64| if v >= 0 { v } else { len + v };
-    match step {
-        0 => false,
-        s if s > 0 => {
-            let lower = normalize(start.unwrap_or(0)).clamp(0, len);
-            let upper = normalize(end.unwrap_or(len)).clamp(0, len);
-            lower <= i && i < upper && (i - lower) % s == 0
-        }
-        s => {
-            let upper = normalize(start.unwrap_or(len - 1)).clamp(-1, len - 1);
-            let lower = end.map_or(-1, |e| normalize(e).clamp(-1, len - 1));
-            lower < i && i <= upper && (upper - i) % (-s) == 0
-        }
-    }
-}
-
-/// The indexes `[start:end:step]` selects from an array of `len`, in the slice's order
-/// (descending for a negative step), as a query inside a filter lists them.
-pub(crate) fn slice_indexes(
-    len: i64,
-    start: Option<i64>,
-    end: Option<i64>,
-    step: Option<i64>,
-) -> Vec<i64> {
-    let mut indexes: Vec<i64> = (0..len)
-        .filter(|&i| in_slice(i, len, start, end, step))
-        .collect();
-    if step.unwrap_or(1) < 0 {
-        indexes.reverse();
-    }
-    indexes
 }
 
 #[cfg(test)]

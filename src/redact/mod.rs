@@ -12,10 +12,15 @@
 //! caller) and owns the rule vocabulary ([`rule`]): it knows nothing of config files.
 
 pub mod actions;
-pub mod filter;
+mod compile;
+pub mod context;
+mod expr;
+mod filter;
+mod iregexp;
 pub mod matcher;
 pub mod path;
 pub mod rule;
+mod words;
 
 use std::sync::Arc;
 

@@ -1,14 +1,15 @@
-//! JSONPath compiled once at load time into the steps the rule engine walks.
+//! JSONPath as the rule engine walks it: the steps from `$` to the selected values, and what
+//! each selector selects (RFC 9535 §2.3).
 //!
-//! Parsing is jsonpath-rust's (RFC 9535), so a path means here what it means there. Every selector
-//! of the RFC compiles: names, wildcards, indexes, slices and filters ([`super::filter`], checked
-//! for well-typedness here, at load time).
+//! Paths are compiled once at load time (`compile.rs`, from jsonpath-rust's parse, so a path means
+//! here what it means there). A filter selector (`[?…]`) is held as a [`ChildTest`]: selectors
+//! know that a filter tests each child, not the filter language, which itself reads paths.
 
+use std::fmt;
 use std::sync::Arc;
 
-use jsonpath_rust::parser::model::{Segment, Selector};
-
-use super::filter::Filter;
+use super::context::FilterContext;
+use crate::json::NodeId;
 
 /// A compiled JSONPath: the steps from the root (`$`) to the selected values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +41,26 @@ pub enum Sel {
     /// `[start:end:step]` of an array.
     Slice(Option<i64>, Option<i64>, Option<i64>),
     /// `[?…]`: the members or elements for which the filter holds.
-    Filter(Arc<Filter>),
+    Filter(Arc<dyn ChildTest>),
 }
+
+/// A filter selector as a path sees it: a test each member or element passes or fails.
+pub trait ChildTest: fmt::Debug + Send + Sync {
+    /// Whether the test holds for `child` (`@`).
+    fn holds(&self, context: &FilterContext<'_, '_>, child: NodeId) -> bool;
+    /// The expression as written (reports; two filters are equal when written the same).
+    fn source(&self) -> &str;
+    /// The expression in words, for reviewers: `` `@.type` is "residential" ``.
+    fn in_words(&self) -> String;
+}
+
+impl PartialEq for dyn ChildTest {
+    fn eq(&self, other: &dyn ChildTest) -> bool {
+        self.source() == other.source()
+    }
+}
+
+impl Eq for dyn ChildTest {}
 
 impl Path {
     /// Each filter of the path in words, in order (empty without filters).
@@ -55,58 +74,53 @@ impl Path {
             })
             .collect()
     }
+}
 
-    /// Parses and compiles `source`; the error is one sentence suitable for a config error.
-    pub fn compile(source: &str) -> Result<Path, String> {
-        let query = jsonpath_rust::parser::parse_json_path(source)
-            .map_err(|e| format!("invalid JSONPath `{source}`: {e}"))?;
-        let steps = compile_segments(&query.segments)
-            .map_err(|e| format!("invalid JSONPath `{source}`: {e}"))?;
-        Ok(Path {
-            source: source.to_string(),
-            steps,
-        })
+/// Whether a wildcard, index or slice selects the `index`-th of `len` children (filters are
+/// evaluated by the walk); a filter's queries pick indexes with it too.
+pub(crate) fn selects(sel: &Sel, is_array: bool, index: i64, len: i64) -> bool {
+    match sel {
+        Sel::Wildcard => true,
+        Sel::Name(_) | Sel::Filter(_) => false,
+        Sel::Index(i) => is_array && (if *i < 0 { len + i } else { *i }) == index,
+        Sel::Slice(start, end, step) => is_array && in_slice(index, len, *start, *end, *step),
     }
 }
 
-/// Compiles a query's segments (the rule's path, or a query inside a filter).
-pub(crate) fn compile_segments(segments: &[Segment]) -> Result<Vec<Step>, String> {
-    segments
-        .iter()
-        .map(|segment| compile_segment(segment, false))
-        .collect()
-}
-
-fn compile_segment(segment: &Segment, descendant: bool) -> Result<Step, String> {
-    match segment {
-        Segment::Descendant(inner) => {
-            if descendant {
-                return Err("nested descendant segments".into());
-            }
-            compile_segment(inner, true)
+/// RFC 9535 §2.3.4.2.2: whether element `i` of an array of `len` is in `[start:end:step]`.
+fn in_slice(i: i64, len: i64, start: Option<i64>, end: Option<i64>, step: Option<i64>) -> bool {
+    let step = step.unwrap_or(1);
+    let normalize = |v: i64| if v >= 0 { v } else { len + v };
+    match step {
+        0 => false,
+        s if s > 0 => {
+            let lower = normalize(start.unwrap_or(0)).clamp(0, len);
+            let upper = normalize(end.unwrap_or(len)).clamp(0, len);
+            lower <= i && i < upper && (i - lower) % s == 0
         }
-        Segment::Selector(selector) => Ok(Step {
-            descendant,
-            selectors: vec![compile_selector(selector)?],
-        }),
-        Segment::Selectors(selectors) => Ok(Step {
-            descendant,
-            selectors: selectors
-                .iter()
-                .map(compile_selector)
-                .collect::<Result<_, _>>()?,
-        }),
+        s => {
+            let upper = normalize(start.unwrap_or(len - 1)).clamp(-1, len - 1);
+            let lower = end.map_or(-1, |e| normalize(e).clamp(-1, len - 1));
+            lower < i && i <= upper && (upper - i) % (-s) == 0
+        }
     }
 }
 
-fn compile_selector(selector: &Selector) -> Result<Sel, String> {
-    Ok(match selector {
-        Selector::Name(name) => Sel::Name(unquote(name)),
-        Selector::Wildcard => Sel::Wildcard,
-        Selector::Index(i) => Sel::Index(*i),
-        Selector::Slice(start, end, step) => Sel::Slice(*start, *end, *step),
-        Selector::Filter(filter) => Sel::Filter(Arc::new(Filter::compile(filter)?)),
-    })
+/// The indexes `[start:end:step]` selects from an array of `len`, in the slice's order
+/// (descending for a negative step), as a query inside a filter lists them.
+pub(crate) fn slice_indexes(
+    len: i64,
+    start: Option<i64>,
+    end: Option<i64>,
+    step: Option<i64>,
+) -> Vec<i64> {
+    let mut indexes: Vec<i64> = (0..len)
+        .filter(|&i| in_slice(i, len, start, end, step))
+        .collect();
+    if step.unwrap_or(1) < 0 {
+        indexes.reverse();
+    }
+    indexes
 }
 
 /// jsonpath-rust keeps bracketed names and string literals with their quotes (`'email'`); dot

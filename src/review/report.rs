@@ -203,7 +203,11 @@ impl Report {
         Ok(Report {
             format_version: FORMAT_VERSION,
             config: shown_as.to_string(),
-            suggested_rules: suggest::suggest(&routes),
+            suggested_rules: suggest::suggest(
+                routes
+                    .iter()
+                    .filter_map(|r| Some((r.name.as_str(), r.coverage.as_ref()?))),
+            ),
             routes,
             warnings,
             summary,

@@ -10,8 +10,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::coverage::RouteCoverage;
 use super::detect::Candidate;
-use super::report::RouteReport;
 
 /// One proposed rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,18 +34,20 @@ pub struct Suggestion {
 /// an adopted suggestion cannot pass a strict review unread.
 pub const UNWRITTEN_REASON: &str = "EDIT ME:";
 
-/// The suggestions for every uncovered candidate of `routes`, one per path and category, in the
-/// report's category order.
-pub fn suggest(routes: &[RouteReport]) -> Vec<Suggestion> {
+/// The suggestions for every uncovered candidate of each route's coverage (by route name), one per
+/// path and category, in the report's category order.
+pub fn suggest<'a>(
+    coverage: impl IntoIterator<Item = (&'a str, &'a RouteCoverage)>,
+) -> Vec<Suggestion> {
     let mut found: Vec<(Candidate, Suggestion)> = Vec::new();
-    for route in routes {
-        for uncovered in route.coverage.iter().flat_map(|c| &c.uncovered) {
+    for (route, coverage) in coverage {
+        for uncovered in &coverage.uncovered {
             if let Some((_, existing)) = found
                 .iter_mut()
                 .find(|(kind, s)| *kind == uncovered.kind && s.path == uncovered.record_path)
             {
-                if !existing.routes.contains(&route.name) {
-                    existing.routes.push(route.name.clone());
+                if !existing.routes.iter().any(|r| r == route) {
+                    existing.routes.push(route.to_string());
                 }
                 continue;
             }
@@ -65,7 +67,7 @@ pub fn suggest(routes: &[RouteReport]) -> Vec<Suggestion> {
                         kind.category(),
                         uncovered.sample
                     ),
-                    routes: vec![route.name.clone()],
+                    routes: vec![route.to_string()],
                 },
             ));
         }

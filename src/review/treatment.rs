@@ -240,7 +240,7 @@ impl Witness {
                         Sel::Index(i) => element(*i).into_iter().collect(),
                         Sel::Slice(start, end, by) => {
                             let len = 4;
-                            crate::redact::matcher::slice_indexes(len, *start, *end, *by)
+                            crate::redact::path::slice_indexes(len, *start, *end, *by)
                                 .first()
                                 .map(|&at| {
                                     let label = format!(
