@@ -17,12 +17,13 @@ use std::time::Instant;
 
 use recipient_gateway::config::Config;
 use recipient_gateway::json::Document;
+use recipient_gateway::proxy::resolve::{Asking, resolve};
 use recipient_gateway::store::memory::MemoryStore;
 use recipient_gateway::store::postgres::PostgresStore;
 use recipient_gateway::store::sqlite::SqliteStore;
 use recipient_gateway::store::test_postgres::{probe, scratch_url};
 use recipient_gateway::store::{Digest, Store, TagWrite};
-use recipient_gateway::tags::{Scope, Tags};
+use recipient_gateway::tags::{KeyRing, Tags};
 use recipient_gateway::vocabulary::Direction;
 
 fn digest(kind: u8, i: u64) -> Digest {
@@ -137,7 +138,7 @@ async fn main() {
         started.elapsed().as_secs_f64(),
         size as f64 / (1 << 20) as f64
     );
-    let tags = Tags::new(b"bench-tag-key-0123456789", store);
+    let tags = Tags::new(KeyRing::new(b"bench-tag-key-0123456789", []), store);
     let rss_before = rss_mib();
     // Recipient lists are trusted for half a second, so hits are measured right after warming.
     let warm = 1_000u64.min(scale);
@@ -207,19 +208,22 @@ controller_member = "customer_id"
     let body = format!(r#"{{"shipments":[{}]}}"#, records.join(","));
     let doc = Document::parse(body.as_bytes()).unwrap();
     let nodes = route.plan.find_records(&doc).unwrap();
-    let scope = Scope {
+    let asking = Asking {
         config: &config,
         route: &route,
         caller: config.client("acme").map(|c| &**c),
     };
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let plain = Tags::new(b"bench-tag-key-0123456789", store.clone());
-    let rotated = Tags::new(b"bench-tag-key-0123456789", store)
-        .with_previous_keys([b"an-earlier-bench-key-0123".as_slice()]);
+    let plain = Tags::new(KeyRing::new(b"bench-tag-key-0123456789", []), store.clone());
+    let rotated = Tags::new(
+        KeyRing::new(
+            b"bench-tag-key-0123456789",
+            [b"an-earlier-bench-key-0123".as_slice()],
+        ),
+        store,
+    );
     for tags in [&plain, &rotated] {
-        let resolved = tags
-            .resolve(&scope, &doc, &nodes, Direction::Response, false)
-            .await;
+        let resolved = resolve(tags, &asking, &doc, &nodes, Direction::Response, false).await;
         tags.write(
             &resolved,
             Direction::Response,
@@ -232,9 +236,8 @@ controller_member = "customer_id"
         for (which, tags) in [&plain, &rotated].into_iter().enumerate() {
             let started = Instant::now();
             for _ in 0..200 {
-                let resolved = tags
-                    .resolve(&scope, &doc, &nodes, Direction::Response, false)
-                    .await;
+                let resolved =
+                    resolve(tags, &asking, &doc, &nodes, Direction::Response, false).await;
                 assert!(
                     resolved
                         .iter()

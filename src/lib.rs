@@ -10,8 +10,8 @@
 //!
 //! A request's path through the modules: [`server`] accepts and handshakes → [`proxy`] matches the
 //! route, authenticates and cleans headers → on inspected routes [`inspect`] decides whether the
-//! body can be read, [`json`] parses it strictly, [`tags`] finds each record's controller and
-//! [`redact`] applies the rules → the request is forwarded over pooled connections → the answer
+//! body can be read, [`json`] parses it strictly, the proxy finds each record's controller in
+//! [`tags`] and [`redact`] applies the rules → the request is forwarded over pooled connections → the answer
 //! takes the same stages back, ending in one log line ([`logging`]) and the metrics ([`admin`]).
 //! The privacy endpoints are answered by the gateway itself ([`privacy`]) before any route match;
 //! a background worker delivers the requests to the customers' webhooks.
@@ -31,7 +31,8 @@
 //! | [`inspect`] | the fail-closed table: media types, encodings, body collection under limits |
 //! | [`json`] | strict JSON parsing into spans, byte-faithful rendering around edits |
 //! | [`redact`] | the JSONPath rule engine (all of RFC 9535, filters included): one pass for all rules per record |
-//! | [`tags`] | controller resolution, HMAC tags (memoised), the tag cache with write-behind and retention |
+//! | [`tags`] | HMAC tags (memoised), the tag cache with write-behind and retention |
+//! | [`import`] | `tags import`: a platform's history loaded into the tag store before go-live |
 //! | [`store`] | the `Store` and `Outbox` traits: memory, sqlite (default), postgres |
 //! | [`privacy`] | privacy requests: intake, verification, the outbox, signed webhook delivery, inbox, erasure |
 //! | [`review`] | reviewer tools: the `check` report, coverage from samples, `test-rules`, the `redact` dry run |
@@ -50,6 +51,7 @@ pub mod config;
 pub mod demo;
 #[cfg(feature = "test-support")]
 pub mod fuzzing;
+pub mod import;
 pub mod inspect;
 pub mod json;
 pub mod logging;

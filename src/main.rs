@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use recipient_gateway::config::Config;
-use recipient_gateway::tags::import::{ImportError, Input, Options as ImportOptions};
+use recipient_gateway::import::{ImportError, Input, Options as ImportOptions};
 use recipient_gateway::vocabulary::Direction;
 use recipient_gateway::{demo, logging, review, server, tls};
 
@@ -143,7 +143,7 @@ enum TagsCommand {
         #[arg(long, value_name = "N", default_value_t = 0)]
         max_errors: u64,
         /// Records per store transaction.
-        #[arg(long, value_name = "RECORDS", default_value_t = recipient_gateway::tags::import::DEFAULT_BATCH)]
+        #[arg(long, value_name = "RECORDS", default_value_t = recipient_gateway::import::DEFAULT_BATCH)]
         batch: usize,
         /// The JSON Lines file (`-` or nothing: standard input).
         input: Option<PathBuf>,
@@ -393,8 +393,9 @@ async fn import_tags(
     input: Input,
     options: &ImportOptions,
 ) -> Result<(), ImportError> {
+    use recipient_gateway::import;
     use recipient_gateway::privacy::{Clock, Desk};
-    use recipient_gateway::tags::{Tags, import};
+    use recipient_gateway::tags::Tags;
     use std::io::IsTerminal;
     let config = Arc::new(config);
     let store = recipient_gateway::store::open_for_import(&config.store).await?;
@@ -413,8 +414,8 @@ async fn import_tags(
     let summary = imported?;
     println!("{}", summary.line());
     let tags = Arc::new(
-        Tags::new(config.tag_key.expose(), store.tags.clone())
-            .with_previous_keys(config.previous_tag_keys.iter().map(|k| k.expose())),
+        Tags::new(config.tag_keys(), store.tags.clone())
+            .with_cache_entries(config.store.cache_entries),
     );
     let desk = Desk::new(&store, tags, Clock::default());
     let matched = desk.rematch().await?;

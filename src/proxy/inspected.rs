@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use super::Gateway;
 use super::error::ProxyError;
 use super::headers;
+use super::resolve::{Asking, resolve};
 use crate::admin::metrics;
 use crate::body::ClientBodyError;
 use crate::config::{Client, ClientKind, Route};
@@ -236,16 +237,20 @@ impl Exchange<'_> {
         let plan = &self.route.plan;
         let nodes = plan.find_records(&doc)?;
         let caller = self.caller.as_deref();
-        let scope = tags::Scope {
+        let asking = Asking {
             config: &self.gateway.config,
             route: self.route,
             caller,
         };
-        let resolved = self
-            .gateway
-            .tags
-            .resolve(&scope, &doc, &nodes, direction, created)
-            .await;
+        let resolved = resolve(
+            &self.gateway.tags,
+            &asking,
+            &doc,
+            &nodes,
+            direction,
+            created,
+        )
+        .await;
         let applied = redact::redact_records(
             &self.route.plan,
             &doc,

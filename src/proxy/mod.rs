@@ -21,6 +21,7 @@ pub mod error;
 pub mod header_meaning;
 pub mod headers;
 mod inspected;
+pub mod resolve;
 mod tunnel;
 pub mod upstream;
 

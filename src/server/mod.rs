@@ -102,8 +102,7 @@ impl Server {
         };
         let store = crate::store::open(&config.store).await?;
         let tags = Arc::new(
-            Tags::new(config.tag_key.expose(), store.tags.clone())
-                .with_previous_keys(config.previous_tag_keys.iter().map(|k| k.expose()))
+            Tags::new(config.tag_keys(), store.tags.clone())
                 .with_cache_entries(config.store.cache_entries),
         );
         let desk = Arc::new(Desk::new(&store, tags.clone(), Clock::default()));

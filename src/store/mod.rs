@@ -7,6 +7,8 @@
 //! expired rows in bounded batches, so several gateways may share one; deletions are announced to
 //! the others ([`listen`]). The [`outbox`] holds privacy requests until every controller has them.
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod faulty;
 pub mod listen;
 pub mod memory;
 pub mod outbox;
@@ -29,10 +31,57 @@ pub type Digest = [u8; 32];
 /// A boxed future, so stores can be used as `dyn Store`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// A store operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("tag store: {0}")]
-pub struct StoreError(pub String);
+/// A store operation failed: what failed in words (never a value from a row), and the driver's
+/// error as its source when there is one.
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    message: String,
+    /// Shared, so that a failed batch's error can be both returned and recorded.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A failure the store itself found (a row it cannot read, a URL it cannot use).
+    pub fn new(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A driver's failure; the message is the error with every cause it names, since some say
+    /// why only in their sources (a failed TLS handshake).
+    pub fn caused_by(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        let mut message = error.to_string();
+        let mut cause = error.source();
+        while let Some(next) = cause {
+            let text = next.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = next.source();
+        }
+        StoreError {
+            message,
+            source: Some(Arc::new(error)),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tag store: {}", self.message)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// One tag sighting to persist.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +194,7 @@ async fn open_for(
         StoreBackend::Postgres => {
             let url = config.url.as_ref().expect("validated: postgres has a URL");
             let url = std::str::from_utf8(url.expose())
-                .map_err(|_| StoreError("the PostgreSQL URL is not UTF-8".into()))?;
+                .map_err(|_| StoreError::new("the PostgreSQL URL is not UTF-8"))?;
             let tls = config.postgres_tls.clone();
             Ok(Opened::of(postgres::PostgresStore::open(url, tls).await?))
         }

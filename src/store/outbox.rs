@@ -375,11 +375,11 @@ pub trait Outbox: Send + Sync + 'static {
 pub(super) fn request_id_from(bytes: Vec<u8>) -> Result<RequestId, StoreError> {
     bytes
         .try_into()
-        .map_err(|_| StoreError("a stored request id is not 16 bytes".into()))
+        .map_err(|_| StoreError::new("a stored request id is not 16 bytes"))
 }
 
 pub(super) fn subject_from(text: Option<String>) -> Result<Option<Subject>, StoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError(e.to_string())))
+    text.map(|t| serde_json::from_str(&t).map_err(StoreError::caused_by))
         .transpose()
 }
 
@@ -387,7 +387,7 @@ pub(super) fn subject_from(text: Option<String>) -> Result<Option<Subject>, Stor
 /// identifiers), read back.
 pub(super) fn digests_from_bytes(bytes: &[u8]) -> Result<Vec<Digest>, StoreError> {
     if !bytes.len().is_multiple_of(32) {
-        return Err(StoreError("stored digests are not whole".into()));
+        return Err(StoreError::new("stored digests are not whole"));
     }
     Ok(bytes
         .chunks_exact(32)
@@ -398,15 +398,14 @@ pub(super) fn digests_from_bytes(bytes: &[u8]) -> Result<Vec<Digest>, StoreError
 pub(super) fn digest_from(bytes: Vec<u8>) -> Result<Digest, StoreError> {
     bytes
         .try_into()
-        .map_err(|_| StoreError("a stored digest is not 32 bytes".into()))
+        .map_err(|_| StoreError::new("a stored digest is not 32 bytes"))
 }
 
 pub(super) fn kind_from(name: &str) -> Result<RequestType, StoreError> {
-    RequestType::parse(name)
-        .ok_or_else(|| StoreError("a stored request has an unknown type".into()))
+    RequestType::parse(name).ok_or_else(|| StoreError::new("a stored request has an unknown type"))
 }
 
 pub(super) fn status_from(name: &str) -> Result<DeliveryStatus, StoreError> {
     DeliveryStatus::parse(name)
-        .ok_or_else(|| StoreError("a stored delivery has an unknown status".into()))
+        .ok_or_else(|| StoreError::new("a stored delivery has an unknown status"))
 }

@@ -145,19 +145,8 @@ pub struct PostgresStore {
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-/// The error with its causes: a failed TLS handshake only says why in its sources.
-fn err(e: impl std::error::Error) -> StoreError {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    StoreError(text)
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::caused_by(e)
 }
 
 impl PostgresStore {
@@ -169,7 +158,7 @@ impl PostgresStore {
     ) -> Result<PostgresStore, StoreError> {
         let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError(format!("invalid PostgreSQL URL: {e}")))?;
+            .map_err(|e| StoreError::new(format!("invalid PostgreSQL URL: {e}")))?;
         let manager_config = || ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };

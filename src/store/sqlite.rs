@@ -147,8 +147,8 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::caused_by(e)
 }
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -225,7 +225,8 @@ impl SqliteStore {
     /// [`SqliteStore::open`], tuned for `purpose`.
     pub fn open_for(path: &Path, purpose: Purpose) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::new(format!("{}: {e}", dir.display())))?;
         }
         let mut writer = open(path)?;
         // Tag keys are random digests, so every insert lands on a random B-tree page; with
@@ -265,7 +266,9 @@ impl SqliteStore {
         let conn = conn.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let mut conn = conn.lock().map_err(|_| err("connection lock poisoned"))?;
+                let mut conn = conn
+                    .lock()
+                    .map_err(|_| StoreError::new("connection lock poisoned"))?;
                 op(&mut conn)
             })
             .await

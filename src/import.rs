@@ -3,7 +3,7 @@
 //!
 //! The input is JSON Lines, one document per line, shaped as the route's upstream answers; the
 //! route's `records`, `record_keys`, `recipient`, `recipient_identifiers` and
-//! `controller_member` find what live traffic would find (`resolve.rs` holds that one
+//! `controller_member` find what live traffic would find (`config/record.rs` holds that one
 //! definition). Lines are parsed and digested on a thread of their own while the store commits
 //! the previous batch, through the store's one write path (`store/rows.rs`), except that what the
 //! store already holds is kept as it is: importing a file twice writes nothing the second time.
@@ -16,13 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::key::TagKey;
-use super::resolve::{member_controller, recipient_identifier_values, record_key_values};
-use super::{TagWrite, now};
 use crate::config::{ClientKind, Config, Route};
 use crate::json::Document;
 use crate::store::rows::{Added, Rows};
 use crate::store::{ImportMark, Store, StoreError};
+use crate::tags::{TagKey, TagWrite, now};
 
 /// Records per batch (one store transaction) unless `--batch` says otherwise: large enough that
 /// sorted rows share the pages they dirty, small enough that a gateway writing to the same
@@ -217,16 +215,20 @@ impl Reader {
             .find_records(&doc)
             .map_err(|e| e.to_string())?;
         for record in records {
-            let keys: Vec<_> = record_key_values(&self.route, &doc, record).collect();
-            let identifiers: Vec<_> =
-                recipient_identifier_values(&self.route, &doc, record).collect();
+            let keys: Vec<_> = self.route.record_key_values(&doc, record).collect();
+            let identifiers: Vec<_> = self
+                .route
+                .recipient_identifier_values(&doc, record)
+                .collect();
             // A selected object with nothing to tag (a list's wrapper under `records = ["$",
             // …]`) is no record of anyone's.
             if keys.is_empty() && identifiers.is_empty() {
                 continue;
             }
             batch.records += 1;
-            let controller = member_controller(&self.config, &self.route, &doc, record)
+            let controller = self
+                .config
+                .member_controller(&self.route, &doc, record)
                 .or_else(|| self.fallback.clone());
             let Some(controller) = controller else {
                 batch.no_controller += 1;
