@@ -10,7 +10,7 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use recipient_gateway::config::Config;
-use recipient_gateway::proxy::headers::client_address;
+use recipient_gateway::proxy::client_address::client_address;
 
 const CONFIG: &str = r#"
 [listen]

@@ -256,16 +256,19 @@ pub fn request_target(data: &[u8]) {
     if crate::proxy::screen_request(config, route, &mut headers).is_err() {
         return;
     }
-    let peer = crate::proxy::headers::Peer {
+    let peer = crate::proxy::client_address::Peer {
         ip: std::net::Ipv4Addr::LOCALHOST.into(),
         tls: true,
         ambiguous_framing: Arc::default(),
         client_cert: None,
     };
-    let forwarding =
-        crate::proxy::headers::client_address(&headers, peer.ip, &config.listen.client_address);
+    let forwarding = crate::proxy::client_address::client_address(
+        &headers,
+        peer.ip,
+        &config.listen.client_address,
+    );
     let request_id = http::HeaderValue::from_static("fuzz");
-    crate::proxy::headers::forward_request_headers(
+    crate::proxy::forwarding::forward_request_headers(
         &mut headers,
         Some("acme"),
         &request_id,

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 
 use super::Gateway;
 use super::error::ProxyError;
-use super::headers;
+use super::forwarding;
 use super::resolve::{Asking, resolve};
 use crate::admin::metrics;
 use crate::body::ClientBodyError;
@@ -109,7 +109,7 @@ impl Exchange<'_> {
         request_id: &HeaderValue,
     ) -> Result<(Response<GatewayBody>, usize), ProxyError> {
         let (mut parts, body) = response.into_parts();
-        headers::forward_response_headers(&mut parts.headers, request_id);
+        forwarding::forward_response_headers(&mut parts.headers, request_id);
         let now = tags::now();
         if parts.status.is_success() {
             self.write_tags(&sent.pending_tags, Direction::Request, now)

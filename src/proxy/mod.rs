@@ -17,7 +17,9 @@
 //! how many bytes went out and whether the body ended cleanly.
 
 pub mod auth;
+pub mod client_address;
 pub mod error;
+pub mod forwarding;
 pub mod header_meaning;
 pub mod headers;
 mod inspected;
@@ -41,8 +43,10 @@ use crate::privacy::http::{Call, Endpoint};
 use crate::redact::HashKeys;
 use crate::tags::Tags;
 use crate::vocabulary::{GatewayBody, full};
+use auth::Credential;
+use client_address::Peer;
 use error::ProxyError;
-use headers::{Credential, HeaderFlaw, Peer};
+use headers::HeaderFlaw;
 use upstream::Upstreams;
 
 /// Everything a request needs, shared by all connections of one config generation.
@@ -105,7 +109,7 @@ impl Gateway {
     /// Answers one request: forwarded, or refused with a JSON error.
     pub async fn handle(&self, request: Request<Incoming>, peer: Peer) -> Response<GatewayBody> {
         let started = Instant::now();
-        let request_id = headers::request_id(request.headers());
+        let request_id = forwarding::request_id(request.headers());
         let method = request.method().clone();
         // The target as parsed (shared bytes, no copy), for the access line.
         let target = request.uri().clone();
@@ -137,7 +141,7 @@ impl Gateway {
         };
         response
             .headers_mut()
-            .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+            .insert(forwarding::X_REQUEST_ID.clone(), request_id.clone());
         self.record(&outcome, &response, started);
         // The access line is written when the answer's body ends, with how it ended.
         let line = AccessLine {
@@ -179,7 +183,7 @@ impl Gateway {
         let judged = self.config.judge(path).map_err(ProxyError::InvalidPath)?;
         let listen = &self.config.listen;
         let forwarding =
-            headers::client_address(request.headers(), peer.ip, &listen.client_address);
+            client_address::client_address(request.headers(), peer.ip, &listen.client_address);
         if let Some(endpoint) = Endpoint::of(&self.config.privacy.path, path) {
             outcome.endpoint = Some(endpoint.label());
             if request.headers().contains_key(header::UPGRADE) {
@@ -223,7 +227,7 @@ impl Gateway {
         }
 
         let authority = parts.uri.authority().cloned();
-        headers::forward_request_headers(
+        forwarding::forward_request_headers(
             &mut parts.headers,
             outcome.client.as_ref().map(|c| &*c.id),
             request_id,
@@ -319,7 +323,7 @@ impl Gateway {
         let upstream = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
         let switched_to = parts.headers.get(header::UPGRADE).cloned();
-        headers::forward_response_headers(&mut parts.headers, request_id);
+        forwarding::forward_response_headers(&mut parts.headers, request_id);
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -339,7 +343,7 @@ impl Gateway {
     /// The caller named by the credential headers: `None` without any, an error for a key no
     /// client has or conflicting keys.
     fn authenticate(&self, headers: &http::HeaderMap) -> Result<Option<Arc<Client>>, ProxyError> {
-        match headers::credential(headers) {
+        match auth::credential(headers) {
             Credential::Absent => Ok(None),
             Credential::Ambiguous => Err(ProxyError::AmbiguousCredentials),
             Credential::Key(key) => auth::authenticate(&self.config.clients, key)
@@ -486,7 +490,7 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// Whether `Connection` lists `upgrade`, as an HTTP/1.1 upgrade request must.
 fn connection_asks_upgrade(headers: &http::HeaderMap) -> bool {
-    headers::connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
+    forwarding::connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
 }
 
 /// An upstream answer passed on as it streams: response hygiene and the body's idle limit.
@@ -496,12 +500,25 @@ fn streamed(
     body_read_timeout: std::time::Duration,
 ) -> Response<GatewayBody> {
     let (mut parts, body) = response.into_parts();
-    headers::forward_response_headers(&mut parts.headers, request_id);
+    forwarding::forward_response_headers(&mut parts.headers, request_id);
     Response::from_parts(parts, GatewayBody::upstream(body, body_read_timeout))
 }
 
 /// The request handler in force now: each call returns the current generation's gateway.
 pub type CurrentGateway = Arc<dyn Fn() -> Arc<Gateway> + Send + Sync>;
+
+/// A header map from name-value pairs, in order (repeats appended).
+#[cfg(test)]
+fn header_map(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in pairs {
+        headers.append(
+            http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::header::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    headers
+}
 
 #[cfg(test)]
 mod tests {

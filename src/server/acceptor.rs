@@ -26,7 +26,7 @@ use crate::admin::metrics;
 use crate::body::GatewayBody;
 use crate::config::{Config, Limits, listed};
 use crate::proxy::CurrentGateway;
-use crate::proxy::headers::Peer;
+use crate::proxy::client_address::Peer;
 
 /// Connection settings of one config generation, shared by the connections accepted under it.
 pub(super) struct Acceptor {
