@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Upstream};
 use crate::{server, tls};
 
 /// The demo's API keys, by client id. Their SHA-256 digests are in `config/gateway.toml`.
@@ -287,6 +287,27 @@ async fn receive(secret: &str, req: Request<Incoming>) -> Response<Full<Bytes>> 
     response
 }
 
+/// Points every upstream of `config` at the sample API on `addr` (plain HTTP on loopback): the
+/// shipped config's upstream is a placeholder, and the API binds a free port.
+fn point_upstreams_at(config: &mut Config, addr: SocketAddr) {
+    let authority: http::uri::Authority = addr
+        .to_string()
+        .parse()
+        .expect("a socket address is an authority");
+    config.upstreams = config
+        .upstreams
+        .iter()
+        .map(|upstream| {
+            Arc::new(Upstream {
+                scheme: http::uri::Scheme::HTTP,
+                authority: authority.clone(),
+                tls: None,
+                ..(**upstream).clone()
+            })
+        })
+        .collect();
+}
+
 /// `recipient-gateway demo`: the sample API and a webhook receiver on loopback, and the gateway
 /// with `config` in front of them, until `shutdown` resolves. Prints where everything is and
 /// ready-to-paste `curl` lines on stderr.
@@ -298,9 +319,7 @@ pub async fn run(
     let api = start_sample_api(([127, 0, 0, 1], 0).into())
         .await
         .context("cannot start the sample API")?;
-    for upstream in config.upstreams.clone() {
-        config.set_upstream_url(&upstream.name, &format!("http://{}", api.addr));
-    }
+    point_upstreams_at(&mut config, api.addr);
     // One receiver per distinct loopback webhook address, standing in for the customers.
     let mut receivers = Vec::new();
     for client in &config.clients {

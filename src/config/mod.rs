@@ -238,7 +238,7 @@ pub struct Webhook {
 }
 
 /// An upstream service.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Upstream {
     /// Name routes refer to; metric label.
     pub name: String,
@@ -425,34 +425,6 @@ impl Config {
     /// The client with this id.
     pub fn client(&self, id: &str) -> Option<&Arc<Client>> {
         self.clients.iter().find(|c| &*c.id == id)
-    }
-
-    /// Points the upstream `name` at another `scheme://host:port` (the demo's sample API binds a
-    /// free port). Returns false when there is no such upstream or the URL is not http(s).
-    pub fn set_upstream_url(&mut self, name: &str, url: &str) -> bool {
-        let Ok(uri) = url.parse::<Uri>() else {
-            return false;
-        };
-        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
-        else {
-            return false;
-        };
-        let Some(upstream) = self.upstreams.iter_mut().find(|u| u.name == name) else {
-            return false;
-        };
-        *upstream = Arc::new(Upstream {
-            name: upstream.name.clone(),
-            tls: if scheme == http::uri::Scheme::HTTPS {
-                upstream.tls.clone()
-            } else {
-                None
-            },
-            scheme,
-            authority,
-            base_path: upstream.base_path.clone(),
-            fold_case: upstream.fold_case,
-        });
-        true
     }
 
     /// The route for a request path: the longest matching prefix.
