@@ -134,9 +134,7 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, ProxyError> {
         let pool = self.pool(upstream);
         pool.address(&mut request);
-        let started = Instant::now();
-        let result = tokio::time::timeout_at(deadline, pool.exchange(request)).await;
-        pool.classify(result, started)
+        pool.until(deadline, pool.exchange(request)).await
     }
 
     /// Sends an upgrade request (`Upgrade` kept) over a connection of its own, which becomes the
@@ -149,7 +147,6 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, ProxyError> {
         let pool = self.pool(upstream);
         pool.address(&mut request);
-        let started = Instant::now();
         let exchange = async {
             let mut sender = pool
                 .connect(Upgrades::Allowed)
@@ -160,8 +157,7 @@ impl Upstreams {
                 .await
                 .map_err(Failure::Exchange)
         };
-        let result = tokio::time::timeout_at(deadline, exchange).await;
-        pool.classify(result, started)
+        pool.until(deadline, exchange).await
     }
 
     fn pool(&self, upstream: usize) -> &Pool {
@@ -208,13 +204,16 @@ fn client_body_failure(error: &(dyn std::error::Error + 'static)) -> Option<Prox
 }
 
 impl Pool {
-    /// Records the exchange's duration and maps its failure to the client's answer, counting
-    /// upstream errors.
-    fn classify(
+    /// Runs one exchange (pooled or an upgrade's own connection) until `deadline` for its
+    /// response head, records its duration and maps its failure to the client's answer,
+    /// counting upstream errors.
+    async fn until(
         &self,
-        result: Result<Result<Response<Incoming>, Failure>, tokio::time::error::Elapsed>,
-        started: Instant,
+        deadline: tokio::time::Instant,
+        exchange: impl Future<Output = Result<Response<Incoming>, Failure>>,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let started = Instant::now();
+        let result = tokio::time::timeout_at(deadline, exchange).await;
         self.duration.record(started.elapsed().as_secs_f64());
         let label = &self.upstream.name;
         let (kind, error) = match result {

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -92,9 +93,6 @@ impl Acceptor {
             ambiguous_framing: ambiguous.clone(),
             client_cert,
         };
-        let max_head = self.max_header_bytes;
-        // The first request must arrive as promptly as a head must be read.
-        let first_request = self.handshake_timeout;
         match &self.tls {
             Some(tls) => {
                 let stream =
@@ -117,28 +115,41 @@ impl Acceptor {
                     .peer_certificates()
                     .and_then(|chain| chain.first())
                     .and_then(|leaf| crate::tls::forwarded_client_cert(leaf));
-                let activity = Activity::new();
-                let service = service(gateway, peer(client_cert), activity.clone());
-                let stream = IdleClose::new(stream, activity, first_request, self.idle_timeout);
-                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
-                let connection = self
-                    .builder
-                    .serve_connection_with_upgrades(io, service)
-                    .into_owned();
-                let _ = graceful.watch(connection).await;
+                let peer = peer(client_cert);
+                self.serve_http(stream, peer, ambiguous, gateway, graceful)
+                    .await;
             }
             None => {
-                let activity = Activity::new();
-                let service = service(gateway, peer(None), activity.clone());
-                let stream = IdleClose::new(stream, activity, first_request, self.idle_timeout);
-                let io = TokioIo::new(FramingWatch::new(stream, max_head, ambiguous.clone()));
-                let connection = self
-                    .builder
-                    .serve_connection_with_upgrades(io, service)
-                    .into_owned();
-                let _ = graceful.watch(connection).await;
+                let peer = peer(None);
+                self.serve_http(stream, peer, ambiguous, gateway, graceful)
+                    .await;
             }
         }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on `stream` (a TLS session, or the plain stream) until it
+    /// closes, goes idle, or the drain ends it.
+    async fn serve_http<IO>(
+        &self,
+        stream: IO,
+        peer: Peer,
+        ambiguous: framing::AmbiguousFlag,
+        gateway: CurrentGateway,
+        graceful: Watcher,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Activity::new();
+        let service = service(gateway, peer, activity.clone());
+        // The first request must arrive as promptly as a head must be read.
+        let first_request = self.handshake_timeout;
+        let stream = IdleClose::new(stream, activity, first_request, self.idle_timeout);
+        let io = TokioIo::new(FramingWatch::new(stream, self.max_header_bytes, ambiguous));
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let _ = graceful.watch(connection).await;
     }
 }
 
