@@ -3,7 +3,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
@@ -239,7 +238,7 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
         .await;
     assert_eq!(ok.status, StatusCode::OK);
     let in_flight = tokio::spawn(async move { client.get("/api/slow", Some(KEY_ACME)).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    upstream.wait_seen(2).await;
     process.signal("-TERM");
     let answer = in_flight.await.unwrap();
     assert_eq!(

@@ -122,8 +122,9 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
     })
     .await;
     let mut slow = gw.h1().await;
+    let seen = gw.upstream.count();
     let in_flight = tokio::spawn(async move { slow.get("/api/slow", Some(KEY_ACME)).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.upstream.wait_seen(seen + 1).await;
     // The new config sends /api to an upstream that is down.
     edit_config(&gw, |text| {
         text.replace(

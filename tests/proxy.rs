@@ -461,14 +461,22 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     })
     .await;
     let mut client = gw.h1().await;
+    let seen = gw.upstream.count();
     let in_flight = tokio::spawn(async move { client.get("/api/public/slow", None).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.upstream.wait_seen(seen + 1).await;
     let serve = gw.begin_stop();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     // New connections are no longer accepted while the old request finishes.
+    let stopping = Instant::now();
+    while tokio::net::TcpStream::connect(gw.addr).await.is_ok() {
+        assert!(
+            stopping.elapsed() < Duration::from_secs(2),
+            "listener closed during drain"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
-        tokio::net::TcpStream::connect(gw.addr).await.is_err(),
-        "listener closed during drain"
+        !in_flight.is_finished(),
+        "the slow request is still in flight"
     );
     let answer = in_flight.await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);

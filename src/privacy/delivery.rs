@@ -77,6 +77,11 @@ impl Deliverer {
 
     /// Claims and attempts due deliveries until none is left.
     pub async fn round(self: Arc<Self>) {
+        self.attempt_due().await;
+        self.desk.progress.send_modify(|p| p.rounds += 1);
+    }
+
+    async fn attempt_due(self: &Arc<Self>) {
         let controllers: Vec<Arc<str>> = (self.config)()
             .clients
             .iter()
@@ -158,6 +163,7 @@ impl Deliverer {
             )
             .await;
         ::metrics::counter!(metrics::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+        self.desk.progress.send_modify(|p| p.attempts += 1);
         let request_id = format_id(&delivery.request_id);
         match kept {
             Ok(true) => tracing::info!(

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::admin::metrics;
 use crate::store::outbox::{
@@ -147,6 +147,15 @@ impl Found {
     }
 }
 
+/// What the delivery worker has done since the gateway started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryProgress {
+    /// Rounds finished: each claimed every delivery due when it looked.
+    pub rounds: u64,
+    /// Attempts whose outcome is recorded in the outbox.
+    pub attempts: u64,
+}
+
 /// The privacy desk: everything about requests except HTTP and webhooks.
 pub struct Desk {
     /// Requests and deliveries.
@@ -163,6 +172,10 @@ pub struct Desk {
     limiter: RateLimiter,
     /// Wakes the delivery worker when a request is filed.
     wake: Notify,
+    /// What the delivery worker has done: rounds finished and attempts recorded. Whoever must
+    /// know that an outcome is recorded (before moving the clock, say) watches it instead of
+    /// waiting a while.
+    progress: watch::Sender<DeliveryProgress>,
     /// Requests waiting for a controller, as the store last counted them plus this gateway's
     /// intake since: intake adds to it without a query, and matching prompted by new tags is
     /// skipped while it is 0.
@@ -179,6 +192,7 @@ impl Desk {
             clock,
             limiter: RateLimiter::default(),
             wake: Notify::new(),
+            progress: watch::Sender::new(DeliveryProgress::default()),
             waiting: AtomicU64::new(0),
         }
     }
@@ -186,6 +200,16 @@ impl Desk {
     /// The desk's clock.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The delivery worker's progress, as it happens.
+    pub fn delivery_progress(&self) -> watch::Receiver<DeliveryProgress> {
+        self.progress.subscribe()
+    }
+
+    /// Starts a delivery round now rather than at the next poll.
+    pub fn deliver_now(&self) {
+        self.wake.notify_one();
     }
 
     /// The per-IP intake limiter.

@@ -129,6 +129,11 @@ impl Server {
         self.desk.clock().clone()
     }
 
+    /// The privacy desk: its delivery progress tells when an attempt's outcome is recorded.
+    pub fn desk(&self) -> Arc<Desk> {
+        self.desk.clone()
+    }
+
     /// The admin listener's bound address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin

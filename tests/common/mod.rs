@@ -192,6 +192,8 @@ pub struct TestGateway {
     pub admin: SocketAddr,
     /// The gateway's privacy clock: tests move it to reach retry and expiry deadlines.
     pub clock: recipient_gateway::privacy::Clock,
+    /// The privacy desk, whose delivery progress tests wait on.
+    pub desk: Arc<recipient_gateway::privacy::Desk>,
     pub dir: TestDir,
     pub upstream: MockUpstream,
     shutdown: Option<oneshot::Sender<()>>,
@@ -217,6 +219,7 @@ impl TestGateway {
         let server = Server::bind(Arc::new(config)).await.expect("bind");
         let (addr, admin) = (server.local_addr(), server.admin_addr());
         let clock = server.clock();
+        let desk = server.desk();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
             let _ = rx.await;
@@ -225,6 +228,7 @@ impl TestGateway {
             addr,
             admin,
             clock,
+            desk,
             dir,
             upstream,
             shutdown: Some(tx),
@@ -269,6 +273,34 @@ impl TestGateway {
     }
 
     /// `GET /metrics` from the admin listener.
+    /// Waits until `n` webhook attempts have their outcome recorded: only then may the privacy
+    /// clock move, since the next attempt is scheduled from when the outcome is recorded.
+    pub async fn attempts_recorded(&self, n: u64) {
+        let mut progress = self.desk.delivery_progress();
+        let recorded = progress.wait_for(|p| p.attempts >= n);
+        tokio::time::timeout(Duration::from_secs(5), recorded)
+            .await
+            .unwrap_or_else(|_| panic!("{n} attempts not recorded in 5 s"))
+            .unwrap();
+    }
+
+    /// Runs a delivery round that starts after this call and waits until it ends: whatever it
+    /// did not attempt was not due. A round under way when this is called may have looked before
+    /// the caller's change, so two rounds are waited for, each started on demand.
+    pub async fn delivery_round(&self) {
+        let mut progress = self.desk.delivery_progress();
+        let start = progress.borrow().rounds;
+        let rounds = async {
+            for n in 1..=2 {
+                self.desk.deliver_now();
+                progress.wait_for(|p| p.rounds >= start + n).await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), rounds)
+            .await
+            .expect("two delivery rounds within 5 s");
+    }
+
     pub async fn metrics(&self) -> String {
         self.admin("/metrics").await.1
     }
@@ -486,6 +518,8 @@ pub struct MockUpstream {
     /// The answer to requests whose path contains `/canned`.
     pub canned: Arc<std::sync::Mutex<Canned>>,
     connections: Arc<AtomicUsize>,
+    /// Of those, the connections that have since closed.
+    closed: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -540,9 +574,11 @@ impl MockUpstream {
         let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
         let canned: Arc<std::sync::Mutex<Canned>> = Arc::default();
         let connections: Arc<AtomicUsize> = Arc::default();
+        let closed: Arc<AtomicUsize> = Arc::default();
         let log = seen.clone();
         let script = canned.clone();
         let accepted = connections.clone();
+        let ended = closed.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -552,7 +588,9 @@ impl MockUpstream {
                 let script = script.clone();
                 let tls = tls.clone();
                 let accepted = accepted.clone();
+                let ended = ended.clone();
                 let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+                let carried = first.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         if first.swap(false, Ordering::SeqCst) {
@@ -576,6 +614,9 @@ impl MockUpstream {
                             Err(_) => return,
                         },
                     };
+                    if !carried.load(Ordering::SeqCst) {
+                        ended.fetch_add(1, Ordering::SeqCst);
+                    }
                 });
             }
         });
@@ -584,6 +625,7 @@ impl MockUpstream {
             seen,
             canned,
             connections,
+            closed,
             task,
         }
     }
@@ -592,6 +634,19 @@ impl MockUpstream {
     /// carries none).
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to `timeout`) until `n` connections that carried a request have closed: the
+    /// gateway has let go of what it was fetching.
+    pub async fn wait_closed(&self, n: usize, timeout: Duration) {
+        let started = std::time::Instant::now();
+        while self.closed.load(Ordering::SeqCst) < n {
+            assert!(
+                started.elapsed() < timeout,
+                "{n} upstream connections not closed within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Scripts the answer to `/canned` requests.
@@ -610,6 +665,20 @@ impl MockUpstream {
 
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
+    }
+
+    /// Waits (up to 5 s) until the upstream has seen `n` requests in all: a request in flight
+    /// has reached it.
+    pub async fn wait_seen(&self, n: usize) {
+        let started = std::time::Instant::now();
+        while self.count() < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the upstream saw {} of {n} requests",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
