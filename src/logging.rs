@@ -274,7 +274,9 @@ impl<W: fmt::Write> fmt::Write for JsonEscaped<'_, W> {
     }
 }
 
-/// RFC 3339 UTC with milliseconds, computed without a date crate.
+/// RFC 3339 UTC with milliseconds. Written here with a few integer operations rather than
+/// through the `time` crate's formatter (which the privacy API's second-precision stamps use):
+/// it runs once per log line.
 fn write_timestamp(out: &mut impl fmt::Write) -> fmt::Result {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -13,7 +13,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
+use common::{
+    config::{KEY_ACME, unused_addr},
+    dir::TestDir,
+    harness::{Needs, axe_core, on_path, run_tests},
+    privacy::{PrivacySetup, privacy_setup},
+};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;

@@ -4,7 +4,13 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::*;
+use common::{
+    client::{Alpn, Client},
+    config::{Edit, KEY_ACME, PLAIN_ROUTES, base_config, unused_addr},
+    dir::TestDir,
+    process::{GatewayProcess, assert_access_line},
+    upstream::MockUpstream,
+};
 use http::StatusCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_recipient-gateway");
@@ -56,7 +62,7 @@ fn config_errors_exit_2_with_one_sentence_naming_file_key_and_line() {
     let cases = [
         (
             "unknown key",
-            config_text(PLAIN_ROUTES).replace(
+            config_text(PLAIN_ROUTES).edit(
                 "[[route]]\nname = \"api\"",
                 "[[route]]\nname = \"api\"\nupsteam = \"x\"",
             ),
@@ -80,7 +86,7 @@ fn config_errors_exit_2_with_one_sentence_naming_file_key_and_line() {
         ),
         (
             "unknown upstream",
-            config_text(&PLAIN_ROUTES.replace("upstream = \"down\"", "upstream = \"nowhere\"")),
+            config_text(&PLAIN_ROUTES.edit("upstream = \"down\"", "upstream = \"nowhere\"")),
             vec![
                 "gateway.toml:",
                 "route[2].upstream",
@@ -228,7 +234,7 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
         "{}{PLAIN_ROUTES}",
         base_config(upstream.addr, unused_addr())
     )
-    .replace("request_timeout_ms = 1500", "request_timeout_ms = 5000");
+    .edit("request_timeout_ms = 1500", "request_timeout_ms = 5000");
     let path = dir.write("gateway.toml", &text);
     let process = GatewayProcess::spawn(&path);
     let address = process.addr;
@@ -289,7 +295,7 @@ fn the_shipped_config_works_for_every_tool_without_environment() {
     assert!(tests.status.success(), "{tests:?}");
     // A config without a dev.env beside it gets no fallback.
     let dir = TestDir::new();
-    let text = config_text("").replace(
+    let text = config_text("").edit(
         "tag_key = \"",
         "tag_key_env = \"RG_TEST_UNSET_VARIABLE\"\n# tag_key = \"",
     );

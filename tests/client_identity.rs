@@ -9,7 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::*;
+use common::{
+    client::empty,
+    config::{KEY_ACME, PLAIN_ROUTES},
+    gateway::TestGateway,
+    upstream::MockUpstream,
+};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;

@@ -15,7 +15,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
+use common::{
+    client::{Alpn, Client, post_json},
+    config::{
+        Edit, KEY_ACME, KEY_GLOBEX, SHIPPED_RULES, WEBHOOK_SECRET, base_config, unused_addr,
+        with_privacy_contacts,
+    },
+    dir::TestDir,
+    gateway::admin_get,
+    harness::{Needs, run_tests},
+    process::GatewayProcess,
+    receiver::WebhookReceiver,
+};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -125,7 +136,7 @@ fn import(config: &Path, controller: &str, args: &[&str]) -> (bool, String, Stri
 /// A gateway config on `store`: acme has a webhook at `hook`, globex an inbox; the `history`
 /// route has no `controller_member`, so only tags say who controls a record.
 fn config(api: SocketAddr, hook: SocketAddr, store: &str) -> String {
-    let base = base_config(api, unused_addr()).replace("backend = \"memory\"\n", store);
+    let base = base_config(api, unused_addr()).edit("backend = \"memory\"\n", store);
     assert!(base.contains(store), "{base}");
     let edited = with_privacy_contacts(&base, hook);
     format!(

@@ -8,7 +8,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::{
+    client::{read_until_close, tls_connect, write_all},
+    config::{KEY_ACME, PLAIN_ROUTES, SHIPPED_RULES},
+    gateway::TestGateway,
+    harness::rss_bytes,
+};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

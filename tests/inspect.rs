@@ -5,7 +5,12 @@ mod common;
 
 use std::io::Write;
 
-use common::*;
+use common::{
+    client::{Answer, Client, empty},
+    config::{Edit, KEY_ACME, KEY_ANALYTICS, KEY_GLOBEX, SHIPPED_RULES, shipments_route},
+    gateway::TestGateway,
+    upstream::{Canned, MockUpstream},
+};
 use http::{Request, StatusCode};
 use recipient_gateway::demo::{SampleApi, start_sample_api};
 use serde_json::{Value, json};
@@ -69,7 +74,7 @@ async fn setup(controller_member: bool) -> Setup {
         .unwrap();
     let addr = sample.addr;
     let gw = TestGateway::start_with(MockUpstream::start().await, move |base| {
-        let base = base.replace("[limits]\n", "[limits]\nmax_body_bytes = 65536\n");
+        let base = base.edit("[limits]\n", "[limits]\nmax_body_bytes = 65536\n");
         format!("{base}{}", routes(addr, controller_member))
     })
     .await;
@@ -99,7 +104,7 @@ async fn create(client: &mut Client, key: &str, body: &Value) -> Answer {
             Request::post("/v1/shipments")
                 .header("authorization", format!("Bearer {key}"))
                 .header("content-type", "application/json")
-                .body(common::body(body.to_string()))
+                .body(common::client::body(body.to_string()))
                 .unwrap(),
         )
         .await
@@ -268,7 +273,7 @@ async fn only_a_post_answered_201_claims_the_record_it_returns() {
             .uri("/canned/shipments")
             .header("authorization", format!("Bearer {KEY_GLOBEX}"))
             .header("content-type", "application/json")
-            .body(common::body(record.to_string()))
+            .body(common::client::body(record.to_string()))
             .unwrap()
     };
     for (method, status, id, claimed) in [
@@ -402,7 +407,9 @@ async fn post_echo(client: &mut Client, headers: &[(&str, &str)], body: Vec<u8>)
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
-    client.send(request.body(common::body(body)).unwrap()).await
+    client
+        .send(request.body(common::client::body(body)).unwrap())
+        .await
 }
 
 const SENSITIVE: &str = r#"{"recipient":{"email":"a@b.c","date_of_birth":"1990-01-01"},"n":1e400}"#;

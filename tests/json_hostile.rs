@@ -6,7 +6,11 @@
 
 mod common;
 
-use common::*;
+use common::{
+    config::{KEY_ACME, KEY_GLOBEX, SHIPPED_RULES},
+    gateway::TestGateway,
+    upstream::Canned,
+};
 use http::{Request, StatusCode};
 use recipient_gateway::json::Document;
 
@@ -209,7 +213,7 @@ async fn the_proxy_refuses_every_invalid_body_in_both_directions_and_keeps_valid
                 Request::post("/echo/x")
                     .header("authorization", format!("Bearer {KEY_ACME}"))
                     .header("content-type", "application/json")
-                    .body(common::body(body.clone()))
+                    .body(common::client::body(body.clone()))
                     .unwrap(),
             )
             .await;

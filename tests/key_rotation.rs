@@ -6,7 +6,16 @@
 
 mod common;
 
-use common::*;
+use common::{
+    client::{Alpn, Client, post_json},
+    config::{
+        Edit, KEY_ACME, KEY_GLOBEX, SHIPPED_RULES, WEBHOOK_SECRET, shipments_route,
+        with_privacy_contacts,
+    },
+    gateway::TestGateway,
+    receiver::WebhookReceiver,
+    upstream::MockUpstream,
+};
 use http::StatusCode;
 use serde_json::json;
 
@@ -117,7 +126,7 @@ async fn the_tag_key_rotates_under_traffic_and_nothing_loses_its_controller() {
     gw.dir
         .write("dev.env", &format!("ROTATION_OLD_TAG_KEY={OLD_KEY}\n"));
     edit_config(&gw, |text| {
-        text.replace(
+        text.edit(
             &format!("tag_key = \"{OLD_KEY}\""),
             &format!("tag_key = \"{NEW_KEY}\"\nprevious_tag_keys_env = [\"ROTATION_OLD_TAG_KEY\"]"),
         )
@@ -180,11 +189,11 @@ async fn the_tag_key_rotates_under_traffic_and_nothing_loses_its_controller() {
 
     // A reload that drops the old key without keeping it is refused...
     edit_config(&gw, |text| {
-        text.replace(
+        text.edit(
             &format!("tag_key = \"{NEW_KEY}\""),
             "tag_key = \"yet-another-tag-key-0123456789\"",
         )
-        .replace("previous_tag_keys_env = [\"ROTATION_OLD_TAG_KEY\"]", "")
+        .edit("previous_tag_keys_env = [\"ROTATION_OLD_TAG_KEY\"]", "")
     });
     let (status, body) = gw.reload(None).await;
     assert_eq!(status, 422, "{body}");
@@ -199,7 +208,7 @@ async fn the_tag_key_rotates_under_traffic_and_nothing_loses_its_controller() {
     // ...and removing the previous key after the retention period is accepted: what only it
     // could find is unreachable (the record read since rotation is not).
     edit_config(&gw, |text| {
-        text.replace(
+        text.edit(
             "tag_key = \"yet-another-tag-key-0123456789\"",
             &format!("tag_key = \"{NEW_KEY}\""),
         )
@@ -230,7 +239,7 @@ async fn a_rotating_webhook_secret_signs_each_delivery_under_both() {
         ),
     );
     edit_config(&gw, |text| {
-        text.replace(
+        text.edit(
             &format!("webhook_secret = \"{WEBHOOK_SECRET}\""),
             "webhook_secret_env = \"ACME_NEW_WEBHOOK_SECRET\"\n\
              previous_webhook_secret_env = \"ACME_OLD_WEBHOOK_SECRET\"",

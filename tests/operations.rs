@@ -6,7 +6,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
+use common::{
+    client::{
+        Alpn, Client, TestBody, body, empty, post_json, read_until_close, tls_client_config,
+        write_all,
+    },
+    config::{
+        Edit, KEY_ACME, KEY_GLOBEX, PLAIN_ROUTES, SHIPPED_RULES, WEBHOOK_SECRET, base_config,
+        shipments_route, unused_addr,
+    },
+    dir::TestDir,
+    gateway::{TestGateway, admin_get},
+    process::{GatewayProcess, assert_access_line},
+    receiver::WebhookReceiver,
+    upstream::{Canned, MockUpstream},
+};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use recipient_gateway::demo::start_sample_api;
@@ -49,7 +63,7 @@ async fn a_valid_reload_applies_and_an_invalid_one_keeps_the_old_config() {
 
     // Invalid: the old config keeps serving; the error names the file, key and line.
     edit_config(&gw, |text| {
-        text.replace("name = \"added\"", "name = \"added\"\nupsteam = \"x\"")
+        text.edit("name = \"added\"", "name = \"added\"\nupsteam = \"x\"")
     });
     let (status, body) = gw.reload(None).await;
     assert_eq!(status, 422);
@@ -66,9 +80,9 @@ async fn a_valid_reload_applies_and_an_invalid_one_keeps_the_old_config() {
 
     // A change that needs a restart is refused as a whole.
     edit_config(&gw, |text| {
-        text.replace("upsteam = \"x\"\n", "")
+        text.edit("upsteam = \"x\"\n", "")
             .replacen("[limits]\n", "[limits]\nmax_connections = 7\n", 1)
-            .replace(EXTRA_ROUTE, "")
+            .edit(EXTRA_ROUTE, "")
             + "\n[runtime]\nworkers = 5\n"
     });
     let (status, body) = gw.reload(None).await;
@@ -117,7 +131,7 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
     let gw = TestGateway::start_with(upstream, |base| {
         format!(
             "{}{PLAIN_ROUTES}",
-            base.replace("request_timeout_ms = 1500", "request_timeout_ms = 8000")
+            base.edit("request_timeout_ms = 1500", "request_timeout_ms = 8000")
         )
     })
     .await;
@@ -127,7 +141,7 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
     gw.upstream.wait_seen(seen + 1).await;
     // The new config sends /api to an upstream that is down.
     edit_config(&gw, |text| {
-        text.replace(
+        text.edit(
             "name = \"api\"\npath_prefix = \"/api\"\nupstream = \"mock\"",
             "name = \"api\"\npath_prefix = \"/api\"\nupstream = \"down\"",
         )
@@ -226,7 +240,7 @@ async fn every_contract_metric_is_exported_with_its_labels() {
         .unwrap();
     let (hook, api) = (receiver.addr, sample.addr);
     let gw = TestGateway::start_with(MockUpstream::start().await, move |base| {
-        let base = base.replace(
+        let base = base.edit(
             "name = \"Acme\"\n",
             &format!(
                 "name = \"Acme\"\nwebhook_url = \"http://{hook}/h\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n"

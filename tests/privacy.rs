@@ -6,7 +6,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::{
+    client::{Answer, TestBody, body, empty, post_json, read_until_close, write_all},
+    config::{Edit, KEY_ACME, KEY_ANALYTICS, KEY_GLOBEX, WEBHOOK_SECRET, shipments_route},
+    dir::TestDir,
+    gateway::TestGateway,
+    privacy::{PrivacySetup, privacy_setup},
+    receiver::WebhookReceiver,
+    upstream::MockUpstream,
+};
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
 
@@ -687,14 +695,14 @@ async fn https_webhooks_are_verified_against_the_receivers_ca() {
     let acme_ca = acme_dir.ca().display().to_string();
     let gw = TestGateway::start_with(MockUpstream::start().await, move |base| {
         let base = base
-            .replace(
+            .edit(
                 "name = \"Acme\"\n",
                 &format!(
                     "name = \"Acme\"\nwebhook_url = \"https://localhost:{acme_port}/hooks\"\n\
                      webhook_secret = \"{WEBHOOK_SECRET}\"\nwebhook_ca_file = \"{acme_ca}\"\n"
                 ),
             )
-            .replace(
+            .edit(
                 "name = \"Globex\"\n",
                 &format!(
                     "name = \"Globex\"\nwebhook_url = \"https://localhost:{globex_port}/hooks\"\n\
@@ -752,7 +760,7 @@ async fn post_form(gw: &TestGateway, fields: &[(&str, &str)]) -> Answer {
     let request = Request::post("/privacy/requests")
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", BROWSER_ACCEPT)
-        .body(common::body(body))
+        .body(common::client::body(body))
         .unwrap();
     gw.h1().await.send(request).await
 }

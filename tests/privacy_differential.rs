@@ -10,7 +10,13 @@ mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::*;
+use common::{
+    client::{Answer, post_json},
+    config::{KEY_ACME, KEY_ANALYTICS, KEY_GLOBEX, SHIPPED_RULES},
+    gateway::TestGateway,
+    harness::fixed_runner,
+    upstream::Canned,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -11,7 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use common::{
+    client::{Alpn, Client, post_json},
+    config::{Edit, KEY_ACME, WEBHOOK_SECRET, base_config, shipments_route, unused_addr},
+    dir::TestDir,
+    gateway::TestGateway,
+    harness::{Needs, run_tests},
+    process::GatewayProcess,
+    receiver::WebhookReceiver,
+    upstream::MockUpstream,
+};
 use http::StatusCode;
 use recipient_gateway::demo::start_sample_api;
 use serde_json::json;
@@ -37,8 +46,8 @@ const JANE: &str = "jane.doe@example.com";
 /// The test config with `store` as the `[store]` body and acme's webhook at `hook`.
 fn config(api: SocketAddr, hook: SocketAddr, store: &str) -> String {
     let base = base_config(api, unused_addr())
-        .replace("backend = \"memory\"\n", store)
-        .replace(
+        .edit("backend = \"memory\"\n", store)
+        .edit(
             "name = \"Acme\"\n",
             &format!(
                 "name = \"Acme\"\nwebhook_url = \"http://{hook}/hook\"\n\

@@ -13,7 +13,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::{
+    client::post_json,
+    config::{KEY_ACME, unused_addr},
+    harness::{Needs, run_tests},
+    privacy::{PrivacySetup, privacy_setup},
+};
 use http::StatusCode;
 use serde_json::{Value, json};
 

@@ -5,7 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::{
+    client::{Alpn, Client, empty, read_until_close, write_all},
+    config::{Edit, KEY_ACME, KEY_GLOBEX, PLAIN_ROUTES},
+    dir::TestDir,
+    gateway::TestGateway,
+    harness::rss_bytes,
+    upstream::{Canned, MockUpstream, streamed_body},
+};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 
@@ -399,7 +406,7 @@ async fn large_bodies_stream_both_ways_in_bounded_memory() {
     let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
         format!(
             "{}{PLAIN_ROUTES}",
-            base.replace("request_timeout_ms = 1500", "request_timeout_ms = 60000")
+            base.edit("request_timeout_ms = 1500", "request_timeout_ms = 60000")
         )
     })
     .await;
@@ -456,7 +463,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut gw = TestGateway::start_with(upstream, |base| {
         format!(
             "{}{PLAIN_ROUTES}",
-            base.replace("request_timeout_ms = 1500", "request_timeout_ms = 5000")
+            base.edit("request_timeout_ms = 1500", "request_timeout_ms = 5000")
         )
     })
     .await;
@@ -522,7 +529,7 @@ async fn admin_health_and_metrics() {
 async fn broken_or_stalled_request_bodies_are_the_clients_fault() {
     // Its own upstream name, so metrics of other tests in this process cannot interfere.
     let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
-        format!("{base}{PLAIN_ROUTES}").replace("\"mock\"", "\"mock-body\"")
+        format!("{base}{PLAIN_ROUTES}").edit("\"mock\"", "\"mock-body\"")
     })
     .await;
     let mut stream = gw.raw().await;
@@ -607,7 +614,7 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
         format!(
             "{}{PLAIN_ROUTES}",
-            base.replace("[limits]\n", "[limits]\nmax_connections = 2\n")
+            base.edit("[limits]\n", "[limits]\nmax_connections = 2\n")
         )
     })
     .await;
@@ -736,7 +743,7 @@ async fn upstreams_that_close_after_each_response_are_reconnected() {
 async fn idle_h2_connections_are_closed_and_busy_ones_keep_being_served() {
     // The base config's header_read_timeout_ms (1 s) bounds the wait for a first request.
     let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
-        let base = base.replace("[limits]\n", "[limits]\nidle_timeout_ms = 1500\n");
+        let base = base.edit("[limits]\n", "[limits]\nidle_timeout_ms = 1500\n");
         format!("{base}{PLAIN_ROUTES}")
     })
     .await;

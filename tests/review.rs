@@ -7,7 +7,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use common::{
+    client::body,
+    config::{Edit, KEY_ACME, KEY_ANALYTICS, KEY_GLOBEX, SHIPPED_RULES},
+    dir::TestDir,
+    gateway::TestGateway,
+    upstream::Canned,
+};
 use http::{Request, StatusCode};
 use recipient_gateway::config::Config;
 use recipient_gateway::vocabulary::Direction;
@@ -234,7 +240,7 @@ fn test_rules_prints_a_diff_per_failure_and_exits_1() {
     );
     dir.write(
         "cases/d-unknown-route.json",
-        &case("no such route", "{}").replace(r#""route": "orders""#, r#""route": "nope""#),
+        &case("no such route", "{}").edit(r#""route": "orders""#, r#""route": "nope""#),
     );
     let config = fixture().join("gateway.toml");
     let (code, stdout, stderr) = run(
@@ -428,7 +434,7 @@ fn config_text_cannot_rewrite_the_report() {
     std::fs::write(dir.path().join("hostile.toml"), rules).unwrap();
     let config = std::fs::read_to_string(fixture().join("gateway.toml"))
         .unwrap()
-        .replace("rules/orders.toml", "hostile.toml");
+        .edit("rules/orders.toml", "hostile.toml");
     std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
     let samples = dir.path().join("samples/orders");
     std::fs::create_dir_all(&samples).unwrap();
@@ -988,7 +994,7 @@ fn every_category_is_found_labelled_and_covered_by_the_suggested_rules() {
         std::fs::copy(fixture.join(file), &to).unwrap();
     }
     let config = std::fs::read_to_string(dir.path().join("gateway.toml")).unwrap();
-    let config = config.replace(
+    let config = config.edit(
         "rules = [\"rules/email.toml\"]",
         "rules = [\"rules/email.toml\", \"suggested.toml\"]",
     );

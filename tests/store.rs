@@ -5,7 +5,17 @@
 
 mod common;
 
-use common::*;
+use common::{
+    client::{Alpn, Client, body, post_json},
+    config::{
+        Edit, KEY_ACME, KEY_GLOBEX, SHIPPED_RULES, base_config, shipments_route, unused_addr,
+    },
+    dir::TestDir,
+    gateway::TestGateway,
+    harness::{Needs, run_tests},
+    process::GatewayProcess,
+    upstream::MockUpstream,
+};
 use http::{Request, StatusCode};
 use recipient_gateway::demo::start_sample_api;
 use recipient_gateway::store::postgres::PostgresStore;
@@ -81,7 +91,7 @@ async fn tags_survive_a_restart_with_sqlite() {
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("tags.db");
     let config = |base: String| {
-        let base = base.replace(
+        let base = base.edit(
             "backend = \"memory\"",
             &format!("backend = \"sqlite\"\npath = \"{}\"", db.display()),
         );
@@ -149,7 +159,7 @@ async fn two_gateways_sharing_postgres_honour_each_others_tags_and_erasures_with
         base_config(unused_addr(), unused_addr()),
         routes(sample.addr)
     )
-    .replace(
+    .edit(
         "backend = \"memory\"",
         &format!("backend = \"postgres\"\nurl = \"{url}\""),
     );
@@ -262,7 +272,7 @@ async fn a_store_outage_turns_readyz_red_and_leaks_nothing() {
         .await
         .unwrap();
     let gw = TestGateway::start_with(MockUpstream::start().await, |base| {
-        let base = base.replace(
+        let base = base.edit(
             "backend = \"memory\"",
             &format!("backend = \"postgres\"\nurl = \"{relayed}\""),
         );
@@ -432,7 +442,7 @@ async fn postgres_over_tls_verifies_the_server_certificate_and_host_name() {
             let store = format!(
                 "backend = \"postgres\"\nurl = \"{url}\"\ntls = \"verify-full\"\nca_file = \"{ca}\""
             );
-            format!("{}{routes}", base.replace("backend = \"memory\"", &store))
+            format!("{}{routes}", base.edit("backend = \"memory\"", &store))
         }
     };
 
@@ -509,7 +519,7 @@ async fn replicas_on_postgres_share_the_intake_rate_limit_without_storing_addres
     let text = |base: String| {
         format!(
             "{}{}\n[privacy]\nrate_limit_per_minute = 3\n",
-            base.replace(
+            base.edit(
                 "backend = \"memory\"",
                 &format!("backend = \"postgres\"\nurl = \"{url}\""),
             ),

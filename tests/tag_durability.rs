@@ -9,7 +9,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use common::{
+    client::{Alpn, Client},
+    config::{Edit, KEY_ACME, KEY_GLOBEX, base_config, shipments_route, unused_addr},
+    dir::TestDir,
+    harness::{Needs, run_tests},
+    process::GatewayProcess,
+};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use recipient_gateway::demo::start_sample_api;
@@ -45,7 +51,7 @@ async fn burst_then_sigkill(store: &str) -> Vec<(String, &'static str)> {
     let sample = start_sample_api("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let base = base_config(sample.addr, unused_addr()).replace("backend = \"memory\"\n", store);
+    let base = base_config(sample.addr, unused_addr()).edit("backend = \"memory\"\n", store);
     let path = dir.write(
         "gateway.toml",
         &format!("{base}{}", shipments_route(sample.addr, "")),
@@ -97,7 +103,7 @@ async fn create_until_refused(
         let request = Request::post("/v1/shipments")
             .header("authorization", format!("Bearer {key}"))
             .header("content-type", "application/json")
-            .body(common::body(body.to_string()))
+            .body(common::client::body(body.to_string()))
             .unwrap();
         let Ok(response) = client.send_streaming(request).await else {
             return;

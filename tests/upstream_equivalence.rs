@@ -16,7 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use common::{
+    client::{empty, read_until_close, write_all},
+    config::{Edit, KEY_ACME, KEY_GLOBEX, base_config},
+    gateway::TestGateway,
+    harness::fixed_runner,
+    upstream::MockUpstream,
+};
 use http::Request;
 use proptest::prelude::*;
 use recipient_gateway::fuzzing::upstreams::{self, Forwarded, Identity, MODELS};
@@ -512,7 +518,7 @@ async fn attack_gateway(listen: &str, catch_all_case: &str) -> TestGateway {
         format!(
             "{}{}",
             base.replacen("[listen]\n", &format!("[listen]\n{listen}\n"), 1),
-            routes.replace("{mock}", &mock.to_string())
+            routes.edit("{mock}", &mock.to_string())
         )
     })
     .await
@@ -592,7 +598,7 @@ async fn a_case_sensitive_upstream_receives_case_variants_and_check_says_so() {
         let text = format!(
             "{}{}",
             base_config(gw.upstream.addr, gw.upstream.addr),
-            attack_routes(case).replace("{mock}", &gw.upstream.addr.to_string())
+            attack_routes(case).edit("{mock}", &gw.upstream.addr.to_string())
         );
         let path = gw.dir.write(&format!("check-{case}.toml"), &text);
         recipient_gateway::config::Config::load_with_env(&path, &|_| None).unwrap()

@@ -54,7 +54,7 @@ pub struct Config {
     /// HMAC key of `hash` pseudonyms, when apart from the tag key.
     pub pseudonym_key: Option<Secret>,
     /// Where tags and privacy requests live.
-    pub store: Store,
+    pub store: StoreSettings,
     /// Privacy-request intake and delivery settings.
     pub privacy: Privacy,
     /// Every API caller.
@@ -162,7 +162,7 @@ impl std::fmt::Debug for Secret {
 
 /// `[store]`, validated.
 #[derive(Debug)]
-pub struct Store {
+pub struct StoreSettings {
     /// Which backend.
     pub backend: StoreBackend,
     /// SQLite file, resolved against the config file's folder.

@@ -172,17 +172,17 @@ impl Opened {
 }
 
 /// Opens the configured backend, creating or migrating its schema as needed.
-pub async fn open(config: &crate::config::Store) -> Result<Opened, StoreError> {
+pub async fn open(config: &crate::config::StoreSettings) -> Result<Opened, StoreError> {
     open_for(config, sqlite::Purpose::Serve).await
 }
 
 /// [`open`] for `tags import`: SQLite gets the import's tuning ([`sqlite::Purpose::Import`]).
-pub async fn open_for_import(config: &crate::config::Store) -> Result<Opened, StoreError> {
+pub async fn open_for_import(config: &crate::config::StoreSettings) -> Result<Opened, StoreError> {
     open_for(config, sqlite::Purpose::Import).await
 }
 
 async fn open_for(
-    config: &crate::config::Store,
+    config: &crate::config::StoreSettings,
     purpose: sqlite::Purpose,
 ) -> Result<Opened, StoreError> {
     match config.backend {

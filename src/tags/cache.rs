@@ -34,13 +34,15 @@ impl Cached<Option<RecordTag>> {
 }
 
 impl Tags {
-    /// A record tag: from the cache, else from the store. A store failure answers with what the
-    /// cache had (possibly nothing: the record then has no known controller).
-    pub async fn record(&self, digest: &Digest) -> Option<RecordTag> {
+    /// A whole record tag, read like [`Tags::record_controller`]: what the cache's tests look at.
+    #[cfg(test)]
+    pub(super) async fn record(&self, digest: &Digest) -> Option<RecordTag> {
         self.read_record(digest, RecordTag::clone).await
     }
 
-    /// The controller of a record key (what resolution needs, without copying the recipients).
+    /// The controller of a record key: from the cache, else from the store. A store failure
+    /// answers with what the cache had (possibly nothing: the record then has no known
+    /// controller).
     pub async fn record_controller(&self, digest: &Digest) -> Option<Arc<str>> {
         self.read_record(digest, |tag| tag.controller.clone()).await
     }
@@ -129,7 +131,7 @@ impl Tags {
         }
     }
 
-    /// The controllers of a recipient digest, read through the cache like [`Tags::record`].
+    /// The controllers of a recipient digest, read through the cache like [`Tags::record_controller`].
     pub async fn recipient(&self, digest: &Digest) -> Vec<RecipientTag> {
         if let Some(cached) = self.recipients.get(digest)
             && cached.loaded.elapsed() < MISS_TTL

@@ -324,7 +324,7 @@ impl Loader<'_> {
         })
     }
 
-    fn store(&mut self, file: &schema::StoreFile) -> Result<Store, ConfigError> {
+    fn store(&mut self, file: &schema::StoreFile) -> Result<StoreSettings, ConfigError> {
         let url = self.secret(
             "store.url",
             file.url_env.as_deref(),
@@ -351,7 +351,7 @@ impl Loader<'_> {
             Some(url) => self.postgres_tls(file, url)?,
             None => None,
         };
-        Ok(Store {
+        Ok(StoreSettings {
             backend: file.backend,
             path: self.resolve(&file.path),
             url: url.map(|u| Secret(u.into_bytes())),
