@@ -282,7 +282,8 @@ async fn every_contract_metric_is_exported_with_its_labels() {
     write_all(&mut raw, b"GET / HTTP/1.1\r\n\r\n").await;
     read_until_close(&mut raw, Duration::from_secs(2)).await;
     assert_eq!(gw.reload(None).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The webhook's outcome is counted once the outbox has it.
+    gw.attempts_recorded(1).await;
 
     let metrics = gw.metrics().await;
     let expected: &[(&str, &[&str])] = &[
@@ -575,8 +576,17 @@ fn the_access_line_tells_how_each_answer_ended() {
         let _ = body.frame().await;
         drop(body);
         drop(client);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        admin_get(gateway.admin, "/metrics").await.1
+        // The gateway counts the abandoned body when it notices the client gone.
+        let started = std::time::Instant::now();
+        loop {
+            let metrics = admin_get(gateway.admin, "/metrics").await.1;
+            if metrics.contains("gateway_response_bodies_total{outcome=\"client_closed\"} 1")
+                || started.elapsed() > Duration::from_secs(5)
+            {
+                break metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     });
     for outcome in ["ok", "upstream_body_error", "client_closed", "timeout"] {
         assert!(
