@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use recipient_gateway::config::Config;
+use recipient_gateway::config::{Config, DEFAULT_TAG_CACHE_ENTRIES as CACHE};
 use recipient_gateway::json::Document;
 use recipient_gateway::proxy::resolve::{Asking, resolve};
 use recipient_gateway::store::memory::MemoryStore;
@@ -138,7 +138,7 @@ async fn main() {
         started.elapsed().as_secs_f64(),
         size as f64 / (1 << 20) as f64
     );
-    let tags = Tags::new(KeyRing::new(b"bench-tag-key-0123456789", []), store);
+    let tags = Tags::new(KeyRing::new(b"bench-tag-key-0123456789", []), CACHE, store);
     let rss_before = rss_mib();
     // Recipient lists are trusted for half a second, so hits are measured right after warming.
     let warm = 1_000u64.min(scale);
@@ -214,12 +214,13 @@ controller_member = "customer_id"
         caller: config.client("acme").map(|c| &**c),
     };
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let plain = Tags::new(KeyRing::new(b"bench-tag-key-0123456789", []), store.clone());
+    let plain = Tags::new(KeyRing::new(b"bench-tag-key-0123456789", []), CACHE, store.clone());
     let rotated = Tags::new(
         KeyRing::new(
             b"bench-tag-key-0123456789",
             [b"an-earlier-bench-key-0123".as_slice()],
         ),
+        CACHE,
         store,
     );
     for tags in [&plain, &rotated] {

@@ -414,8 +414,11 @@ async fn import_tags(
     let summary = imported?;
     println!("{}", summary.line());
     let tags = Arc::new(
-        Tags::new(config.tag_keys(), store.tags.clone())
-            .with_cache_entries(config.store.cache_entries),
+        Tags::new(
+            recipient_gateway::server::tag_keys(&config),
+            config.store.cache_entries,
+            store.tags.clone(),
+        ),
     );
     let desk = Desk::new(&store, tags, Clock::default());
     let matched = desk.rematch().await?;

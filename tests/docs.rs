@@ -338,6 +338,7 @@ fn the_architecture_dependency_table_matches_the_code() {
         .find("| module | owns | depends on |")
         .expect("the table")..];
     let mut checked = 0;
+    let mut modules = std::collections::BTreeMap::new();
     for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
         let cells: Vec<&str> = row.split(" | ").collect();
         let module = cells[0].trim_start_matches("| ").trim_matches('`');
@@ -356,9 +357,28 @@ fn the_architecture_dependency_table_matches_the_code() {
             listed,
             "docs/architecture.md: the dependencies of `{module}`"
         );
+        modules.insert(module.to_string(), listed);
         checked += 1;
     }
     assert!(checked >= 16, "{checked} modules checked");
+    // And the modules form no circle: whatever a module depends on never depends on it.
+    for start in modules.keys() {
+        let mut stack = vec![vec![start.clone()]];
+        while let Some(path) = stack.pop() {
+            for next in modules.get(path.last().unwrap()).into_iter().flatten() {
+                assert!(
+                    next != start,
+                    "modules depend on each other: {} → {start}",
+                    path.join(" → ")
+                );
+                if !path.contains(next) {
+                    let mut longer = path.clone();
+                    longer.push(next.clone());
+                    stack.push(longer);
+                }
+            }
+        }
+    }
 }
 
 /// The sibling files a file of `module` names: `super::name`, `super::{a, b::C}` and

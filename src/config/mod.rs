@@ -254,6 +254,9 @@ pub struct Upstream {
     pub fold_case: bool,
 }
 
+/// Entries per tag cache table unless `[store] cache_entries` says otherwise.
+pub const DEFAULT_TAG_CACHE_ENTRIES: usize = 1_000_000;
+
 impl Upstream {
     /// The host to connect to (an IPv6 literal without its brackets) and the port, 80 or 443
     /// unless the URL names one.
@@ -411,14 +414,6 @@ impl Config {
                 .iter()
                 .filter(|c| c.kind == ClientKind::Customer)
                 .map(|c| &*c.id),
-        )
-    }
-
-    /// The tag keys as `[keys]` sets them: the current one and those of earlier rotations.
-    pub fn tag_keys(&self) -> crate::tags::KeyRing {
-        crate::tags::KeyRing::new(
-            self.tag_key.expose(),
-            self.previous_tag_keys.iter().map(|k| k.expose()),
         )
     }
 

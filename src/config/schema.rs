@@ -260,7 +260,7 @@ impl Default for StoreFile {
 }
 
 fn default_cache_entries() -> usize {
-    crate::tags::DEFAULT_CACHE_ENTRIES
+    super::DEFAULT_TAG_CACHE_ENTRIES
 }
 
 /// How the PostgreSQL connection is encrypted (libpq's `sslmode` names).

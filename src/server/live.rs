@@ -142,7 +142,7 @@ impl Live {
         if !keeps_tag_keys(&old, &new) {
             return Err(ReloadError::TagKeyDropped);
         }
-        self.tags.rotate(new.tag_keys());
+        self.tags.rotate(super::tag_keys(&new));
         for warning in &new.warnings {
             tracing::warn!(msg = "config warning", warning = %warning);
         }

@@ -42,7 +42,7 @@ use crate::admin::{self, Health, metrics};
 use crate::config::Config;
 use crate::privacy::delivery::Deliverer;
 use crate::privacy::{Clock, Desk};
-use crate::tags::Tags;
+use crate::tags::{KeyRing, Tags};
 
 use acceptor::Acceptor;
 use live::Live;
@@ -83,6 +83,15 @@ pub struct Server {
     desk: Arc<Desk>,
 }
 
+/// The tag keys `[keys]` sets: the current one and those of earlier rotations. Built here, where
+/// the config meets the tag cache, so that neither needs the other.
+pub fn tag_keys(config: &Config) -> KeyRing {
+    KeyRing::new(
+        config.tag_key.expose(),
+        config.previous_tag_keys.iter().map(|k| k.expose()),
+    )
+}
+
 /// Binds the listeners of `config` and serves until `shutdown` resolves, then drains.
 pub async fn run(
     config: Arc<Config>,
@@ -102,8 +111,11 @@ impl Server {
         };
         let store = crate::store::open(&config.store).await?;
         let tags = Arc::new(
-            Tags::new(config.tag_keys(), store.tags.clone())
-                .with_cache_entries(config.store.cache_entries),
+            Tags::new(
+                tag_keys(&config),
+                config.store.cache_entries,
+                store.tags.clone(),
+            ),
         );
         let desk = Arc::new(Desk::new(&store, tags.clone(), Clock::default()));
         let listeners = bind_shared(config.listen.address, config.runtime.workers)?;

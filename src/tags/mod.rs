@@ -56,8 +56,6 @@ pub use crate::store::{Deleted, Digest, RecipientTag, RecordTag, TagWrite};
 /// How long a lookup that found nothing is trusted: with the 100 ms write-behind interval, a tag
 /// written through another gateway is honoured here within a second.
 pub const MISS_TTL: Duration = Duration::from_millis(500);
-/// Entries per cache table unless `[store] cache_entries` says otherwise.
-pub const DEFAULT_CACHE_ENTRIES: usize = 1_000_000;
 
 /// Digests are HMAC outputs: their bytes are already a good hash.
 type DigestHash = BuildHasherDefault<PrehashedHasher>;
@@ -93,26 +91,21 @@ pub fn now() -> u64 {
 }
 
 impl Tags {
-    /// A cache over `store`, digests under `keys`.
-    pub fn new(keys: KeyRing, store: Arc<dyn Store>) -> Tags {
+    /// A cache over `store`, digests under `keys`, each table bounded to `cache_entries`
+    /// (`[store] cache_entries`).
+    pub fn new(keys: KeyRing, cache_entries: usize, store: Arc<dyn Store>) -> Tags {
         Tags {
             keys: ArcSwap::from_pointee(keys),
             store,
             records: DashMap::default(),
             recipients: DashMap::default(),
-            cache_entries: DEFAULT_CACHE_ENTRIES,
+            cache_entries,
             queue: Mutex::new(Queue::default()),
             committed: watch::Sender::new(0),
             wake: Notify::new(),
             recipients_committed: Notify::new(),
             healthy: AtomicBool::new(true),
         }
-    }
-
-    /// Bounds each cache table to `entries` (`[store] cache_entries`).
-    pub fn with_cache_entries(mut self, entries: usize) -> Tags {
-        self.cache_entries = entries;
-        self
     }
 
     /// The digest functions: the current key and the previous ones.

@@ -9,6 +9,9 @@ use crate::store::faulty::FaultyStore;
 use crate::store::memory::MemoryStore;
 use crate::vocabulary::Direction;
 
+/// Entries per cache table: more than any test writes, as in production.
+const CACHE: usize = 1_000_000;
+
 fn resolved(keys: &[Digest], controller: &str, recipients: &[Digest]) -> Resolved {
     Resolved {
         node: 0,
@@ -23,7 +26,7 @@ fn resolved(keys: &[Digest], controller: &str, recipients: &[Digest]) -> Resolve
 #[tokio::test]
 async fn first_controller_wins_in_cache_and_store() {
     let store = Arc::new(MemoryStore::new());
-    let tags = Tags::new(KeyRing::new(b"key", []), store.clone());
+    let tags = Tags::new(KeyRing::new(b"key", []), CACHE, store.clone());
     let k = tags.keys().record("shp_1");
     let (r1, r2) = (tags.keys().recipient("a@x"), tags.keys().recipient("b@x"));
     assert_eq!(
@@ -77,7 +80,7 @@ async fn first_controller_wins_in_cache_and_store() {
 #[tokio::test(start_paused = true)]
 async fn misses_are_read_through_and_expire_quickly() {
     let store = Arc::new(MemoryStore::new());
-    let tags = Tags::new(KeyRing::new(b"key", []), store.clone());
+    let tags = Tags::new(KeyRing::new(b"key", []), CACHE, store.clone());
     let k = tags.keys().record("shp_9");
     assert!(tags.record(&k).await.is_none());
     // Another gateway writes the tag to the shared store.
@@ -101,7 +104,7 @@ async fn misses_are_read_through_and_expire_quickly() {
 #[tokio::test]
 async fn a_rotated_out_key_leaves_tags_nothing_refreshes_and_retention_purges_them() {
     let store = Arc::new(MemoryStore::new());
-    let tags = Tags::new(KeyRing::new(b"first-tag-key-0123", []), store.clone());
+    let tags = Tags::new(KeyRing::new(b"first-tag-key-0123", []), CACHE, store.clone());
     let before = tags.keys().record("shp_old");
     tags.write(
         &[resolved(&[before], "acme", &[])],
@@ -129,7 +132,7 @@ async fn a_rotated_out_key_leaves_tags_nothing_refreshes_and_retention_purges_th
 #[tokio::test]
 async fn expiry_deletes_exactly_the_old_tags_from_store_and_cache() {
     let store = Arc::new(MemoryStore::new());
-    let tags = Tags::new(KeyRing::new(b"key", []), store.clone());
+    let tags = Tags::new(KeyRing::new(b"key", []), CACHE, store.clone());
     let (old, fresh) = (tags.keys().record("old"), tags.keys().record("fresh"));
     tags.write(&[resolved(&[old], "acme", &[])], Direction::Response, 1_000);
     tags.write(
@@ -158,7 +161,7 @@ async fn a_list_is_looked_up_in_one_round_trip() {
         }])
         .await
         .unwrap();
-    let tags = Tags::new(KeyRing::new(b"key", []), store.clone());
+    let tags = Tags::new(KeyRing::new(b"key", []), CACHE, store.clone());
     tags.preload(&keys).await;
     for key in &keys {
         let expected = (*key == keys[3]).then(|| Arc::<str>::from("acme"));
@@ -179,6 +182,7 @@ async fn a_list_is_looked_up_in_one_round_trip() {
 async fn a_full_queue_drops_nothing_and_holds_responses_until_there_is_room() {
     let tags = Arc::new(Tags::new(
         KeyRing::new(b"key", []),
+        CACHE,
         Arc::new(MemoryStore::new()),
     ));
     let controller: Arc<str> = "acme".into();
@@ -217,6 +221,7 @@ async fn a_full_queue_drops_nothing_and_holds_responses_until_there_is_room() {
 async fn a_created_record_is_committed_before_its_response_is_released() {
     let tags = Arc::new(Tags::new(
         KeyRing::new(b"key", []),
+        CACHE,
         Arc::new(MemoryStore::new()),
     ));
     let k = tags.keys().record("shp_new");
@@ -244,7 +249,7 @@ async fn a_created_record_is_committed_before_its_response_is_released() {
 
 #[tokio::test(start_paused = true)]
 async fn a_create_the_store_cannot_commit_is_an_error_at_the_deadline() {
-    let tags = Tags::new(KeyRing::new(b"key", []), Arc::new(FaultyStore::down()));
+    let tags = Tags::new(KeyRing::new(b"key", []), CACHE, Arc::new(FaultyStore::down()));
     let created = tags.write(
         &[resolved(&[tags.keys().record("shp_new")], "acme", &[])],
         Direction::Response,
@@ -258,7 +263,7 @@ async fn a_create_the_store_cannot_commit_is_an_error_at_the_deadline() {
 
 #[tokio::test]
 async fn a_failing_store_means_unknown_controllers_and_kept_writes() {
-    let tags = Tags::new(KeyRing::new(b"key", []), Arc::new(FaultyStore::down()));
+    let tags = Tags::new(KeyRing::new(b"key", []), CACHE, Arc::new(FaultyStore::down()));
     let k = tags.keys().record("x");
     assert!(
         tags.record(&k).await.is_none(),
