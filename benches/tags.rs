@@ -214,7 +214,11 @@ controller_member = "customer_id"
         caller: config.client("acme").map(|c| &**c),
     };
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let plain = Tags::new(KeyRing::new(b"bench-tag-key-0123456789", []), CACHE, store.clone());
+    let plain = Tags::new(
+        KeyRing::new(b"bench-tag-key-0123456789", []),
+        CACHE,
+        store.clone(),
+    );
     let rotated = Tags::new(
         KeyRing::new(
             b"bench-tag-key-0123456789",

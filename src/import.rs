@@ -135,7 +135,7 @@ pub enum ImportError {
     Usage(String),
     /// The input could not be read.
     #[error("cannot read the input: {0}")]
-    Read(#[from] std::io::Error),
+    Read(std::io::Error),
     /// A malformed line, with everything before it committed.
     #[error(
         "line {line}: {reason}; every line before it is committed: fix the line and run again \
@@ -151,7 +151,21 @@ pub enum ImportError {
     },
     /// The store failed; batches committed before stay.
     #[error("{0}; batches committed before stay, and --resume carries on after them")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+// Each variant's text names its cause, so none is a `source()`: a chain printed with `{:#}`
+// says each cause once.
+impl From<std::io::Error> for ImportError {
+    fn from(error: std::io::Error) -> ImportError {
+        ImportError::Read(error)
+    }
+}
+
+impl From<StoreError> for ImportError {
+    fn from(error: StoreError) -> ImportError {
+        ImportError::Store(error)
+    }
 }
 
 /// What an import reports as it goes: a progress bar on a terminal, nothing otherwise.

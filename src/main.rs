@@ -413,13 +413,11 @@ async fn import_tags(
     }
     let summary = imported?;
     println!("{}", summary.line());
-    let tags = Arc::new(
-        Tags::new(
-            recipient_gateway::server::tag_keys(&config),
-            config.store.cache_entries,
-            store.tags.clone(),
-        ),
-    );
+    let tags = Arc::new(Tags::new(
+        recipient_gateway::server::tag_keys(&config),
+        config.store.cache_entries,
+        store.tags.clone(),
+    ));
     let desk = Desk::new(&store, tags, Clock::default());
     let matched = desk.rematch().await?;
     let waiting = desk.report_unmatched().await?.waiting;

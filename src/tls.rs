@@ -23,7 +23,7 @@ pub enum TlsError {
         reason: String,
     },
     /// rustls rejected the combination (e.g. the key does not match the certificate).
-    #[error("{0}")]
+    #[error(transparent)]
     Rustls(#[from] rustls::Error),
     /// A development certificate or key is already there and replacing it was not asked for.
     #[error("{path} already exists; pass --force to replace it")]
@@ -32,16 +32,24 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// Writing development certificates failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Certificate generation failed.
     #[error("certificate generation failed: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
+}
+
+// `Write` and `Generate` name their cause in their text, so neither is a `source()`: a chain
+// printed with `{:#}` says each cause once.
+impl From<rcgen::Error> for TlsError {
+    fn from(error: rcgen::Error) -> TlsError {
+        TlsError::Generate(error)
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -292,9 +300,9 @@ pub fn write_dev_certs(dir: &Path, replace: bool) -> Result<(), TlsError> {
     let leaf_key = KeyPair::generate()?;
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
 
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+    std::fs::create_dir_all(dir).map_err(|error| TlsError::Write {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let files = [
         (DEV_CA_CERT, ca_cert.pem(), 0o644),
@@ -313,7 +321,7 @@ pub fn write_dev_certs(dir: &Path, replace: bool) -> Result<(), TlsError> {
     for (name, contents, mode) in files {
         let path = dir.join(name);
         write_with_mode(&path, contents.as_bytes(), mode)
-            .map_err(|source| TlsError::Write { path, source })?;
+            .map_err(|error| TlsError::Write { path, error })?;
     }
     Ok(())
 }

@@ -153,6 +153,38 @@ fn outside_a_checkout_the_default_config_says_where_it_looked_and_gateway_config
     assert!(stdout.contains("## Route `api-public`"), "{stdout}");
 }
 
+/// An error and its causes, as `main` prints them, say each cause once: a wrapper that names
+/// its cause in its text does not also hand it on as a source.
+#[test]
+fn a_failure_to_start_names_its_cause_once() {
+    let dir = TestDir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let text = config_text(PLAIN_ROUTES).replacen(
+        "address = \"127.0.0.1:0\"",
+        &format!("address = \"{address}\""),
+        1,
+    );
+    assert!(text.contains(&address.to_string()));
+    let path = dir.write("gateway.toml", &text);
+    let output = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains(&format!("cannot listen on {address}")),
+        "{line}"
+    );
+    assert_eq!(line.matches("in use").count(), 1, "{line}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let output = Command::new(BIN).arg("frobnicate").output().unwrap();

@@ -26,7 +26,7 @@ use crate::tags::Tags;
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// The new config is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The new config changes settings only a restart can apply.
     #[error("the new config changes {0}, which only a restart can apply; nothing was reloaded")]

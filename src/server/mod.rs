@@ -48,20 +48,27 @@ use acceptor::Acceptor;
 use live::Live;
 use upkeep::{announce_unreachable_upstreams, rematch_unmatched, store_upkeep};
 
-/// A failure to start serving.
+/// A failure to start serving. Its text names the cause, so it has no `source()`: an error
+/// chain printed with `{:#}` says each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The tag store could not be opened.
     #[error("cannot open the tag store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(crate::store::StoreError),
     /// A listener address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}: {error}")]
     Bind {
         /// The configured address.
         address: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<crate::store::StoreError> for ServerError {
+    fn from(error: crate::store::StoreError) -> ServerError {
+        ServerError::Store(error)
+    }
 }
 
 /// Extra time in-flight requests get to finish after shutdown, beyond the request timeout.
@@ -107,16 +114,14 @@ impl Server {
         let bind = |address: SocketAddr| async move {
             TcpListener::bind(address)
                 .await
-                .map_err(|source| ServerError::Bind { address, source })
+                .map_err(|error| ServerError::Bind { address, error })
         };
         let store = crate::store::open(&config.store).await?;
-        let tags = Arc::new(
-            Tags::new(
-                tag_keys(&config),
-                config.store.cache_entries,
-                store.tags.clone(),
-            ),
-        );
+        let tags = Arc::new(Tags::new(
+            tag_keys(&config),
+            config.store.cache_entries,
+            store.tags.clone(),
+        ));
         let desk = Arc::new(Desk::new(&store, tags.clone(), Clock::default()));
         let listeners = bind_shared(config.listen.address, config.runtime.workers)?;
         let admin = bind(config.admin.address).await?;
@@ -350,7 +355,7 @@ fn bind_shared(
         let address = listeners
             .first()
             .map_or(Ok(address), std::net::TcpListener::local_addr)
-            .map_err(|source| ServerError::Bind { address, source })?;
+            .map_err(|error| ServerError::Bind { address, error })?;
         let socket = (|| {
             let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
             socket.set_reuse_address(true)?;
@@ -360,7 +365,7 @@ fn bind_shared(
             socket.listen(1024)?;
             Ok(std::net::TcpListener::from(socket))
         })()
-        .map_err(|source| ServerError::Bind { address, source })?;
+        .map_err(|error| ServerError::Bind { address, error })?;
         listeners.push(socket);
     }
     Ok(listeners)

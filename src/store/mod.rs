@@ -31,13 +31,17 @@ pub type Digest = [u8; 32];
 /// A boxed future, so stores can be used as `dyn Store`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// A store operation failed: what failed in words (never a value from a row), and the driver's
-/// error as its source when there is one.
+/// A store operation failed: what failed, in words, and the driver's error when there is one.
+///
+/// Its text already names every cause (some drivers say why only in their sources: a failed TLS
+/// handshake), so [`std::error::Error::source`] is empty and a chain printed by the caller says
+/// each cause once; the driver's error itself is kept for code that inspects it ([`Self::cause`]).
+/// Neither holds a value read from a row: what the store cannot decode is named, not quoted.
 #[derive(Debug, Clone)]
 pub struct StoreError {
     message: String,
     /// Shared, so that a failed batch's error can be both returned and recorded.
-    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl StoreError {
@@ -45,12 +49,11 @@ impl StoreError {
     pub fn new(message: impl Into<String>) -> StoreError {
         StoreError {
             message: message.into(),
-            source: None,
+            cause: None,
         }
     }
 
-    /// A driver's failure; the message is the error with every cause it names, since some say
-    /// why only in their sources (a failed TLS handshake).
+    /// A driver's failure: the message is its text and every cause's, the error kept whole.
     pub fn caused_by(error: impl std::error::Error + Send + Sync + 'static) -> StoreError {
         let mut message = error.to_string();
         let mut cause = error.source();
@@ -64,8 +67,13 @@ impl StoreError {
         }
         StoreError {
             message,
-            source: Some(Arc::new(error)),
+            cause: Some(Arc::new(error)),
         }
+    }
+
+    /// The driver's error this failure came from, if it came from one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
     }
 }
 
@@ -75,13 +83,7 @@ impl std::fmt::Display for StoreError {
     }
 }
 
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
+impl std::error::Error for StoreError {}
 
 /// One tag sighting to persist.
 #[derive(Debug, Clone, PartialEq, Eq)]

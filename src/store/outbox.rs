@@ -379,8 +379,12 @@ pub(super) fn request_id_from(bytes: Vec<u8>) -> Result<RequestId, StoreError> {
 }
 
 pub(super) fn subject_from(text: Option<String>) -> Result<Option<Subject>, StoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(StoreError::caused_by))
-        .transpose()
+    // serde_json's message may quote the value it choked on: a requester's e-mail or phone.
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|_| StoreError::new("a stored privacy subject is not readable"))
+    })
+    .transpose()
 }
 
 /// Digests stored side by side in one byte string (a record's recipients, a request's

@@ -104,7 +104,11 @@ async fn misses_are_read_through_and_expire_quickly() {
 #[tokio::test]
 async fn a_rotated_out_key_leaves_tags_nothing_refreshes_and_retention_purges_them() {
     let store = Arc::new(MemoryStore::new());
-    let tags = Tags::new(KeyRing::new(b"first-tag-key-0123", []), CACHE, store.clone());
+    let tags = Tags::new(
+        KeyRing::new(b"first-tag-key-0123", []),
+        CACHE,
+        store.clone(),
+    );
     let before = tags.keys().record("shp_old");
     tags.write(
         &[resolved(&[before], "acme", &[])],
@@ -249,7 +253,11 @@ async fn a_created_record_is_committed_before_its_response_is_released() {
 
 #[tokio::test(start_paused = true)]
 async fn a_create_the_store_cannot_commit_is_an_error_at_the_deadline() {
-    let tags = Tags::new(KeyRing::new(b"key", []), CACHE, Arc::new(FaultyStore::down()));
+    let tags = Tags::new(
+        KeyRing::new(b"key", []),
+        CACHE,
+        Arc::new(FaultyStore::down()),
+    );
     let created = tags.write(
         &[resolved(&[tags.keys().record("shp_new")], "acme", &[])],
         Direction::Response,
@@ -263,7 +271,11 @@ async fn a_create_the_store_cannot_commit_is_an_error_at_the_deadline() {
 
 #[tokio::test]
 async fn a_failing_store_means_unknown_controllers_and_kept_writes() {
-    let tags = Tags::new(KeyRing::new(b"key", []), CACHE, Arc::new(FaultyStore::down()));
+    let tags = Tags::new(
+        KeyRing::new(b"key", []),
+        CACHE,
+        Arc::new(FaultyStore::down()),
+    );
     let k = tags.keys().record("x");
     assert!(
         tags.record(&k).await.is_none(),
