@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::config::{ClientKind, Config, Route};
+use crate::config::{Config, Route};
 use crate::json::Document;
 use crate::store::rows::{Added, Rows};
 use crate::store::{ImportMark, Store, StoreError};
@@ -404,15 +404,9 @@ pub async fn import(
         )));
     }
     let fallback = match &options.controller {
-        Some(id) => Some(
-            config
-                .client(id)
-                .filter(|c| c.kind == ClientKind::Customer)
-                .map(|c| c.id.clone())
-                .ok_or_else(|| {
-                    ImportError::Usage(format!("--controller '{id}' is not a customer client"))
-                })?,
-        ),
+        Some(id) => Some(config.known_customer(id).ok_or_else(|| {
+            ImportError::Usage(format!("--controller '{id}' is not a customer client"))
+        })?),
         None => None,
     };
     if fallback.is_none() && route.controller_member.is_none() {

@@ -11,8 +11,8 @@
 //! A request's path through the modules: [`server`] accepts and handshakes → [`proxy`] matches the
 //! route, authenticates and cleans headers → on inspected routes [`inspect`] decides whether the
 //! body can be read, [`json`] parses it strictly, the proxy finds each record's controller in
-//! [`tags`] and [`redact`] applies the rules → the request is forwarded over pooled connections → the answer
-//! takes the same stages back, ending in one log line ([`logging`]) and the metrics ([`admin`]).
+//! [`tags`] and [`redact`] applies the rules → the request is forwarded over pooled connections →
+//! the answer takes the same stages back, ending in one log line ([`logging`]) and the metrics ([`admin`]).
 //! The privacy endpoints are answered by the gateway itself ([`privacy`]) before any route match;
 //! a background worker delivers the requests to the customers' webhooks.
 //!
@@ -27,7 +27,7 @@
 //! | [`config`] | the file schema (`deny_unknown_fields`), validation into a runtime [`config::Config`], rules compiled once |
 //! | [`tls`] | rustls server/client configs from PEM files; development certificates |
 //! | [`server`] | accept loop, connection limit, TLS handshake, HTTP/1.1 + HTTP/2, graceful drain, the framing watch and slow-read guard, hot reload ([`server::live`]), store upkeep |
-//! | [`proxy`] | the request path: route match, auth, header hygiene, upstream pools, error → status |
+//! | [`proxy`] | the request path: route match, auth, header hygiene, controller resolution, upstream pools, error → status |
 //! | [`inspect`] | the fail-closed table: media types, encodings, body collection under limits |
 //! | [`json`] | strict JSON parsing into spans, byte-faithful rendering around edits |
 //! | [`redact`] | the JSONPath rule engine (all of RFC 9535, filters included): one pass for all rules per record |

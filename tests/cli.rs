@@ -115,8 +115,8 @@ fn config_errors_exit_2_with_one_sentence_naming_file_key_and_line() {
 }
 
 #[test]
-fn outside_a_checkout_the_default_config_says_where_it_looked_and_gateway_config_points_elsewhere()
-{
+fn outside_a_checkout_the_default_config_says_where_relative_paths_are_read_and_gateway_config_points_elsewhere()
+ {
     let dir = TestDir::new();
     let output = Command::new(BIN)
         .arg("check")
@@ -126,14 +126,14 @@ fn outside_a_checkout_the_default_config_says_where_it_looked_and_gateway_config
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    let looked = format!("looked in {}", dir.path().display());
+    let looked = format!("a relative path is read from {}", dir.path().display());
     assert!(
         stderr.contains("config/gateway.toml: cannot read the file"),
         "{stderr}"
     );
     assert!(stderr.contains(&looked), "{stderr}");
     assert!(
-        stderr.contains("`--config FILE` or set GATEWAY_CONFIG"),
+        stderr.contains("`--config` or GATEWAY_CONFIG names another file"),
         "{stderr}"
     );
 

@@ -381,10 +381,11 @@ fn the_architecture_dependency_table_matches_the_code() {
     }
 }
 
-/// The sibling files a file of `module` names: `super::name`, `super::{a, b::C}` and
-/// `crate::module::name`, comments aside.
+/// The siblings a file names through `prefixes` (`super::name`, `super::{a, b::C}`,
+/// `crate::module::name`), comments aside. A prefix that continues a longer path
+/// (`super::super::x`) does not count: that names something further up.
 fn sibling_imports(
-    module: &str,
+    prefixes: &[&str],
     text: &str,
     siblings: &[String],
 ) -> std::collections::BTreeSet<String> {
@@ -394,9 +395,11 @@ fn sibling_imports(
         .collect::<Vec<_>>()
         .join("\n");
     let mut found = std::collections::BTreeSet::new();
-    let crate_prefix = format!("crate::{module}::");
-    for prefix in ["super::", crate_prefix.as_str()] {
+    for prefix in prefixes {
         for (at, _) in code.match_indices(prefix) {
+            if code[..at].ends_with("::") {
+                continue;
+            }
             let rest = &code[at + prefix.len()..];
             let names: Vec<&str> = match rest.strip_prefix('{') {
                 Some(group) => {
@@ -457,25 +460,46 @@ fn no_file_inside_a_module_imports_itself_back() {
     let mut folders = Vec::new();
     module_folders(&Path::new(ROOT).join("src"), "", &mut folders);
     for (dir, module) in &folders {
+        // The siblings: files beside `mod.rs` (which declares them, so it is no node) and
+        // sub-module folders, whose files reach their siblings one `super` further up.
         let mut siblings: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
             .filter_map(|e| {
-                let name = e.unwrap().file_name().into_string().unwrap();
-                name.strip_suffix(".rs").map(str::to_string)
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_string();
+                match path.is_dir() {
+                    true => Some(name),
+                    false => name.strip_suffix(".rs").map(str::to_string),
+                }
             })
             .filter(|name| name != "mod")
             .collect();
         siblings.sort();
-        let edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-            siblings
-                .iter()
-                .map(|file| {
-                    let text = std::fs::read_to_string(dir.join(format!("{file}.rs"))).unwrap();
-                    let mut names = sibling_imports(module, &text, &siblings);
-                    names.remove(file);
-                    (file.clone(), names)
-                })
-                .collect();
+        let crate_prefix = format!("crate::{module}::");
+        let mut edges = std::collections::BTreeMap::new();
+        for name in &siblings {
+            let folder = dir.join(name);
+            let mut names = std::collections::BTreeSet::new();
+            if folder.is_dir() {
+                for entry in std::fs::read_dir(&folder).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.extension().is_none_or(|e| e != "rs") {
+                        continue;
+                    }
+                    let up = match path.file_name().unwrap() == "mod.rs" {
+                        true => "super::",
+                        false => "super::super::",
+                    };
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    names.extend(sibling_imports(&[up, &crate_prefix], &text, &siblings));
+                }
+            } else {
+                let text = std::fs::read_to_string(dir.join(format!("{name}.rs"))).unwrap();
+                names = sibling_imports(&["super::", &crate_prefix], &text, &siblings);
+            }
+            names.remove(name);
+            edges.insert(name.clone(), names);
+        }
         // A depth-first walk from each file; meeting a file already on the path is a circle.
         fn walk(
             at: &str,
@@ -522,9 +546,13 @@ fn the_circle_check_reads_every_way_a_file_names_a_sibling() {
                 use super::{filter::{self, Filter}, matcher};\n\
                 // use super::words;\n\
                 let x = crate::redact::words::f();\n\
-                use super::super::path::Path;\n";
-    let found: Vec<String> = sibling_imports("redact", text, &siblings)
+                use super::super::other::Path;\n";
+    let prefixes = ["super::", "crate::redact::"];
+    let found: Vec<String> = sibling_imports(&prefixes, text, &siblings)
         .into_iter()
         .collect();
     assert_eq!(found, ["filter", "matcher", "path", "words"]);
+    // A path that goes further up names none of this folder's files.
+    let up = "use super::super::path::Path;\n";
+    assert!(sibling_imports(&prefixes, up, &siblings).is_empty());
 }

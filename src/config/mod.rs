@@ -377,15 +377,16 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            // A command run outside a checkout meets the relative default first: say where it
-            // looked and how to point it elsewhere.
+            // A command run outside a checkout meets the relative default first: say where a
+            // relative path is read from, and how to name another file.
             let hint = match e.kind() == std::io::ErrorKind::NotFound && path.is_relative() {
                 true => match std::env::current_dir() {
                     Ok(dir) => format!(
-                        " (looked in {}; give `--config FILE` or set GATEWAY_CONFIG)",
+                        " (a relative path is read from {}; `--config` or GATEWAY_CONFIG names \
+                         another file)",
                         dir.display()
                     ),
-                    Err(_) => " (give `--config FILE` or set GATEWAY_CONFIG)".to_string(),
+                    Err(_) => " (`--config` or GATEWAY_CONFIG names another file)".to_string(),
                 },
                 false => String::new(),
             };

@@ -163,7 +163,9 @@ impl Deliverer {
             )
             .await;
         ::metrics::counter!(metrics::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
-        self.desk.progress.send_modify(|p| p.attempts += 1);
+        if matches!(kept, Ok(true)) {
+            self.desk.progress.send_modify(|p| p.attempts += 1);
+        }
         let request_id = format_id(&delivery.request_id);
         match kept {
             Ok(true) => tracing::info!(

@@ -202,12 +202,14 @@ impl Desk {
         &self.clock
     }
 
-    /// The delivery worker's progress, as it happens.
+    /// The delivery worker's progress, as it happens (for tests, which wait on it).
+    #[cfg(feature = "test-support")]
     pub fn delivery_progress(&self) -> watch::Receiver<DeliveryProgress> {
         self.progress.subscribe()
     }
 
-    /// Starts a delivery round now rather than at the next poll.
+    /// Starts a delivery round now rather than at the next poll (for tests).
+    #[cfg(feature = "test-support")]
     pub fn deliver_now(&self) {
         self.wake.notify_one();
     }

@@ -6,11 +6,13 @@
 //! 1. refuse CONNECT and ambiguous framing; judge the path ([`crate::config::Config::judge`]:
 //!    canonical, and every lenient reading takes the same route); refuse `Upgrade`;
 //! 2. screen the headers an upstream could read differently ([`headers::screen`]);
-//! 3. authenticate, before any body is read (an unauthenticated client never gets `100 Continue`);
-//!    rewrite request headers ([`headers`]);
+//! 3. authenticate ([`auth`]), before any body is read (an unauthenticated client never gets
+//!    `100 Continue`); find the client's address ([`client_address`]) and rewrite the request's
+//!    headers for the upstream ([`forwarding`]);
 //! 4. plain route: stream the body; inspected route: collect, inspect and redact it (`inspected`);
 //! 5. forward over the upstream pool ([`upstream`]) under the request timeout;
-//! 6. plain route: stream the answer back; inspected route: collect, inspect, tag and redact it.
+//! 6. plain route: stream the answer back; inspected route: collect and inspect it, find each
+//!    record's controller ([`resolve`]), tag and redact it.
 //!
 //! Every answer, forwarded or refused, is counted in the request metrics when its head is ready,
 //! and ends in one access-log line when its body has ended ([`crate::body::Finished`]), saying

@@ -146,7 +146,8 @@ impl Server {
         self.desk.clock().clone()
     }
 
-    /// The privacy desk: its delivery progress tells when an attempt's outcome is recorded.
+    /// The privacy desk: its delivery progress tells tests when an attempt's outcome is recorded.
+    #[cfg(feature = "test-support")]
     pub fn desk(&self) -> Arc<Desk> {
         self.desk.clone()
     }

@@ -7,7 +7,7 @@
 //! expired rows in bounded batches, so several gateways may share one; deletions are announced to
 //! the others ([`listen`]). The [`outbox`] holds privacy requests until every controller has them.
 
-#[cfg(any(test, feature = "test-support"))]
+#[cfg(test)]
 pub mod faulty;
 pub mod listen;
 pub mod memory;

@@ -43,7 +43,7 @@ impl Tags {
     /// The controller of a record key: from the cache, else from the store. A store failure
     /// answers with what the cache had (possibly nothing: the record then has no known
     /// controller).
-    pub async fn record_controller(&self, digest: &Digest) -> Option<Arc<str>> {
+    pub(super) async fn record_controller(&self, digest: &Digest) -> Option<Arc<str>> {
         self.read_record(digest, |tag| tag.controller.clone()).await
     }
 
@@ -131,7 +131,8 @@ impl Tags {
         }
     }
 
-    /// The controllers of a recipient digest, read through the cache like [`Tags::record_controller`].
+    /// The controllers of a recipient digest: from the cache within [`MISS_TTL`] of reading
+    /// them, else from the store; a store failure answers with what the cache had.
     pub async fn recipient(&self, digest: &Digest) -> Vec<RecipientTag> {
         if let Some(cached) = self.recipients.get(digest)
             && cached.loaded.elapsed() < MISS_TTL

@@ -1,6 +1,5 @@
 //! Health: whether the store answered the last operation (`/readyz`), and the store's size for
-//! the operators' gauge. A store that fails never turns into a leak: lookups then answer with
-//! what the cache has, and an unknown controller is treated as not the caller's.
+//! the operators' gauge. While the store fails, lookups answer with what the cache has.
 
 use std::sync::atomic::Ordering;
 
@@ -14,6 +13,8 @@ impl Tags {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// The value of a store call, recording whether the store answered. Only the change to
+    /// failing is logged: a store that is down would otherwise log once per lookup.
     pub(super) fn outcome<T>(&self, result: Result<T, StoreError>) -> Option<T> {
         match result {
             Ok(value) => {

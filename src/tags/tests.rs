@@ -271,15 +271,12 @@ async fn a_create_the_store_cannot_commit_is_an_error_at_the_deadline() {
 
 #[tokio::test]
 async fn a_failing_store_means_unknown_controllers_and_kept_writes() {
-    let tags = Tags::new(
-        KeyRing::new(b"key", []),
-        CACHE,
-        Arc::new(FaultyStore::down()),
-    );
+    let store = Arc::new(FaultyStore::down());
+    let tags = Tags::new(KeyRing::new(b"key", []), CACHE, store.clone());
     let k = tags.keys().record("x");
     assert!(
         tags.record(&k).await.is_none(),
-        "unknown: treated as not the caller's"
+        "no controller known: the lookup answers with what the cache has"
     );
     assert!(!tags.healthy());
     assert!(!tags.check().await);
@@ -292,4 +289,12 @@ async fn a_failing_store_means_unknown_controllers_and_kept_writes() {
     );
     // Tags written through this gateway are still honoured from its cache.
     assert_eq!(&*tags.record(&k).await.unwrap().controller, "acme");
+
+    // The store comes back: the kept batch is written, and the store is healthy again.
+    store.set_down(false);
+    tags.flush().await.unwrap();
+    assert_eq!(tags.pending(), 0);
+    assert!(tags.healthy());
+    let stored = store.record(k).await.unwrap().unwrap();
+    assert_eq!(&*stored.controller, "acme");
 }

@@ -138,6 +138,8 @@ impl Tags {
         written
     }
 
+    /// Queues a body's writes in one lock, notes in `written` what its response must wait for,
+    /// and wakes the writer.
     pub(super) fn enqueue(&self, writes: Vec<(Class, TagWrite)>, written: &mut Written) {
         if writes.is_empty() {
             return;

@@ -1,4 +1,5 @@
-//! The base config every test starts from, the clients' keys, the shipped rules, and edits that must find what they replace.
+//! The base config every test starts from, the clients' keys, the shipped rules, and edits that
+//! must find what they replace.
 
 use std::net::SocketAddr;
 

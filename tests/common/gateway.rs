@@ -107,7 +107,6 @@ impl TestGateway {
         admin_get(self.admin, path).await
     }
 
-    /// `GET /metrics` from the admin listener.
     /// Waits until `n` webhook attempts have their outcome recorded: only then may the privacy
     /// clock move, since the next attempt is scheduled from when the outcome is recorded.
     pub async fn attempts_recorded(&self, n: u64) {
@@ -136,6 +135,7 @@ impl TestGateway {
             .expect("two delivery rounds within 5 s");
     }
 
+    /// `GET /metrics` from the admin listener.
     pub async fn metrics(&self) -> String {
         self.admin("/metrics").await.1
     }

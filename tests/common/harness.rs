@@ -1,4 +1,6 @@
-//! Tests run under their own harness (`harness = false`): what each needs (PostgreSQL, a browser, Prometheus), reported as ignored when it is missing; fixed property-test runners; this process's memory.
+//! Tests run under their own harness (`harness = false`): what each needs (PostgreSQL, a browser,
+//! Prometheus), reported as ignored when it is missing; fixed property-test runners; this process's
+//! memory.
 
 use std::path::{Path, PathBuf};
 

@@ -14,8 +14,8 @@
 //! - [`receiver`]: a customer's webhook receiver: records each delivery, checks its signature,
 //!   answers as scripted.
 //! - [`harness`]: tests run under their own harness (`harness = false`): what each needs
-//!   (PostgreSQL, a browser, Prometheus), reported as ignored when it is missing; fixed property-test
-//!   runners; this process's memory.
+//!   (PostgreSQL, a browser, Prometheus), reported as ignored when it is missing; fixed
+//!   property-test runners; this process's memory.
 //! - [`privacy`]: a gateway with the privacy desk wired to a webhook receiver, the setup privacy
 //!   tests share.
 

@@ -1,4 +1,5 @@
-//! The in-process mock upstream: echoes what it received, and answers scripted, slow, streamed and upgraded requests.
+//! The in-process mock upstream: echoes what it received, and answers scripted, slow, streamed and
+//! upgraded requests.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -58,7 +58,11 @@ impl Loader<'_> {
         rule_files: &mut RuleFiles,
     ) -> Result<Route, ConfigError> {
         let key = |k: &str| format!("route[{i}].{k}");
+        // Checked in a fixed order (upstream, headers, records, rules, media types), so a config
+        // with several mistakes gets the same first error from one release to the next.
         let upstream_index = self.upstream_index(i, file, upstreams)?;
+        let allowed_overrides = self.override_headers(i, file)?;
+        let allowed_headers = self.allowed_headers(i, file)?;
         let records = self.records(i, file)?;
         let rules = rule_files.rules_of(self, i, &file.rules)?;
         let record_rule = rules.iter().find(|r| r.scope == RuleScope::Record);
@@ -71,6 +75,7 @@ impl Loader<'_> {
                 ),
             ));
         }
+        let passthrough_content_types = self.passthrough_types(i, file)?;
         if file.allow_upgrade && (!records.is_empty() || !rules.is_empty()) {
             return Err(self.err(
                 &key("allow_upgrade"),
@@ -86,9 +91,9 @@ impl Loader<'_> {
             folded_prefix: target::fold(&prefix),
             path_prefix: prefix,
             path_parameters: file.path_parameters,
-            allowed_overrides: self.override_headers(i, file)?,
+            allowed_overrides,
             forward_headers: file.forward_headers.unwrap_or(default_forwarding),
-            allowed_headers: self.allowed_headers(i, file)?,
+            allowed_headers,
             allow_upgrade: file.allow_upgrade,
             fold_case: upstreams[upstream_index].fold_case,
             upstream: file.upstream.clone(),
@@ -102,7 +107,7 @@ impl Loader<'_> {
             unknown_controller: file.unknown_controller,
             plan,
             rules,
-            passthrough_content_types: self.passthrough_types(i, file)?,
+            passthrough_content_types,
         })
     }
 
