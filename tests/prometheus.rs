@@ -166,8 +166,14 @@ async fn first_failures_alert_and_every_panel_has_series() {
             |s| value(s) == 1.0,
         )
         .await;
-    // Rates need two samples of each series.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Rates need two samples of each series: wait until the gateway has been scraped twice.
+    prometheus
+        .wait_for(
+            "count_over_time(up{job=\"recipient-gateway\"}[5m])",
+            Duration::from_secs(30),
+            |s| value(s) >= 2.0,
+        )
+        .await;
 
     // An idle gateway: every panel's query returns a series.
     let mut empty = Vec::new();

@@ -152,6 +152,13 @@ impl Server {
         self.desk.clone()
     }
 
+    /// The tag cache: tests flush its queue when what they check is the store's, not the timing
+    /// of the write-behind.
+    #[cfg(feature = "test-support")]
+    pub fn tags(&self) -> Arc<Tags> {
+        self.tags.clone()
+    }
+
     /// The admin listener's bound address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin

@@ -29,6 +29,8 @@ pub struct TestGateway {
     pub clock: recipient_gateway::privacy::Clock,
     /// The privacy desk, whose delivery progress tests wait on.
     pub desk: Arc<recipient_gateway::privacy::Desk>,
+    /// The tag cache, whose queue tests flush to the store.
+    pub tags: Arc<recipient_gateway::tags::Tags>,
     pub dir: TestDir,
     pub upstream: MockUpstream,
     shutdown: Option<oneshot::Sender<()>>,
@@ -55,6 +57,7 @@ impl TestGateway {
         let (addr, admin) = (server.local_addr(), server.admin_addr());
         let clock = server.clock();
         let desk = server.desk();
+        let tags = server.tags();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
             let _ = rx.await;
@@ -64,6 +67,7 @@ impl TestGateway {
             admin,
             clock,
             desk,
+            tags,
             dir,
             upstream,
             shutdown: Some(tx),
