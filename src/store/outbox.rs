@@ -413,3 +413,21 @@ pub(super) fn status_from(name: &str) -> Result<DeliveryStatus, StoreError> {
     DeliveryStatus::parse(name)
         .ok_or_else(|| StoreError::new("a stored delivery has an unknown status"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored subject the store cannot read is named in the error, never quoted: serde_json's
+    /// own message would carry the requester's e-mail into the log.
+    #[test]
+    fn an_unreadable_subject_is_named_not_quoted() {
+        let stored = serde_json::to_string("jane.doe@example.com").unwrap();
+        let parsed: Result<Subject, _> = serde_json::from_str(&stored);
+        let parser_says = parsed.unwrap_err().to_string();
+        assert!(parser_says.contains("jane.doe"), "the case: {parser_says}");
+        let error = subject_from(Some(stored)).unwrap_err();
+        assert!(!error.to_string().contains("jane"), "{error}");
+        assert!(!format!("{error:?}").contains("jane"), "{error:?}");
+    }
+}
