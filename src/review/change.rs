@@ -385,11 +385,11 @@ fn settings(changes: &mut Vec<Change>, before: &Route, after: &Route) {
             "the purpose decides which rules apply; the field lines show what changed".into(),
         );
     }
-    for added in after
-        .passthrough_content_types
-        .iter()
-        .filter(|t| !before.passthrough_content_types.contains(t))
-    {
+    let (types_before, types_after) = (
+        &before.passthrough_content_types,
+        &after.passthrough_content_types,
+    );
+    for added in only_in(types_after, types_before) {
         push(
             "passthrough_content_types",
             "inspected".into(),
@@ -398,11 +398,7 @@ fn settings(changes: &mut Vec<Change>, before: &Route, after: &Route) {
             format!("`{added}` added to `passthrough_content_types`"),
         );
     }
-    for removed in before
-        .passthrough_content_types
-        .iter()
-        .filter(|t| !after.passthrough_content_types.contains(t))
-    {
+    for removed in only_in(types_before, types_after) {
         push(
             "passthrough_content_types",
             "passed uninspected".into(),
@@ -441,16 +437,14 @@ fn settings(changes: &mut Vec<Change>, before: &Route, after: &Route) {
                 .into(),
         );
     }
-    for id in &before.recipient_identifiers {
-        if !after.recipient_identifiers.contains(id) {
-            push(
-                "recipient_identifiers",
-                format!("`{id}`"),
-                "—".into(),
-                true,
-                format!("privacy requests no longer match recipients by `{id}`"),
-            );
-        }
+    for id in only_in(&before.recipient_identifiers, &after.recipient_identifiers) {
+        push(
+            "recipient_identifiers",
+            format!("`{id}`"),
+            "—".into(),
+            true,
+            format!("privacy requests no longer match recipients by `{id}`"),
+        );
     }
     for (flag, b, a, because) in [
         (
@@ -479,11 +473,7 @@ fn settings(changes: &mut Vec<Change>, before: &Route, after: &Route) {
             "which request headers reach the upstream".into(),
         );
     }
-    for header in after
-        .allowed_headers
-        .iter()
-        .filter(|h| !before.allowed_headers.contains(h))
-    {
+    for header in only_in(&after.allowed_headers, &before.allowed_headers) {
         push(
             "allow_headers",
             "removed".into(),
@@ -492,11 +482,7 @@ fn settings(changes: &mut Vec<Change>, before: &Route, after: &Route) {
             format!("request header `{}` is forwarded", header.as_str()),
         );
     }
-    for header in after
-        .allowed_overrides
-        .iter()
-        .filter(|h| !before.allowed_overrides.contains(h))
-    {
+    for header in only_in(&after.allowed_overrides, &before.allowed_overrides) {
         push(
             "allow_override_headers",
             "stripped".into(),
@@ -529,6 +515,11 @@ fn settings(changes: &mut Vec<Change>, before: &Route, after: &Route) {
             format!("rule `{id}` now applies on route `{}`", after.name),
         ));
     }
+}
+
+/// The items of `these` that `those` does not have, in order.
+fn only_in<'a, T: PartialEq>(these: &'a [T], those: &'a [T]) -> impl Iterator<Item = &'a T> {
+    these.iter().filter(move |item| !those.contains(item))
 }
 
 /// Record selectors of the old route that the new one no longer finds a record at, and new

@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use super::change::{Change, ChangeReport, Matrix};
-use super::html::STYLE;
+use super::html::{page_end, page_start};
 use super::treatment::CallerClass;
 use crate::vocabulary::Direction;
 use crate::vocabulary::escape_html as esc;
@@ -25,18 +25,18 @@ impl ChangeReport {
     /// The HTML form: one page, no external assets, no scripts.
     pub fn to_html(&self) -> String {
         let mut out = String::new();
-        let _ = write!(
+        let (new, old) = (esc(&self.config), esc(&self.against));
+        page_start(
+            &mut out,
+            &format!("Change review: {} against {}", self.config, self.against),
+            CHANGE_STYLE,
+            &format!("Change review: <code>{new}</code> against <code>{old}</code>"),
+        );
+        let _ = writeln!(
             out,
-            "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-             <title>Change review: {new} against {old}</title>\n<style>{STYLE}{CHANGE_STYLE}</style>\n\
-             </head>\n<body>\n<main>\n<h1>Change review: <code>{new}</code> against <code>{old}</code></h1>\n\
-             <p><strong>{summary}</strong> A widening shows more to someone than before; a \
-             changed cell says so in words and is outlined (solid red: widened, dashed green: \
-             narrowed).</p>\n",
-            new = esc(&self.config),
-            old = esc(&self.against),
-            summary = esc(&self.summary_line()),
+            "<p><strong>{}</strong> A widening shows more to someone than before; a changed cell \
+             says so in words and is outlined (solid red: widened, dashed green: narrowed).</p>",
+            esc(&self.summary_line()),
         );
         for matrix in &self.matrices {
             route_matrix(&mut out, matrix);
@@ -83,7 +83,7 @@ impl ChangeReport {
             }
             out.push_str("</tbody>\n</table>\n");
         }
-        out.push_str("</main>\n</body>\n</html>\n");
+        page_end(&mut out);
         out
     }
 }

@@ -39,24 +39,43 @@ details div{font-weight:400;margin-top:.25rem;max-width:22rem;white-space:normal
 .legend span{display:inline-block;padding:.1rem .5rem;margin-right:.3rem;border:1px solid #b1b4b6}\
 .warnings li{margin:.2rem 0}";
 
+/// The start of a review page, through `<main>`: its title (text), the stylesheet with `extra`
+/// rules, and the heading (markup, escaped by the caller). One page, no external assets, no
+/// scripts; [`page_end`] closes it.
+pub(super) fn page_start(out: &mut String, title: &str, extra_style: &str, heading: &str) {
+    let _ = write!(
+        out,
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n<style>{STYLE}{extra_style}</style>\n</head>\n<body>\n<main>\n\
+         <h1>{heading}</h1>\n",
+        esc(title)
+    );
+}
+
+/// The end of a review page.
+pub(super) fn page_end(out: &mut String) {
+    out.push_str("</main>\n</body>\n</html>\n");
+}
+
 impl Report {
     /// The HTML form: one page, no external assets, no scripts.
     pub fn to_html(&self) -> String {
         let mut out = String::new();
-        let _ = write!(
-            out,
-            "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-             <title>Redaction review: {config}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
-             <h1>Redaction review: <code>{config}</code></h1>\n\
-             <p>For each route: who sees which field, and in what form. Click a treatment to see \
+        page_start(
+            &mut out,
+            &format!("Redaction review: {}", self.config),
+            "",
+            &format!("Redaction review: <code>{}</code>", esc(&self.config)),
+        );
+        out.push_str(
+            "<p>For each route: who sees which field, and in what form. Click a treatment to see \
              the rule behind it. Fields outlined in red are coverage findings from the samples.</p>\n\
              <p class=\"legend\"><span style=\"background:#fff\">visible</span>\
              <span style=\"background:#f6d7d2\">redacted</span>\
              <span style=\"background:#fce8c3\">masked</span>\
              <span style=\"background:#d2e2f6\">pseudonymised</span>\
              <span style=\"background:#505a5f;color:#fff\">removed</span></p>\n",
-            config = esc(&self.config)
         );
         for route in &self.routes {
             route_section(&mut out, route);
@@ -89,11 +108,12 @@ impl Report {
             }
             out.push_str("</ul>\n");
         }
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<p><strong>Summary:</strong> {}</p>\n</main>\n</body>\n</html>\n",
+            "<p><strong>Summary:</strong> {}</p>",
             esc(&self.summary_line())
         );
+        page_end(&mut out);
         out
     }
 }
