@@ -20,6 +20,7 @@ use common::{
     process::{GatewayProcess, assert_access_line},
     receiver::WebhookReceiver,
     upstream::{Canned, MockUpstream},
+    wait::eventually,
 };
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -577,16 +578,16 @@ fn the_access_line_tells_how_each_answer_ended() {
         drop(body);
         drop(client);
         // The gateway counts the abandoned body when it notices the client gone.
-        let started = std::time::Instant::now();
-        loop {
+        let counted = async || {
             let metrics = admin_get(gateway.admin, "/metrics").await.1;
-            if metrics.contains("gateway_response_bodies_total{outcome=\"client_closed\"} 1")
-                || started.elapsed() > Duration::from_secs(5)
-            {
-                break metrics;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            metrics
+                .contains("gateway_response_bodies_total{outcome=\"client_closed\"} 1")
+                .then_some(metrics)
+        };
+        eventually(Duration::from_secs(5), counted, || {
+            "the abandoned body was not counted".into()
+        })
+        .await
     });
     for outcome in ["ok", "upstream_body_error", "client_closed", "timeout"] {
         assert!(

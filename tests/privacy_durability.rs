@@ -20,6 +20,7 @@ use common::{
     process::GatewayProcess,
     receiver::WebhookReceiver,
     upstream::MockUpstream,
+    wait::eventually,
 };
 use http::StatusCode;
 use recipient_gateway::demo::start_sample_api;
@@ -96,25 +97,26 @@ async fn delivered(
     ids: &[String],
     timeout: Duration,
 ) -> HashMap<String, usize> {
-    let started = std::time::Instant::now();
-    loop {
+    let per_id = || {
         let mut per_id: HashMap<String, usize> = HashMap::new();
         for delivery in receiver.got() {
             assert!(delivery.signed, "every delivery is signed");
             let id = delivery.body["request_id"].as_str().unwrap().to_string();
             *per_id.entry(id).or_default() += 1;
         }
-        let missing = ids.iter().filter(|id| !per_id.contains_key(*id)).count();
-        if missing == 0 {
-            return per_id;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "{missing} of {} requests not delivered after {timeout:?}",
+        per_id
+    };
+    let missing =
+        |per_id: &HashMap<String, usize>| ids.iter().filter(|id| !per_id.contains_key(*id)).count();
+    let all = async || Some(per_id()).filter(|per_id| missing(per_id) == 0);
+    eventually(timeout, all, || {
+        format!(
+            "{} of {} requests not delivered",
+            missing(&per_id()),
             ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        )
+    })
+    .await
 }
 
 async fn requests_survive_sigkill_while_the_receiver_is_down() {

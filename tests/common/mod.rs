@@ -16,6 +16,7 @@
 //! - [`harness`]: tests run under their own harness (`harness = false`): what each needs
 //!   (PostgreSQL, a browser, Prometheus), reported as ignored when it is missing; fixed
 //!   property-test runners; this process's memory.
+//! - [`wait`]: a condition polled with a deadline, for events a test cannot be told of.
 //! - [`privacy`]: a gateway with the privacy desk wired to a webhook receiver, the setup privacy
 //!   tests share.
 
@@ -31,3 +32,4 @@ pub mod privacy;
 pub mod process;
 pub mod receiver;
 pub mod upstream;
+pub mod wait;

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::dir::TestDir;
+use super::wait::eventually;
 
 /// One webhook request as the receiver got it.
 #[derive(Debug, Clone)]
@@ -170,18 +171,10 @@ impl WebhookReceiver {
 
     /// Waits until at least `n` deliveries arrived (or panics after `timeout`).
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Delivery> {
-        let started = std::time::Instant::now();
-        loop {
-            let got = self.got();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "{} of {n} deliveries after {timeout:?}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let arrived = async || Some(self.got()).filter(|got| got.len() >= n);
+        eventually(timeout, arrived, || {
+            format!("{} of {n} deliveries", self.got().len())
+        })
+        .await
     }
 }

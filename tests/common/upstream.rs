@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::client::TestBody;
 use super::dir::TestDir;
+use super::wait::eventually;
 
 /// The mock upstream: echoes what it received, or behaves as the path asks.
 ///
@@ -157,14 +158,11 @@ impl MockUpstream {
     /// Waits (up to `timeout`) until `n` connections that carried a request have closed: the
     /// gateway has let go of what it was fetching.
     pub async fn wait_closed(&self, n: usize, timeout: Duration) {
-        let started = std::time::Instant::now();
-        while self.closed.load(Ordering::SeqCst) < n {
-            assert!(
-                started.elapsed() < timeout,
-                "{n} upstream connections not closed within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let closed = async || (self.closed.load(Ordering::SeqCst) >= n).then_some(());
+        eventually(timeout, closed, || {
+            format!("{n} upstream connections not closed")
+        })
+        .await
     }
 
     /// Scripts the answer to `/canned` requests.
@@ -188,15 +186,11 @@ impl MockUpstream {
     /// Waits (up to 5 s) until the upstream has seen `n` requests in all: a request in flight
     /// has reached it.
     pub async fn wait_seen(&self, n: usize) {
-        let started = std::time::Instant::now();
-        while self.count() < n {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "the upstream saw {} of {n} requests",
-                self.count()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let seen = async || (self.count() >= n).then_some(());
+        eventually(Duration::from_secs(5), seen, || {
+            format!("the upstream saw {} of {n} requests", self.count())
+        })
+        .await
     }
 }
 
